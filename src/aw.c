@@ -1,0 +1,49 @@
+/* aw.c -- error texts, clock, randomness and small byte helpers shared by all
+ * modules. Holds no state. */
+#include "aw.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <time.h>
+
+const char *aw_strerror(int err)
+{
+    switch (err) {
+#define AW_ERR_TEXT(name, value, text) \
+    case value:                        \
+        return text;
+        AW_ERRNO_MAP(AW_ERR_TEXT)
+#undef AW_ERR_TEXT
+    }
+    return "unknown error";
+}
+
+int64_t aw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int aw_random_bytes(void *buf, size_t len)
+{
+    return RAND_bytes(buf, (int)len) == 1 ? AW_OK : AW_EIO;
+}
+
+void aw_hex(char *out, const void *in, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *p = in;
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+bool aw_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
+{
+    if (alen != blen)
+        return false;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}

@@ -1,0 +1,286 @@
+/* api.c -- routes and handlers of the HTTP API. Events enter the hub through
+ * hub_publish only; this file never touches a session other than the one
+ * that asked (except through hub_disconnect_user). The API key is compared in
+ * constant time; a user's JWT is accepted only by POST /api/v1/tickets. */
+#include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "aw.h"
+#include "event.h"
+#include "log.h"
+#include "server.h"
+#include "web.h"
+
+#define BATCH_MAX 1000
+
+typedef struct api_error {
+    int status;
+    enum metrics_error code;
+    char message[200];
+} api_error_t;
+
+static void respond_error(session_t *s, int status, enum metrics_error code, const char *msg)
+{
+    s->srv->metrics.errors[code]++;
+    session_respond_error(s, status, metrics_error_name(code), msg);
+}
+
+static int set_error(api_error_t *e, int status, enum metrics_error code, const char *msg)
+{
+    e->status = status;
+    e->code = code;
+    snprintf(e->message, sizeof e->message, "%s", msg);
+    return AW_EINVAL;
+}
+
+static bool api_key_ok(server_t *srv, const http_request_t *req)
+{
+    const char *tok = auth_bearer(http_header(req, "Authorization"));
+    const char *key = srv->cfg->api_key;
+    return tok && aw_consttime_eq(tok, strlen(tok), key, strlen(key));
+}
+
+static json_t *parse_body(session_t *s, const http_request_t *req)
+{
+    json_error_t jerr;
+    json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!body) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "body is not JSON: %s", jerr.text);
+        respond_error(s, 400, ERR_INVALID_JSON, msg);
+    }
+    return body;
+}
+
+static json_t *receipt_json(const hub_receipt_t *r)
+{
+    return json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)r->seq, "epoch", r->epoch, "event_id",
+                     r->event_id);
+}
+
+/* Publishes one event object; on success returns its receipt as JSON. */
+static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, api_error_t *err)
+{
+    if (!json_is_object(ev))
+        return set_error(err, 422, ERR_INVALID_EVENT, "an event must be a JSON object"), NULL;
+    const char *user = json_string_value(json_object_get(ev, "user_id"));
+    if (!event_id_valid(user))
+        return set_error(err, 422, ERR_INVALID_EVENT, "user_id (the target) is required"), NULL;
+    json_t *key = json_object_get(ev, "idempotency_key");
+    const char *idem = idem_header;
+    if (key) {
+        idem = json_string_value(key);
+        if (!idem || !*idem || strlen(idem) > IDEM_MAX_KEY)
+            return set_error(err, 422, ERR_INVALID_EVENT,
+                             "idempotency_key must be a string of 1 to 255 bytes"),
+                   NULL;
+    }
+    int64_t now = aw_now_ms();
+    if (idem) {
+        const hub_receipt_t *prev = idem_get(&srv->idem, user, idem, now);
+        if (prev)
+            return receipt_json(prev);
+    }
+    char msg[160];
+    if (event_validate(ev, msg, sizeof msg) != AW_OK)
+        return set_error(err, 422, ERR_INVALID_EVENT, msg), NULL;
+
+    char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
+    snprintf(user_copy, sizeof user_copy, "%s", user);
+    snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
+    json_object_del(ev, "idempotency_key"); /* frees key: use the copies from here */
+    hub_receipt_t r;
+    if (hub_publish(&srv->hub, user_copy, ev, &r) != AW_OK)
+        return set_error(err, 503, ERR_UNAVAILABLE, "out of memory"), NULL;
+    if (idem && idem_put(&srv->idem, user_copy, idem_copy, &r, now) != AW_OK)
+        log_kv(LOG_WARN, "idempotency cache full", "user", user_copy, NULL);
+    return receipt_json(&r);
+}
+
+static void on_publish(session_t *s, const http_request_t *req)
+{
+    json_t *ev = parse_body(s, req);
+    if (!ev)
+        return;
+    api_error_t err;
+    json_t *r = publish_one(s->srv, ev, http_header(req, "Idempotency-Key"), &err);
+    if (r)
+        session_respond_json(s, 200, r);
+    else
+        respond_error(s, err.status, err.code, err.message);
+    json_decref(r);
+    json_decref(ev);
+}
+
+static void on_batch(session_t *s, const http_request_t *req)
+{
+    json_t *arr = parse_body(s, req);
+    if (!arr)
+        return;
+    if (!json_is_array(arr) || json_array_size(arr) > BATCH_MAX) {
+        respond_error(s, json_is_array(arr) ? 413 : 422,
+                      json_is_array(arr) ? ERR_TOO_LARGE : ERR_INVALID_EVENT,
+                      "a batch is a JSON array of at most 1000 events");
+        json_decref(arr);
+        return;
+    }
+    json_t *out = json_array();
+    size_t i;
+    json_t *ev;
+    json_array_foreach(arr, i, ev)
+    {
+        api_error_t err;
+        json_t *r = publish_one(s->srv, ev, NULL, &err);
+        if (!r) {
+            s->srv->metrics.errors[err.code]++;
+            r = json_pack("{s:s, s:s, s:i}", "error", metrics_error_name(err.code), "message",
+                          err.message, "status", err.status);
+        }
+        json_array_append_new(out, r);
+    }
+    session_respond_json(s, 200, out);
+    json_decref(out);
+    json_decref(arr);
+}
+
+static void describe_session(session_t *c, void *arg)
+{
+    if (c->state != SESSION_OPEN)
+        return;
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:I}", "connection_id", c->id, "remote_addr",
+                                         c->remote, "connected_at",
+                                         (json_int_t)c->connected_ms));
+}
+
+static void on_connections(session_t *s, const char *user)
+{
+    json_t *list = json_array();
+    hub_each_session(&s->srv->hub, user, describe_session, list);
+    json_t *body = json_pack("{s:s, s:o}", "user_id", user, "connections", list);
+    session_respond_json(s, 200, body);
+    json_decref(body);
+}
+
+static void on_disconnect(session_t *s, const char *user)
+{
+    size_t n = hub_disconnect_user(&s->srv->hub, user, WS_CLOSE_DISCONNECTED, "disconnected");
+    log_kv(LOG_INFO, "kick", "user", user, "#connections", (long long)n, NULL);
+    json_t *body = json_pack("{s:s, s:I}", "user_id", user, "disconnected", (json_int_t)n);
+    session_respond_json(s, 200, body);
+    json_decref(body);
+}
+
+static void on_ticket(session_t *s, const http_request_t *req)
+{
+    server_t *srv = s->srv;
+    const char *tok = auth_bearer(http_header(req, "Authorization"));
+    auth_result_t r;
+    if (!tok || auth_token(&srv->jwt, tok, strlen(tok), aw_now_ms(), &r) != AW_OK) {
+        respond_error(s, 401, ERR_UNAUTHORIZED, "a ticket needs the user's JWT as Bearer");
+        return;
+    }
+    char id[TICKET_LEN + 1];
+    int64_t expires = aw_now_ms() + srv->cfg->ticket_ttl_ms;
+    int64_t token_exp = r.expires_ms - srv->jwt.leeway_s * 1000;
+    if (tickets_issue(&srv->tickets, r.user, expires, token_exp, id) != AW_OK) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "cannot issue a ticket now");
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:I}", "ticket", id, "expires_at",
+                             (json_int_t)(expires < token_exp ? expires : token_exp));
+    session_respond_json(s, 200, body);
+    json_decref(body);
+}
+
+static void on_metrics(session_t *s)
+{
+    server_t *srv = s->srv;
+    size_t len;
+    char *text = metrics_render(&srv->metrics, srv->hub.nconns, srv->hub.nusers_live, &len);
+    if (!text) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    session_respond(s, 200, "text/plain; version=0.0.4", text, len, NULL);
+    free(text);
+}
+
+/* Matches "/api/v1/users/{id}/<action>"; writes the decoded id. */
+static const char *user_route(const char *path, char *user, size_t ulen)
+{
+    static const char prefix[] = "/api/v1/users/";
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return NULL;
+    const char *id = path + sizeof prefix - 1, *slash = strchr(id, '/');
+    if (!slash || slash == id || (size_t)(slash - id) >= ulen)
+        return NULL;
+    int n = http_path_decode(user, id, (size_t)(slash - id));
+    if (n <= 0 || !event_id_valid(user))
+        return NULL;
+    return slash + 1;
+}
+
+static bool method_is(session_t *s, const http_request_t *req, enum http_method m)
+{
+    if (req->method == m)
+        return true;
+    respond_error(s, 405, ERR_METHOD_NOT_ALLOWED, "method not allowed on this route");
+    return false;
+}
+
+static void api_v1(session_t *s, const http_request_t *req)
+{
+    const char *p = req->path;
+    if (strcmp(p, "/api/v1/tickets") == 0) {
+        if (method_is(s, req, HTTP_POST))
+            on_ticket(s, req);
+        return;
+    }
+    if (!api_key_ok(s->srv, req)) {
+        respond_error(s, 401, ERR_UNAUTHORIZED, "missing or wrong API key");
+        return;
+    }
+    char user[EVENT_MAX_ID * 3 + 1];
+    const char *action;
+    if (strcmp(p, "/api/v1/publish") == 0) {
+        if (method_is(s, req, HTTP_POST))
+            on_publish(s, req);
+    } else if (strcmp(p, "/api/v1/publish/batch") == 0) {
+        if (method_is(s, req, HTTP_POST))
+            on_batch(s, req);
+    } else if ((action = user_route(p, user, sizeof user)) && strcmp(action, "connections") == 0) {
+        if (method_is(s, req, HTTP_GET))
+            on_connections(s, user);
+    } else if (action && strcmp(action, "disconnect") == 0) {
+        if (method_is(s, req, HTTP_POST))
+            on_disconnect(s, user);
+    } else {
+        respond_error(s, 404, ERR_NOT_FOUND, "no such API route");
+    }
+}
+
+void api_handle(session_t *s, const http_request_t *req)
+{
+    const char *p = req->path;
+    if (strncmp(p, "/api/v1/", 8) == 0) {
+        api_v1(s, req);
+    } else if (strcmp(p, "/healthz") == 0) {
+        session_respond(s, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    } else if (strcmp(p, "/readyz") == 0) {
+        if (s->srv->draining)
+            respond_error(s, 503, ERR_UNAVAILABLE, "draining");
+        else
+            session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
+    } else if (strcmp(p, "/metrics") == 0) {
+        on_metrics(s);
+    } else if (strcmp(p, "/") == 0 || strcmp(p, "/index.html") == 0) {
+        session_respond(s, 200, "text/html; charset=utf-8", web_index_html, web_index_html_len,
+                        NULL);
+    } else {
+        respond_error(s, 404, ERR_NOT_FOUND, "not found");
+    }
+}

@@ -1,0 +1,145 @@
+/* client.c -- reads a user's JSON messages and answers them. Knows message
+ * types and their replies; never writes to another session and never
+ * changes who the session belongs to (a refresh for another sub closes). */
+#include "client.h"
+
+#include <string.h>
+
+#include "auth.h"
+#include "aw.h"
+#include "log.h"
+#include "server.h"
+
+typedef struct msg {
+    session_t *s;
+    json_t *root;          /* the whole message */
+    json_t *args;          /* payload, or root when there is none */
+    const char *type;
+    json_t *message_id;    /* echoed in replies when present */
+} msg_t;
+
+static void reply(msg_t *m, json_t *obj)
+{
+    if (m->message_id)
+        json_object_set(obj, "message_id", m->message_id);
+    session_send_json(m->s, obj);
+    json_decref(obj);
+}
+
+/* An error reply; bad messages count towards the rate limit. */
+static void reply_error(session_t *s, json_t *message_id, enum metrics_error code,
+                        const char *text, bool bad)
+{
+    int64_t now = aw_now_ms();
+    if (bad) {
+        if (now - s->_bad_window_ms >= CLIENT_BAD_WINDOW_MS) {
+            s->_bad_window_ms = now;
+            s->_bad_msgs = 0;
+        }
+        if (++s->_bad_msgs > CLIENT_BAD_CLOSE) {
+            log_kv(LOG_INFO, "too many bad messages", "conn", s->id, "user", s->user->id, NULL);
+            session_close(s, WS_CLOSE_POLICY, "too many invalid messages");
+            return;
+        }
+        if (s->_bad_msgs > CLIENT_BAD_RATE_LIMIT) {
+            code = ERR_RATE_LIMITED;
+            text = "too many invalid messages; slow down or be disconnected";
+        }
+    }
+    s->srv->metrics.errors[code]++;
+    json_t *e = json_pack("{s:s, s:s, s:s}", "type", "error", "code", metrics_error_name(code),
+                          "message", text);
+    if (message_id)
+        json_object_set(e, "message_id", message_id);
+    session_send_json(s, e);
+    json_decref(e);
+}
+
+static void on_ping(msg_t *m)
+{
+    json_t *r = json_pack("{s:s}", "type", "pong");
+    json_t *ts = json_object_get(m->args, "timestamp");
+    if (!ts)
+        ts = json_object_get(m->root, "timestamp");
+    json_object_set(r, "timestamp", ts ? ts : json_null());
+    json_object_set_new(r, "server_time", json_integer(aw_now_ms()));
+    reply(m, r);
+}
+
+static void on_heartbeat(msg_t *m)
+{
+    reply(m, json_pack("{s:s, s:I}", "type", "heartbeat_ack", "server_time",
+                       (json_int_t)aw_now_ms()));
+}
+
+static void on_refresh(msg_t *m)
+{
+    session_t *s = m->s;
+    const char *token = json_string_value(json_object_get(m->args, "token"));
+    if (!token) {
+        reply_error(s, m->message_id, ERR_INVALID_MESSAGE, "refresh needs a token", true);
+        return;
+    }
+    auth_result_t r;
+    if (auth_token(&s->srv->jwt, token, strlen(token), aw_now_ms(), &r) != AW_OK) {
+        reply_error(s, m->message_id, ERR_INVALID_TOKEN, r.reason, false);
+        return;
+    }
+    if (strcmp(r.user, s->user->id) != 0) {
+        log_kv(LOG_WARN, "refresh for another user", "conn", s->id, "user", s->user->id, NULL);
+        session_close(s, WS_CLOSE_POLICY, "token for another user");
+        return;
+    }
+    s->token_exp_ms = r.expires_ms;
+    reply(m, json_pack("{s:s, s:s, s:I}", "type", "ack", "for", "refresh", "expires_at",
+                       (json_int_t)r.expires_ms));
+}
+
+typedef struct handler {
+    const char *type;
+    void (*fn)(msg_t *m);
+} handler_t;
+
+static const handler_t handlers[] = {
+    {"ping", on_ping},
+    {"heartbeat", on_heartbeat},
+    {"refresh", on_refresh},
+};
+
+void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len)
+{
+    if (opcode != WS_OP_TEXT) {
+        reply_error(s, NULL, ERR_INVALID_MESSAGE, "messages are JSON text frames", true);
+        return;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        reply_error(s, NULL, ERR_INVALID_JSON, "a message must be a JSON object", true);
+        return;
+    }
+    msg_t m = {.s = s, .root = root};
+    m.message_id = json_object_get(root, "message_id");
+    if (m.message_id && !json_is_string(m.message_id)) {
+        m.message_id = NULL;
+        reply_error(s, NULL, ERR_INVALID_MESSAGE, "message_id must be a string", true);
+        goto out;
+    }
+    m.type = json_string_value(json_object_get(root, "type"));
+    if (!m.type) {
+        reply_error(s, m.message_id, ERR_INVALID_MESSAGE, "a message needs a string type", true);
+        goto out;
+    }
+    json_t *payload = json_object_get(root, "payload");
+    m.args = json_is_object(payload) ? payload : root;
+    for (size_t i = 0; i < AW_ARRAY_LEN(handlers); i++) {
+        if (strcmp(m.type, handlers[i].type) == 0) {
+            handlers[i].fn(&m);
+            goto out;
+        }
+    }
+    reply_error(s, m.message_id, ERR_UNKNOWN_TYPE, "unknown message type", true);
+out:
+    json_decref(root);
+}

@@ -1,0 +1,19 @@
+/* client.h -- messages a connected user sends (PROTOCOL section 4): parsing,
+ * dispatch by type, replies (ack, pong, error) and the bad-message limit.
+ * Replies go to the one session; events never go through here. */
+#ifndef AW_CLIENT_H
+#define AW_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session.h"
+
+#define CLIENT_BAD_WINDOW_MS 10000
+#define CLIENT_BAD_RATE_LIMIT 10 /* past this many bad messages: rate_limited */
+#define CLIENT_BAD_CLOSE 20      /* past this many: close 1008 */
+
+/* Handles one whole message (opcode WS_OP_TEXT or WS_OP_BINARY). */
+void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len);
+
+#endif

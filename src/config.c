@@ -1,0 +1,317 @@
+/* config.c -- the option table and its parser. Every setting has exactly one
+ * row here: flag, environment variable, default, help. Nothing else in the
+ * server reads argv or getenv. */
+#include "config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+
+enum opt_kind { OPT_STR, OPT_NUM, OPT_FLAG };
+
+typedef struct option {
+    const char *flag;    /* without the leading dashes */
+    const char *env;     /* AGENTWIRE_* */
+    enum opt_kind kind;
+    size_t offset;       /* of a char * (OPT_STR), int64_t (OPT_NUM) or bool */
+    const char *def;     /* default as text, NULL: unset */
+    int64_t min, max;    /* OPT_NUM range */
+    const char *metavar;
+    const char *help;
+} option_t;
+
+#define STR(f, e, field, d, mv, h) {f, e, OPT_STR, offsetof(config_t, field), d, 0, 0, mv, h}
+#define NUM(f, e, field, d, lo, hi, mv, h)                                                         \
+    {f, e, OPT_NUM, offsetof(config_t, field), d, lo, hi, mv, h}
+
+static const option_t options[] = {
+    STR("listen", "AGENTWIRE_LISTEN", listen, "127.0.0.1:8080", "HOST:PORT",
+        "address to listen on (port 0 picks a free one)"),
+    STR("jwt-secret", "AGENTWIRE_JWT_SECRET", jwt_secret, NULL, "SECRET",
+        "HS256 secret that user tokens are signed with"),
+    STR("jwt-secret-file", "AGENTWIRE_JWT_SECRET_FILE", jwt_secret_file, NULL, "FILE",
+        "read the HS256 secret from FILE (trailing newline dropped)"),
+    STR("jwt-public-key", "AGENTWIRE_JWT_PUBLIC_KEY", jwt_public_key_file, NULL, "FILE",
+        "PEM public key for RS256, ES256 or EdDSA tokens (needs --jwt-alg)"),
+    STR("jwt-alg", "AGENTWIRE_JWT_ALG", jwt_alg_name, NULL, "ALG",
+        "pinned token algorithm: HS256 (default with a secret), RS256, ES256, EdDSA"),
+    STR("jwt-issuer", "AGENTWIRE_JWT_ISSUER", jwt_issuer, NULL, "ISS",
+        "required iss claim of user tokens"),
+    STR("jwt-audience", "AGENTWIRE_JWT_AUDIENCE", jwt_audience, NULL, "AUD",
+        "required aud claim of user tokens"),
+    NUM("jwt-leeway-s", "AGENTWIRE_JWT_LEEWAY_S", jwt_leeway_s, "30", 0, 3600, "N",
+        "clock tolerance for exp and nbf, seconds"),
+    STR("api-key", "AGENTWIRE_API_KEY", api_key, NULL, "KEY",
+        "key that publishers send as 'Authorization: Bearer KEY'"),
+    STR("api-key-file", "AGENTWIRE_API_KEY_FILE", api_key_file, NULL, "FILE",
+        "read the API key from FILE (trailing newline dropped)"),
+    STR("allowed-origins", "AGENTWIRE_ALLOWED_ORIGINS", allowed_origins, NULL, "LIST",
+        "comma-separated Origin values allowed to connect (unset: any)"),
+    NUM("max-message-bytes", "AGENTWIRE_MAX_MESSAGE_BYTES", max_message_bytes, "65536", 125,
+        1 << 30, "N", "largest WebSocket message a client may send (bigger: close 1009)"),
+    NUM("max-connections-per-user", "AGENTWIRE_MAX_CONNECTIONS_PER_USER",
+        max_connections_per_user, "10", 1, 1000000, "N",
+        "connections one user may hold (more: 429)"),
+    NUM("max-connections-per-ip", "AGENTWIRE_MAX_CONNECTIONS_PER_IP", max_connections_per_ip,
+        "0", 0, 10000000, "N", "connections one address may hold, 0 for no limit (more: 429)"),
+    NUM("queue-limit-bytes", "AGENTWIRE_QUEUE_LIMIT_BYTES", queue_limit_bytes, "1048576", 1024,
+        (int64_t)1 << 34, "N", "outgoing bytes queued per connection before close 4003"),
+    NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms,
+        "25000", 50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
+    NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000",
+        50, 600000, "MS", "time allowed for a request head, and idle keep-alive time"),
+    NUM("drain-timeout-ms", "AGENTWIRE_DRAIN_TIMEOUT_MS", drain_timeout_ms, "10000", 0,
+        600000, "MS", "on SIGTERM/SIGINT, how long connections get to close"),
+    NUM("ticket-ttl-ms", "AGENTWIRE_TICKET_TTL_MS", ticket_ttl_ms, "60000", 1000, 3600000, "MS",
+        "lifetime of a connection ticket from POST /api/v1/tickets"),
+    NUM("idempotency-ttl-ms", "AGENTWIRE_IDEMPOTENCY_TTL_MS", idempotency_ttl_ms, "300000", 1000,
+        86400000, "MS", "how long a publish idempotency key is remembered"),
+    NUM("max-request-bytes", "AGENTWIRE_MAX_REQUEST_BYTES", max_request_bytes, "4194304", 1024,
+        (int64_t)1 << 30, "N", "largest HTTP request body (bigger: 413)"),
+    NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024,
+        1 << 20, "N", "largest HTTP request head (bigger: 431)"),
+    STR("log-format", "AGENTWIRE_LOG_FORMAT", log_format_name, "text", "FMT",
+        "log lines as 'json' or 'text' (stderr)"),
+    STR("log-level", "AGENTWIRE_LOG_LEVEL", log_level_name, "info", "LEVEL",
+        "debug, info, warn or error"),
+    {"help", NULL, OPT_FLAG, offsetof(config_t, show_help), NULL, 0, 0, NULL,
+     "print this help and exit"},
+    {"version", NULL, OPT_FLAG, offsetof(config_t, show_version), NULL, 0, 0, NULL,
+     "print the version and exit"},
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+{
+    snprintf(err, errlen, fmt, a, b);
+    return AW_EINVAL;
+}
+
+static int set_option(config_t *cfg, const option_t *o, const char *val, char *err, size_t errlen)
+{
+    char *base = (char *)cfg + o->offset;
+    if (o->kind == OPT_FLAG) {
+        *(bool *)base = true;
+        return AW_OK;
+    }
+    if (o->kind == OPT_STR) {
+        char **slot = (char **)base;
+        free(*slot);
+        *slot = strdup(val);
+        return *slot ? AW_OK : AW_ENOMEM;
+    }
+    char *end;
+    errno = 0;
+    long long n = strtoll(val, &end, 10);
+    if (errno || end == val || *end || n < o->min || n > o->max) {
+        char range[64];
+        snprintf(range, sizeof range, "%lld..%lld", (long long)o->min, (long long)o->max);
+        return fail(err, errlen, "--%s: expected an integer in %s", o->flag, range);
+    }
+    *(int64_t *)base = n;
+    return AW_OK;
+}
+
+static const option_t *find_option(const char *name, size_t len)
+{
+    for (size_t i = 0; i < AW_ARRAY_LEN(options); i++)
+        if (strlen(options[i].flag) == len && strncmp(options[i].flag, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+int config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < AW_ARRAY_LEN(options); i++) {
+        const option_t *o = &options[i];
+        const char *env = o->env ? getenv(o->env) : NULL;
+        const char *val = env && *env ? env : o->def;
+        if (val && set_option(cfg, o, val, err, errlen) != AW_OK) {
+            if (env && *env)
+                snprintf(err + strlen(err), errlen - strlen(err), " (from %s)", o->env);
+            return AW_EINVAL;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0)
+            return fail(err, errlen, "unexpected argument '%s'%s (try --help)", arg, "");
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const option_t *o = find_option(name, len);
+        if (!o)
+            return fail(err, errlen, "unknown option '%s'%s (try --help)", arg, "");
+        const char *val = NULL;
+        if (o->kind != OPT_FLAG) {
+            if (eq)
+                val = eq + 1;
+            else if (i + 1 < argc)
+                val = argv[++i];
+            else
+                return fail(err, errlen, "--%s needs a value (%s)", o->flag, o->metavar);
+        }
+        int rc = set_option(cfg, o, val, err, errlen);
+        if (rc != AW_OK)
+            return rc;
+    }
+    return AW_OK;
+}
+
+/* Reads a small secret file; drops one trailing newline (and CR). */
+static int read_secret(const char *path, char **out, const char *what, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(err, errlen, "%s: cannot open '%s'", what, path);
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    bool more = !feof(f);
+    fclose(f);
+    if (more)
+        return fail(err, errlen, "%s: '%s' is larger than 64 KiB", what, path);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0)
+        return fail(err, errlen, "%s: '%s' is empty", what, path);
+    buf[n] = '\0';
+    free(*out);
+    *out = strdup(buf);
+    return *out ? AW_OK : AW_ENOMEM;
+}
+
+static int parse_listen(config_t *cfg, char *err, size_t errlen)
+{
+    const char *colon = strrchr(cfg->listen, ':');
+    if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= sizeof cfg->listen_host)
+        return fail(err, errlen, "--listen: expected HOST:PORT, got '%s'%s", cfg->listen, "");
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || port < 0 || port > 65535)
+        return fail(err, errlen, "--listen: bad port in '%s'%s", cfg->listen, "");
+    const char *host = cfg->listen;
+    size_t hlen = (size_t)(colon - host);
+    if (host[0] == '[' && host[hlen - 1] == ']') { /* [::1]:8080 */
+        host++;
+        hlen -= 2;
+    }
+    memcpy(cfg->listen_host, host, hlen);
+    cfg->listen_host[hlen] = '\0';
+    cfg->listen_port = (int)port;
+    return AW_OK;
+}
+
+int config_finish(config_t *cfg, char *err, size_t errlen)
+{
+    int rc = parse_listen(cfg, err, errlen);
+    if (rc != AW_OK)
+        return rc;
+    if (log_format_parse(cfg->log_format_name, &cfg->log_format) != AW_OK)
+        return fail(err, errlen, "--log-format: expected json or text, got '%s'%s",
+                    cfg->log_format_name, "");
+    if (log_level_parse(cfg->log_level_name, &cfg->log_level) != AW_OK)
+        return fail(err, errlen, "--log-level: expected debug, info, warn or error, got '%s'%s",
+                    cfg->log_level_name, "");
+    if (cfg->jwt_secret_file &&
+        (rc = read_secret(cfg->jwt_secret_file, &cfg->jwt_secret, "--jwt-secret-file", err,
+                          errlen)) != AW_OK)
+        return rc;
+    if (cfg->api_key_file &&
+        (rc = read_secret(cfg->api_key_file, &cfg->api_key, "--api-key-file", err, errlen)) !=
+            AW_OK)
+        return rc;
+    if (cfg->jwt_secret && !*cfg->jwt_secret)
+        return fail(err, errlen, "--jwt-secret must not be empty%s%s", "", "");
+    if (cfg->api_key && !*cfg->api_key)
+        return fail(err, errlen, "--api-key must not be empty%s%s", "", "");
+    if (cfg->jwt_secret && cfg->jwt_public_key_file)
+        return fail(err, errlen, "give --jwt-secret or --jwt-public-key, not both%s%s", "", "");
+
+    cfg->jwt_alg = JWT_HS256;
+    if (cfg->jwt_alg_name && jwt_alg_parse(cfg->jwt_alg_name, &cfg->jwt_alg) != AW_OK)
+        return fail(err, errlen, "--jwt-alg: expected HS256, RS256, ES256 or EdDSA, got '%s'%s",
+                    cfg->jwt_alg_name, "");
+    if (cfg->jwt_public_key_file) {
+        if (!cfg->jwt_alg_name || cfg->jwt_alg == JWT_HS256)
+            return fail(err, errlen, "--jwt-public-key needs --jwt-alg RS256, ES256 or EdDSA%s%s",
+                        "", "");
+    } else if (cfg->jwt_secret && cfg->jwt_alg != JWT_HS256) {
+        return fail(err, errlen, "--jwt-alg %s needs --jwt-public-key, not a secret%s",
+                    cfg->jwt_alg_name, "");
+    }
+
+    bool has_user_auth = cfg->jwt_secret || cfg->jwt_public_key_file;
+    if (!has_user_auth && !cfg->api_key) {
+        cfg->dev_mode = true;
+    } else if (!has_user_auth) {
+        return fail(err, errlen,
+                    "--api-key is set but no --jwt-secret or --jwt-public-key: configure both, "
+                    "or neither for development mode%s%s",
+                    "", "");
+    } else if (!cfg->api_key) {
+        return fail(err, errlen,
+                    "user tokens are configured but no --api-key: configure both, or neither "
+                    "for development mode%s%s",
+                    "", "");
+    }
+    return AW_OK;
+}
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "Usage: agentwire [OPTION]...\n"
+                 "WebSocket gateway that delivers AI agent events to their users.\n\n"
+                 "With no --jwt-secret, --jwt-public-key or --api-key, agentwire runs in\n"
+                 "development mode: it makes a random secret and API key and prints them\n"
+                 "with a sample token for user 'demo'.\n\n"
+                 "Options (each also read from the environment variable shown):\n");
+    for (size_t i = 0; i < AW_ARRAY_LEN(options); i++) {
+        const option_t *o = &options[i];
+        char head[64];
+        snprintf(head, sizeof head, "--%s%s%s", o->flag, o->metavar ? " " : "",
+                 o->metavar ? o->metavar : "");
+        fprintf(out, "  %-34s %s", head, o->help);
+        if (o->def)
+            fprintf(out, " [%s]", o->def);
+        fputc('\n', out);
+        if (o->env)
+            fprintf(out, "  %-34s   env %s\n", "", o->env);
+    }
+    fprintf(out, "\nDocumentation: README.md, docs/operations.md, docs/protocol.md\n");
+}
+
+void config_dispose(config_t *cfg)
+{
+    for (size_t i = 0; i < AW_ARRAY_LEN(options); i++)
+        if (options[i].kind == OPT_STR)
+            free(*(char **)((char *)cfg + options[i].offset));
+    memset(cfg, 0, sizeof *cfg);
+}
+
+bool config_origin_allowed(const config_t *cfg, const char *origin)
+{
+    if (!cfg->allowed_origins || !*cfg->allowed_origins)
+        return true;
+    if (!origin)
+        return true; /* not a browser: Origin protects browsers only */
+    size_t olen = strlen(origin);
+    const char *p = cfg->allowed_origins;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',')
+            end++;
+        const char *last = end;
+        while (last > p && last[-1] == ' ')
+            last--;
+        if ((size_t)(last - p) == olen && strncasecmp(p, origin, olen) == 0)
+            return true;
+        if ((size_t)(last - p) == 1 && *p == '*')
+            return true;
+        p = end;
+    }
+    return false;
+}

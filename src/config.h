@@ -1,0 +1,65 @@
+/* config.h -- agentwire's settings: every flag, its AGENTWIRE_* environment
+ * equivalent, its default and its help text live in one table in config.c, so
+ * --help always tells the truth. Parsing never exits; main.c decides. */
+#ifndef AW_CONFIG_H
+#define AW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "jwt.h"
+#include "log.h"
+
+typedef struct config {
+    char *listen;       /* "HOST:PORT" as given */
+    char listen_host[64];
+    int listen_port;    /* 0 picks a free port (logged at start) */
+
+    char *jwt_secret;   /* HS256 secret (owned) */
+    char *jwt_secret_file;
+    char *jwt_public_key_file;
+    char *jwt_alg_name; /* NULL: HS256 with a secret; required with a public key */
+    jwt_alg_t jwt_alg;
+    char *jwt_issuer, *jwt_audience;
+    int64_t jwt_leeway_s;
+
+    char *api_key;      /* owned */
+    char *api_key_file;
+    char *allowed_origins; /* comma-separated list, NULL: all allowed */
+
+    int64_t max_message_bytes;
+    int64_t max_connections_per_user;
+    int64_t max_connections_per_ip; /* 0: no limit */
+    int64_t queue_limit_bytes;
+    int64_t heartbeat_interval_ms;
+    int64_t handshake_timeout_ms;
+    int64_t drain_timeout_ms;
+    int64_t ticket_ttl_ms;
+    int64_t idempotency_ttl_ms;
+    int64_t max_request_bytes;
+    int64_t max_header_bytes;
+
+    char *log_format_name, *log_level_name;
+    enum log_format log_format;
+    enum log_level log_level;
+
+    bool dev_mode;     /* no secret, key or API key given: made up at start */
+    bool show_help, show_version;
+} config_t;
+
+/* Fills cfg from defaults, then the environment, then argv. On a bad value
+ * returns AW_EINVAL with a one-line reason in err. */
+int config_parse(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Reads secret files, checks combinations, decides development mode. */
+int config_finish(config_t *cfg, char *err, size_t errlen);
+
+void config_usage(FILE *out);
+void config_dispose(config_t *cfg);
+
+/* True when origin is allowed by cfg->allowed_origins. */
+bool config_origin_allowed(const config_t *cfg, const char *origin);
+
+#endif

@@ -1,0 +1,37 @@
+/* frame.h -- a ready-to-send byte string (a WebSocket frame, or an HTTP
+ * response) shared by reference count.
+ *
+ * A frame starts with one reference, held by whoever made it. Every outgoing
+ * queue that holds it takes one (frame_ref) and drops it when the bytes have
+ * been written or the queue is discarded (frame_unref); history will take one
+ * while it retains the event. At zero the frame is freed. Fan-out to N
+ * connections therefore copies no payload bytes. The loop is single-threaded,
+ * so the count is a plain integer. */
+#ifndef AW_FRAME_H
+#define AW_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct frame {
+    uint32_t refs; /* private: references held */
+    uint32_t len;  /* read-only: bytes in data */
+    uint8_t data[];
+} frame_t;
+
+/* A server WebSocket frame (FIN set, unmasked) around payload[0..len).
+ * Returns NULL when out of memory. */
+frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len);
+
+/* A raw byte string (HTTP responses). NULL when out of memory. */
+frame_t *frame_raw(const void *bytes, size_t len);
+
+static inline frame_t *frame_ref(frame_t *f)
+{
+    f->refs++;
+    return f;
+}
+
+void frame_unref(frame_t *f);
+
+#endif

@@ -1,0 +1,208 @@
+/* hub.c -- the registry (user -> sessions, address -> count) and the only
+ * delivery path. An event is stamped, serialized once into a shared frame and
+ * queued on each open session of its user, in seq order. Sessions are never
+ * freed here: a session closed during fan-out stays linked until its close
+ * callback calls hub_detach on a later loop phase. */
+#include "hub.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "frame.h"
+#include "log.h"
+#include "session.h"
+#include "ws.h"
+
+int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
+{
+    memset(h, 0, sizeof *h);
+    h->_cfg = cfg;
+    h->_metrics = m;
+    uint8_t node[4];
+    if (aw_random_bytes(node, sizeof node) != AW_OK)
+        return AW_EIO;
+    aw_hex(h->_node, node, sizeof node);
+    int rc = map_init(&h->_users);
+    if (rc == AW_OK)
+        rc = map_init(&h->_ips);
+    return rc;
+}
+
+static void free_user(map_entry_t *e, void *arg)
+{
+    (void)arg;
+    free(e->value);
+}
+
+void hub_dispose(hub_t *h)
+{
+    map_each(&h->_users, free_user, NULL);
+    map_dispose(&h->_users);
+    map_dispose(&h->_ips);
+    free(h->_scratch);
+}
+
+hub_user_t *hub_user_find(const hub_t *h, const char *user_id)
+{
+    return map_get(&h->_users, user_id, strlen(user_id));
+}
+
+hub_user_t *hub_user(hub_t *h, const char *user_id)
+{
+    hub_user_t *u = hub_user_find(h, user_id);
+    if (u)
+        return u;
+    u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    uint8_t raw[HUB_EPOCH_LEN / 2];
+    if (aw_random_bytes(raw, sizeof raw) != AW_OK) {
+        free(u);
+        return NULL;
+    }
+    aw_hex(u->epoch, raw, sizeof raw);
+    map_entry_t *e = map_put(&h->_users, user_id, strlen(user_id), u);
+    if (!e) {
+        free(u);
+        return NULL;
+    }
+    u->id = e->key;
+    return u;
+}
+
+int hub_admit(const hub_t *h, const char *user_id, const char *ip)
+{
+    const hub_user_t *u = hub_user_find(h, user_id);
+    if (u && u->nconns >= (uint64_t)h->_cfg->max_connections_per_user)
+        return AW_ELIMIT;
+    if (h->_cfg->max_connections_per_ip > 0) {
+        uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
+        if (n >= (uint64_t)h->_cfg->max_connections_per_ip)
+            return AW_ELIMIT;
+    }
+    return AW_OK;
+}
+
+hub_user_t *hub_attach(hub_t *h, session_t *s, const char *user_id, const char *ip)
+{
+    hub_user_t *u = hub_user(h, user_id);
+    if (!u)
+        return NULL;
+    uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
+    if (!map_put(&h->_ips, ip, strlen(ip), (void *)(n + 1)))
+        return NULL;
+    s->_user_prev = NULL;
+    s->_user_next = u->_conns;
+    if (u->_conns)
+        u->_conns->_user_prev = s;
+    u->_conns = s;
+    if (u->nconns++ == 0)
+        h->nusers_live++;
+    h->nconns++;
+    s->user = u;
+    return u;
+}
+
+void hub_detach(hub_t *h, session_t *s, const char *ip)
+{
+    hub_user_t *u = s->user;
+    if (!u)
+        return;
+    if (s->_user_prev)
+        s->_user_prev->_user_next = s->_user_next;
+    else
+        u->_conns = s->_user_next;
+    if (s->_user_next)
+        s->_user_next->_user_prev = s->_user_prev;
+    s->_user_next = s->_user_prev = NULL;
+    if (--u->nconns == 0)
+        h->nusers_live--;
+    h->nconns--;
+    uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
+    if (n <= 1)
+        map_remove(&h->_ips, ip, strlen(ip));
+    else
+        map_put(&h->_ips, ip, strlen(ip), (void *)(n - 1));
+    /* s->user stays set: logs after detach still name the user. The stream
+     * (seq, epoch) outlives its connections so that numbering never restarts. */
+}
+
+static int scratch_append(const char *buf, size_t len, void *arg)
+{
+    hub_t *h = arg;
+    if (h->_scratch_len + len > h->_scratch_cap) {
+        size_t cap = h->_scratch_cap ? h->_scratch_cap : 4096;
+        while (cap < h->_scratch_len + len)
+            cap *= 2;
+        char *p = realloc(h->_scratch, cap);
+        if (!p)
+            return -1;
+        h->_scratch = p;
+        h->_scratch_cap = cap;
+    }
+    memcpy(h->_scratch + h->_scratch_len, buf, len);
+    h->_scratch_len += len;
+    return 0;
+}
+
+/* Stamps the envelope of PROTOCOL section 2 into ev. */
+static int stamp(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
+{
+    out->seq = u->seq + 1;
+    memcpy(out->epoch, u->epoch, sizeof out->epoch);
+    snprintf(out->event_id, sizeof out->event_id, "ev_%s%012llx", h->_node,
+             (unsigned long long)++h->_next_event);
+    int rc = 0;
+    rc |= json_object_set_new(ev, "seq", json_integer((json_int_t)out->seq));
+    rc |= json_object_set_new(ev, "epoch", json_string(u->epoch));
+    rc |= json_object_set_new(ev, "event_id", json_string(out->event_id));
+    rc |= json_object_set_new(ev, "timestamp", json_integer(aw_now_ms()));
+    rc |= json_object_set_new(ev, "user_id", json_string(u->id));
+    return rc ? AW_ENOMEM : AW_OK;
+}
+
+int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
+{
+    hub_user_t *u = hub_user(h, user_id);
+    if (!u || stamp(h, u, ev, out) != AW_OK)
+        return AW_ENOMEM;
+    h->_scratch_len = 0;
+    if (json_dump_callback(ev, scratch_append, h, JSON_COMPACT) != 0)
+        return AW_ENOMEM;
+    frame_t *f = frame_ws(WS_OP_TEXT, h->_scratch, h->_scratch_len);
+    if (!f)
+        return AW_ENOMEM;
+    u->seq = out->seq; /* committed: the event exists from here on */
+    h->_metrics->events_published++;
+    out->recipients = 0;
+    for (session_t *s = u->_conns; s; s = s->_user_next) {
+        if (session_send(s, f) == AW_OK)
+            out->recipients++;
+    }
+    h->_metrics->events_delivered += out->recipients;
+    frame_unref(f);
+    return AW_OK;
+}
+
+size_t hub_disconnect_user(hub_t *h, const char *user_id, uint16_t code, const char *reason)
+{
+    hub_user_t *u = hub_user_find(h, user_id);
+    size_t n = 0;
+    for (session_t *s = u ? u->_conns : NULL; s; s = s->_user_next) {
+        if (s->state == SESSION_OPEN) {
+            session_close(s, code, reason);
+            n++;
+        }
+    }
+    return n;
+}
+
+void hub_each_session(hub_t *h, const char *user_id, void (*fn)(session_t *s, void *arg),
+                      void *arg)
+{
+    hub_user_t *u = hub_user_find(h, user_id);
+    for (session_t *s = u ? u->_conns : NULL; s; s = s->_user_next)
+        fn(s, arg);
+}

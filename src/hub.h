@@ -1,0 +1,90 @@
+/* hub.h -- the one registry of connections (user -> sessions) and the one
+ * path by which events reach sockets.
+ *
+ * Every event, whatever its source (HTTP API now; agent runs, history replay
+ * and brokers later), enters through hub_publish, which validates nothing
+ * (the caller did), stamps the envelope, serializes the event once into a
+ * shared frame and queues that frame on each open connection of the user.
+ * Nothing else writes events to sessions. */
+#ifndef AW_HUB_H
+#define AW_HUB_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "map.h"
+#include "metrics.h"
+
+struct session;
+
+#define HUB_EPOCH_LEN 16    /* hex characters of an epoch */
+#define HUB_EVENT_ID_LEN 32 /* bytes of an event id, NUL included */
+
+typedef struct hub_user {
+    const char *id;          /* read-only: the map's key copy */
+    uint64_t seq;            /* read-only: latest sequence number, 0 before any */
+    char epoch[HUB_EPOCH_LEN + 1]; /* read-only: the stream's epoch */
+    struct session *_conns;  /* head of the intrusive list of sessions */
+    uint32_t nconns;         /* read-only: open sessions */
+} hub_user_t;
+
+typedef struct hub {
+    /* read-only */
+    size_t nconns;       /* attached sessions, all users */
+    size_t nusers_live;  /* users with at least one session */
+    /* private */
+    map_t _users;        /* id -> hub_user_t * */
+    map_t _ips;          /* address -> count (uintptr_t) */
+    const config_t *_cfg;
+    metrics_t *_metrics;
+    uint64_t _next_event; /* event id counter */
+    char _node[9];        /* random per-process prefix of event ids */
+    char *_scratch;       /* serialization buffer, reused per event */
+    size_t _scratch_len, _scratch_cap;
+} hub_t;
+
+typedef struct hub_receipt {
+    uint64_t seq;
+    char epoch[HUB_EPOCH_LEN + 1];
+    char event_id[HUB_EVENT_ID_LEN];
+    size_t recipients; /* sessions the frame was queued on */
+} hub_receipt_t;
+
+int hub_init(hub_t *h, const config_t *cfg, metrics_t *m);
+void hub_dispose(hub_t *h);
+
+/* Would a new connection of user from address ip be within the limits?
+ * 0 or AW_ELIMIT. */
+int hub_admit(const hub_t *h, const char *user_id, const char *ip);
+
+/* Registers an authenticated session under user_id (its stream is created on
+ * first use). Returns the user, or NULL when out of memory. */
+hub_user_t *hub_attach(hub_t *h, struct session *s, const char *user_id, const char *ip);
+
+/* Unregisters a session. Called only from the session's close callback,
+ * which libuv runs after the loop phase that closed it, so a fan-out or kick
+ * loop never sees its list change under it. */
+void hub_detach(hub_t *h, struct session *s, const char *ip);
+
+/* The user's stream, created when absent (NULL when out of memory). */
+hub_user_t *hub_user(hub_t *h, const char *user_id);
+
+/* The user's stream, or NULL when it does not exist. */
+hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
+
+/* Publishes ev to user_id. The hub stamps seq, epoch, event_id, timestamp and
+ * user_id into ev (which the caller still owns), serializes it once and
+ * queues the frame on every open session of the user.
+ * 0 with *out filled, AW_ENOMEM. */
+int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
+
+/* Closes every session of user_id with code and reason; returns how many. */
+size_t hub_disconnect_user(hub_t *h, const char *user_id, uint16_t code, const char *reason);
+
+/* Calls fn for each session of user_id. fn may close the session. */
+void hub_each_session(hub_t *h, const char *user_id, void (*fn)(struct session *s, void *arg),
+                      void *arg);
+
+#endif

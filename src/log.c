@@ -1,0 +1,162 @@
+/* log.c -- writes structured log records to stderr. The only module that
+ * formats log lines; it keeps just the chosen format and level. Records are
+ * written with one fwrite each so concurrent writers never interleave lines. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "aw.h"
+
+static enum log_format log_fmt = LOG_FORMAT_TEXT;
+static enum log_level log_min = LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_setup(enum log_format format, enum log_level level)
+{
+    log_fmt = format;
+    log_min = level;
+}
+
+bool log_enabled(enum log_level level)
+{
+    return level >= log_min;
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    for (size_t i = 0; i < AW_ARRAY_LEN(level_names); i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return AW_OK;
+        }
+    }
+    return AW_EINVAL;
+}
+
+int log_format_parse(const char *s, enum log_format *out)
+{
+    if (strcmp(s, "json") == 0)
+        *out = LOG_FORMAT_JSON;
+    else if (strcmp(s, "text") == 0)
+        *out = LOG_FORMAT_TEXT;
+    else
+        return AW_EINVAL;
+    return AW_OK;
+}
+
+typedef struct line {
+    char buf[2048];
+    size_t len;
+} line_t;
+
+static void put(line_t *l, const char *s, size_t n)
+{
+    if (n > sizeof(l->buf) - 2 - l->len)
+        n = sizeof(l->buf) - 2 - l->len; /* keep room for the closing "}\n" */
+    memcpy(l->buf + l->len, s, n);
+    l->len += n;
+}
+
+static void puts_(line_t *l, const char *s)
+{
+    put(l, s, strlen(s));
+}
+
+/* JSON string body: escapes quotes, backslashes and control bytes. */
+static void put_escaped(line_t *l, const char *s)
+{
+    char esc[8];
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            put(l, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(l, esc, 6);
+        } else {
+            put(l, (const char *)&c, 1);
+        }
+    }
+}
+
+static void put_time(line_t *l)
+{
+    char ts[40];
+    int64_t ms = aw_now_ms();
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(ms % 1000));
+    puts_(l, ts);
+}
+
+void log_kv(enum log_level level, const char *msg, ...)
+{
+    if (level < log_min)
+        return;
+    line_t l = {.len = 0};
+    bool json = log_fmt == LOG_FORMAT_JSON;
+    if (json) {
+        puts_(&l, "{\"ts\":\"");
+        put_time(&l);
+        puts_(&l, "\",\"level\":\"");
+        puts_(&l, level_names[level]);
+        puts_(&l, "\",\"msg\":\"");
+        put_escaped(&l, msg);
+        puts_(&l, "\"");
+    } else {
+        put_time(&l);
+        puts_(&l, " ");
+        puts_(&l, level_names[level]);
+        puts_(&l, " ");
+        puts_(&l, msg);
+    }
+    va_list ap;
+    va_start(ap, msg);
+    for (const char *key; (key = va_arg(ap, const char *)) != NULL;) {
+        char num[32];
+        const char *val;
+        bool is_num = key[0] == '#';
+        if (is_num) {
+            key++;
+            snprintf(num, sizeof num, "%lld", va_arg(ap, long long));
+            val = num;
+        } else {
+            val = va_arg(ap, const char *);
+        }
+        if (json) {
+            puts_(&l, ",\"");
+            put_escaped(&l, key);
+            puts_(&l, "\":");
+            if (is_num || !val) {
+                puts_(&l, val ? val : "null");
+            } else {
+                puts_(&l, "\"");
+                put_escaped(&l, val);
+                puts_(&l, "\"");
+            }
+        } else {
+            puts_(&l, " ");
+            puts_(&l, key);
+            puts_(&l, "=");
+            bool quote = val && (strchr(val, ' ') || !*val);
+            if (quote)
+                puts_(&l, "\"");
+            puts_(&l, val ? val : "-");
+            if (quote)
+                puts_(&l, "\"");
+        }
+    }
+    va_end(ap);
+    if (json)
+        l.buf[l.len++] = '}';
+    l.buf[l.len++] = '\n';
+    fwrite(l.buf, 1, l.len, stderr);
+}

@@ -1,0 +1,23 @@
+/* log.h -- structured logs on stderr, one line per record, as JSON or text.
+ *
+ * A record is a message and key/value pairs: log_kv(LOG_INFO, "connect",
+ * "user", id, "#conns", (long long)n, NULL). A key that starts with '#' takes
+ * a long long value (the '#' is not printed); other keys take a string (NULL
+ * prints as null). Never pass a token or secret as a value. */
+#ifndef AW_LOG_H
+#define AW_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+void log_setup(enum log_format format, enum log_level level);
+bool log_enabled(enum log_level level);
+void log_kv(enum log_level level, const char *msg, ...);
+
+/* Parse names ("debug", "info", "warn", "error"; "json", "text"). 0 or AW_EINVAL. */
+int log_level_parse(const char *s, enum log_level *out);
+int log_format_parse(const char *s, enum log_format *out);
+
+#endif

@@ -1,0 +1,93 @@
+/* metrics.c -- renders the counters of metrics.h in the Prometheus text
+ * exposition format. Holds no state of its own. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "aw.h"
+
+static const char *const refusal_names[] = {
+#define M_NAME(name, text) text,
+    METRICS_REFUSALS(M_NAME)};
+static const char *const error_names[] = {METRICS_ERRORS(M_NAME)};
+#undef M_NAME
+static const uint16_t close_codes[] = {METRICS_CLOSE_CODES};
+
+const char *metrics_refusal_name(enum metrics_refusal r)
+{
+    return refusal_names[r];
+}
+
+const char *metrics_error_name(enum metrics_error e)
+{
+    return error_names[e];
+}
+
+void metrics_count_close(metrics_t *m, uint16_t code)
+{
+    size_t i = 0;
+    while (i < AW_ARRAY_LEN(close_codes) && close_codes[i] != code)
+        i++;
+    m->closes[i]++; /* i == AW_ARRAY_LEN(close_codes) is "other" */
+}
+
+static void head(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void one(FILE *f, const char *name, const char *type, const char *help, long long v)
+{
+    head(f, name, type, help);
+    fprintf(f, "%s %lld\n", name, v);
+}
+
+char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    if (!f)
+        return NULL;
+    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.",
+        (long long)connections);
+    one(f, "agentwire_users", "gauge", "Users with at least one open connection.",
+        (long long)users);
+    one(f, "agentwire_handshakes_total", "counter", "WebSocket upgrades accepted.",
+        (long long)m->handshakes_total);
+    head(f, "agentwire_handshake_refusals_total", "counter", "Upgrades refused, by reason.");
+    for (size_t i = 0; i < REFUSAL_COUNT; i++)
+        fprintf(f, "agentwire_handshake_refusals_total{reason=\"%s\"} %llu\n", refusal_names[i],
+                (unsigned long long)m->refusals[i]);
+    one(f, "agentwire_events_published_total", "counter", "Events accepted by the hub.",
+        (long long)m->events_published);
+    one(f, "agentwire_events_delivered_total", "counter",
+        "Event frames queued to connections.", (long long)m->events_delivered);
+    one(f, "agentwire_bytes_sent_total", "counter", "Bytes written to clients.",
+        (long long)m->bytes_sent);
+    one(f, "agentwire_bytes_received_total", "counter", "Bytes read from clients.",
+        (long long)m->bytes_received);
+    one(f, "agentwire_queue_bytes", "gauge", "Bytes waiting in outgoing queues.",
+        (long long)m->queue_bytes);
+    one(f, "agentwire_http_requests_total", "counter", "HTTP requests read.",
+        (long long)m->http_requests);
+    head(f, "agentwire_errors_total", "counter", "Error replies sent, by code.");
+    for (size_t i = 0; i < ERR_COUNT; i++)
+        fprintf(f, "agentwire_errors_total{code=\"%s\"} %llu\n", error_names[i],
+                (unsigned long long)m->errors[i]);
+    head(f, "agentwire_closes_total", "counter", "Connections closed, by close code.");
+    for (size_t i = 0; i <= AW_ARRAY_LEN(close_codes); i++) {
+        if (i < AW_ARRAY_LEN(close_codes))
+            fprintf(f, "agentwire_closes_total{code=\"%u\"} %llu\n", close_codes[i],
+                    (unsigned long long)m->closes[i]);
+        else
+            fprintf(f, "agentwire_closes_total{code=\"other\"} %llu\n",
+                    (unsigned long long)m->closes[i]);
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}

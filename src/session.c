@@ -1,0 +1,567 @@
+/* session.c -- one connection's I/O: reading, the HTTP phase, the WebSocket
+ * frame loop, the outgoing queue and the close. It owns the session's memory
+ * and frees it only in the handle's close callback. It never decides who
+ * receives an event (the hub does) and never parses JSON messages (client.c
+ * does). */
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "aw.h"
+#include "client.h"
+#include "log.h"
+#include "server.h"
+#include "upgrade.h"
+
+#define QUEUE_MIN 8
+#define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
+
+static void on_close(uv_handle_t *h);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    session_t *s = h->data;
+    (void)suggested;
+    size_t len;
+    buf->base = server_readbuf(s->srv, &len);
+    buf->len = buf->base ? len : 0;
+}
+
+int session_accept(server_t *srv, uv_stream_t *listener)
+{
+    session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return AW_ENOMEM;
+    s->srv = srv;
+    uv_tcp_init(srv->loop, &s->tcp);
+    s->tcp.data = s;
+    if (uv_accept(listener, (uv_stream_t *)&s->tcp) != 0) {
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return AW_EIO;
+    }
+    uv_tcp_nodelay(&s->tcp, 1);
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    s->ip[0] = '\0';
+    int port = 0;
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, s->ip, sizeof s->ip);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&sa, s->ip, sizeof s->ip);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        }
+    }
+    snprintf(s->remote, sizeof s->remote, "%s:%d", s->ip, port);
+    server_conn_id(srv, s->id, sizeof s->id);
+    s->state = SESSION_HTTP;
+    s->connected_ms = s->_last_rx_ms = aw_now_ms();
+    s->_deadline_ms = s->connected_ms + srv->cfg->handshake_timeout_ms;
+    server_add_session(srv, s);
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    return AW_OK;
+}
+
+/* ---- output queue ---- */
+
+static bool queue_push(session_t *s, frame_t *f)
+{
+    if (s->_qlen == s->_qcap) {
+        uint32_t cap = s->_qcap ? s->_qcap * 2 : QUEUE_MIN;
+        frame_t **q = malloc(cap * sizeof *q);
+        if (!q)
+            return false;
+        for (uint32_t i = 0; i < s->_qlen; i++)
+            q[i] = s->_q[(s->_qhead + i) % s->_qcap];
+        free(s->_q);
+        s->_q = q;
+        s->_qhead = 0;
+        s->_qcap = cap;
+    }
+    s->_q[(s->_qhead + s->_qlen) % s->_qcap] = frame_ref(f);
+    s->_qlen++;
+    s->_qbytes += f->len;
+    s->srv->metrics.queue_bytes += f->len;
+    return true;
+}
+
+/* Drops queued frames from index `from` (frames before it are in flight). */
+static void queue_truncate(session_t *s, uint32_t from)
+{
+    while (s->_qlen > from) {
+        frame_t *f = s->_q[(s->_qhead + s->_qlen - 1) % s->_qcap];
+        s->_qbytes -= f->len;
+        s->srv->metrics.queue_bytes -= f->len;
+        frame_unref(f);
+        s->_qlen--;
+    }
+    if (s->_qlen == 0) {
+        free(s->_q);
+        s->_q = NULL;
+        s->_qcap = s->_qhead = 0;
+    }
+}
+
+static int enqueue(session_t *s, frame_t *f)
+{
+    if (!queue_push(s, f))
+        return AW_ENOMEM;
+    server_want_flush(s->srv, s);
+    return AW_OK;
+}
+
+int session_send(session_t *s, frame_t *f)
+{
+    if (s->state != SESSION_OPEN)
+        return AW_ECLOSED;
+    if (s->_qbytes + f->len > (size_t)s->srv->cfg->queue_limit_bytes) {
+        log_kv(LOG_WARN, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
+               "#queued_bytes", (long long)s->_qbytes, NULL);
+        queue_truncate(s, s->_inflight); /* free what is not being written at once */
+        session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
+        return AW_ECLOSED;
+    }
+    return enqueue(s, f);
+}
+
+int session_send_json(session_t *s, const json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT);
+    if (!text)
+        return AW_ENOMEM;
+    frame_t *f = frame_ws(WS_OP_TEXT, text, strlen(text));
+    free(text);
+    if (!f)
+        return AW_ENOMEM;
+    int rc = session_send(s, f);
+    frame_unref(f);
+    return rc;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    session_t *s = req->data;
+    size_t written = 0;
+    for (uint32_t i = 0; i < s->_inflight; i++) {
+        frame_t *f = s->_q[s->_qhead];
+        written += f->len;
+        s->_qbytes -= f->len;
+        s->srv->metrics.queue_bytes -= f->len;
+        frame_unref(f);
+        s->_qhead = (s->_qhead + 1) % s->_qcap;
+        s->_qlen--;
+    }
+    s->_inflight = 0;
+    if (s->_qlen == 0)
+        queue_truncate(s, 0);
+    if (status < 0) {
+        if (s->state != SESSION_GONE)
+            session_abort(s, uv_err_name(status));
+        return;
+    }
+    s->srv->metrics.bytes_sent += written;
+    if (s->state == SESSION_GONE)
+        return;
+    if (s->_qlen > 0)
+        session_flush(s);
+    else if (s->_close_when_flushed)
+        session_abort(s, NULL);
+}
+
+void session_flush(session_t *s)
+{
+    if (s->_inflight || s->_qlen == 0 || s->state == SESSION_GONE)
+        return;
+    uv_buf_t bufs[WRITE_BATCH];
+    uint32_t n = s->_qlen < WRITE_BATCH ? s->_qlen : WRITE_BATCH;
+    for (uint32_t i = 0; i < n; i++) {
+        frame_t *f = s->_q[(s->_qhead + i) % s->_qcap];
+        bufs[i] = uv_buf_init((char *)f->data, f->len);
+    }
+    s->_inflight = n;
+    s->_wreq.data = s;
+    int rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
+    if (rc != 0) {
+        s->_inflight = 0;
+        session_abort(s, uv_err_name(rc));
+    }
+}
+
+/* ---- closing ---- */
+
+static void log_disconnect(session_t *s, const char *reason)
+{
+    if (!s->user)
+        return;
+    log_kv(LOG_INFO, "disconnect", "conn", s->id, "user", s->user->id, "remote", s->remote,
+           "#code", (long long)s->_close_code, "reason", reason,
+           "#duration_ms", (long long)(aw_now_ms() - s->connected_ms), NULL);
+}
+
+void session_abort(session_t *s, const char *reason)
+{
+    if (s->state == SESSION_GONE)
+        return;
+    if (s->state == SESSION_OPEN || s->state == SESSION_CLOSING) {
+        if (!s->_close_code)
+            s->_close_code = 1006; /* closed without a close frame */
+        metrics_count_close(&s->srv->metrics, s->_close_code);
+        log_disconnect(s, reason ? reason : "closed");
+    }
+    s->state = SESSION_GONE;
+    server_cancel_flush(s->srv, s);
+    uv_close((uv_handle_t *)&s->tcp, on_close);
+}
+
+void session_close(session_t *s, uint16_t code, const char *reason)
+{
+    if (s->state == SESSION_HTTP) {
+        if (s->_qlen == 0)
+            session_abort(s, reason);
+        else
+            s->_close_when_flushed = true;
+        return;
+    }
+    if (s->state != SESSION_OPEN)
+        return;
+    uint8_t payload[WS_MAX_CONTROL_PAYLOAD];
+    size_t n = ws_close_payload(payload, code, reason);
+    frame_t *f = frame_ws(WS_OP_CLOSE, payload, n);
+    s->state = SESSION_CLOSING;
+    s->_close_code = code;
+    s->_deadline_ms = aw_now_ms() + 2000; /* PROTOCOL 3: TCP closed within 2 s */
+    if (!f || !queue_push(s, f)) {
+        frame_unref(f);
+        session_abort(s, reason);
+        return;
+    }
+    frame_unref(f);
+    server_want_flush(s->srv, s);
+    if (s->_close_received)
+        s->_close_when_flushed = true;
+    log_kv(LOG_DEBUG, "close sent", "conn", s->id, "#code", (long long)code, "reason", reason,
+           NULL);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    session_t *s = h->data;
+    queue_truncate(s, 0);
+    if (s->user)
+        hub_detach(&s->srv->hub, s, s->ip); /* unlinked only now: see hub.c */
+    server_remove_session(s->srv, s);
+    if (s->_http) {
+        http_reader_dispose(s->_http);
+        free(s->_http);
+    }
+    free(s->_rbuf);
+    free(s->_msg);
+    free(s);
+}
+
+/* ---- WebSocket input ---- */
+
+static bool msg_append(session_t *s, const uint8_t *p, size_t n)
+{
+    if (s->_msg_len + n > s->_msg_cap) {
+        size_t cap = s->_msg_cap ? s->_msg_cap : 1024;
+        while (cap < s->_msg_len + n)
+            cap *= 2;
+        uint8_t *m = realloc(s->_msg, cap);
+        if (!m)
+            return false;
+        s->_msg = m;
+        s->_msg_cap = cap;
+    }
+    memcpy(s->_msg + s->_msg_len, p, n);
+    s->_msg_len += n;
+    return true;
+}
+
+static void on_peer_close(session_t *s, const ws_frame_t *fr)
+{
+    s->_close_received = true;
+    if (s->state == SESSION_CLOSING) { /* the answer to our close */
+        if (s->_qlen == 0)
+            session_abort(s, NULL);
+        else
+            s->_close_when_flushed = true;
+        return;
+    }
+    uint16_t code = fr->close_code == WS_CLOSE_NO_STATUS ? WS_CLOSE_NORMAL : fr->close_code;
+    session_close(s, code, "");
+    s->_close_when_flushed = true;
+}
+
+static void on_frame(session_t *s, ws_frame_t *fr)
+{
+    switch (fr->opcode) {
+    case WS_OP_PING: {
+        frame_t *pong = frame_ws(WS_OP_PONG, fr->payload, fr->len);
+        if (pong) {
+            session_send(s, pong);
+            frame_unref(pong);
+        }
+        return;
+    }
+    case WS_OP_PONG:
+        return; /* arrival alone proves liveness (_last_rx_ms) */
+    case WS_OP_CLOSE:
+        on_peer_close(s, fr);
+        return;
+    default:
+        break;
+    }
+    if (s->state != SESSION_OPEN)
+        return; /* data after our close frame is read and dropped */
+    if (fr->fin && fr->opcode != WS_OP_CONT) {
+        client_message(s, fr->opcode, fr->payload, fr->len);
+        return;
+    }
+    if (fr->opcode != WS_OP_CONT)
+        s->_msg_op = fr->opcode;
+    if (!msg_append(s, fr->payload, fr->len)) {
+        session_close(s, WS_CLOSE_INTERNAL, "out of memory");
+        return;
+    }
+    if (fr->fin) {
+        client_message(s, s->_msg_op, s->_msg, s->_msg_len);
+        free(s->_msg);
+        s->_msg = NULL;
+        s->_msg_len = s->_msg_cap = 0;
+    }
+}
+
+static void ws_error(session_t *s, uint16_t code, int rc)
+{
+    log_kv(LOG_INFO, "protocol error", "conn", s->id, "error", aw_strerror(rc), "#code",
+           (long long)code, NULL);
+    uv_read_stop((uv_stream_t *)&s->tcp);
+    const char *reason = code == WS_CLOSE_TOO_BIG        ? "message too big"
+                         : code == WS_CLOSE_INVALID_UTF8 ? "invalid utf-8"
+                                                         : "protocol error";
+    session_close(s, code, reason);
+    s->_close_when_flushed = true; /* the peer broke the protocol: do not wait */
+}
+
+/* Parses and handles every whole frame in buf; returns bytes consumed. */
+static size_t ws_consume(session_t *s, uint8_t *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len && (s->state == SESSION_OPEN || s->state == SESSION_CLOSING)) {
+        ws_frame_t fr;
+        size_t used;
+        uint16_t code;
+        int rc = ws_parse(&s->_ws, buf + off, len - off, &fr, &used, &code);
+        if (rc == AW_EAGAIN)
+            break;
+        if (rc != AW_OK) {
+            ws_error(s, code, rc);
+            return len;
+        }
+        off += used;
+        on_frame(s, &fr);
+    }
+    return off;
+}
+
+static void ws_input(session_t *s, const char *data, size_t len)
+{
+    if (s->_rlen) { /* a partial frame is waiting: append and parse from there */
+        uint8_t *r = realloc(s->_rbuf, s->_rlen + len);
+        if (!r) {
+            session_abort(s, "out of memory");
+            return;
+        }
+        memcpy(r + s->_rlen, data, len);
+        s->_rbuf = r;
+        s->_rlen += len;
+        size_t used = ws_consume(s, s->_rbuf, s->_rlen);
+        if (s->state == SESSION_GONE)
+            return;
+        s->_rlen -= used;
+        if (s->_rlen == 0) {
+            free(s->_rbuf);
+            s->_rbuf = NULL;
+        } else {
+            memmove(s->_rbuf, s->_rbuf + used, s->_rlen);
+        }
+        return;
+    }
+    /* Fast path: parse straight from the shared read buffer. */
+    size_t used = ws_consume(s, (uint8_t *)data, len);
+    if (s->state == SESSION_GONE || used == len)
+        return;
+    s->_rbuf = malloc(len - used);
+    if (!s->_rbuf) {
+        session_abort(s, "out of memory");
+        return;
+    }
+    memcpy(s->_rbuf, data + used, len - used);
+    s->_rlen = len - used;
+}
+
+/* ---- HTTP input ---- */
+
+static void http_error(session_t *s, int rc)
+{
+    int status = rc == AW_EHEADERS ? 431 : rc == AW_ETOOBIG ? 413 : 400;
+    const char *code = status == 413 ? "too_large" : "bad_request";
+    session_respond_error(s, status, code,
+                          status == 431   ? "request head too large"
+                          : status == 413 ? "request body too large"
+                                          : "malformed HTTP request");
+    s->_close_when_flushed = true;
+    uv_read_stop((uv_stream_t *)&s->tcp);
+}
+
+static void http_input(session_t *s, const char *data, size_t len)
+{
+    if (!s->_http) {
+        s->_http = malloc(sizeof *s->_http);
+        if (!s->_http) {
+            session_abort(s, "out of memory");
+            return;
+        }
+        http_reader_init(s->_http, (size_t)s->srv->cfg->max_header_bytes,
+                         (size_t)s->srv->cfg->max_request_bytes);
+    }
+    while (s->state == SESSION_HTTP && !s->_close_when_flushed) {
+        size_t used = 0;
+        http_request_t *req;
+        int rc = http_feed(s->_http, data, len, &used, &req);
+        data += used;
+        len -= used;
+        if (rc == AW_EAGAIN)
+            return;
+        if (rc != AW_OK) {
+            http_error(s, rc);
+            return;
+        }
+        s->srv->metrics.http_requests++;
+        s->_keep_alive = req->keep_alive;
+        s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
+        if (req->upgrade || upgrade_is_websocket_path(req->path)) {
+            upgrade_handle(s, req);
+            if (s->state == SESSION_OPEN) {
+                http_reader_dispose(s->_http);
+                free(s->_http);
+                s->_http = NULL;
+                if (len)
+                    ws_input(s, data, len);
+                return;
+            }
+        } else {
+            api_handle(s, req);
+        }
+        if (!req->keep_alive || s->srv->draining)
+            session_close(s, 0, "request done");
+        if (len == 0)
+            return;
+    }
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    session_t *s = stream->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        session_abort(s, nread == UV_EOF ? "peer closed" : uv_err_name((int)nread));
+        return;
+    }
+    s->srv->metrics.bytes_received += (uint64_t)nread;
+    s->_last_rx_ms = aw_now_ms();
+    if (s->state == SESSION_HTTP)
+        http_input(s, buf->base, (size_t)nread);
+    else if (s->state == SESSION_OPEN || s->state == SESSION_CLOSING)
+        ws_input(s, buf->base, (size_t)nread);
+}
+
+/* ---- housekeeping ---- */
+
+void session_tick(session_t *s, int64_t now)
+{
+    const config_t *cfg = s->srv->cfg;
+    switch (s->state) {
+    case SESSION_HTTP:
+        if (now >= s->_deadline_ms) {
+            log_kv(LOG_INFO, "request timeout", "conn", s->id, "remote", s->remote, NULL);
+            session_abort(s, "request timeout");
+        }
+        return;
+    case SESSION_OPEN:
+        if (now - s->_last_rx_ms >= 2 * cfg->heartbeat_interval_ms) {
+            session_abort(s, "heartbeat timeout");
+            return;
+        }
+        if (s->token_exp_ms && now >= s->token_exp_ms) {
+            session_close(s, WS_CLOSE_TOKEN_EXPIRED, "token_expired");
+            return;
+        }
+        if (now >= s->_next_ping_ms) {
+            s->_next_ping_ms = now + cfg->heartbeat_interval_ms;
+            session_send(s, s->srv->ping_frame);
+        }
+        return;
+    case SESSION_CLOSING:
+        if (now >= s->_deadline_ms)
+            session_abort(s, "close timeout");
+        return;
+    case SESSION_GONE:
+        return;
+    }
+}
+
+/* ---- HTTP responses ---- */
+
+void session_respond(session_t *s, int status, const char *content_type, const char *body,
+                     size_t len, const char *extra_headers)
+{
+    char head[1024];
+    bool keep = s->_keep_alive && !s->srv->draining;
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Connection: %s\r\nCache-Control: no-store\r\n%s\r\n",
+                     status, http_status_text(status), content_type ? content_type : "text/plain",
+                     len, keep ? "keep-alive" : "close", extra_headers ? extra_headers : "");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        session_abort(s, "response head too large");
+        return;
+    }
+    frame_t *f = malloc(sizeof *f + (size_t)n + len);
+    if (!f) {
+        session_abort(s, "out of memory");
+        return;
+    }
+    f->refs = 1;
+    f->len = (uint32_t)((size_t)n + len);
+    memcpy(f->data, head, (size_t)n);
+    if (len)
+        memcpy(f->data + n, body, len);
+    enqueue(s, f);
+    frame_unref(f);
+}
+
+void session_respond_json(session_t *s, int status, const json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (!text) {
+        session_abort(s, "out of memory");
+        return;
+    }
+    session_respond(s, status, "application/json", text, strlen(text), NULL);
+    free(text);
+}
+
+void session_respond_error(session_t *s, int status, const char *code, const char *message)
+{
+    json_t *body = json_pack("{s:s, s:s}", "error", code, "message", message);
+    session_respond_json(s, status, body);
+    json_decref(body);
+}

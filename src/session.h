@@ -1,0 +1,107 @@
+/* session.h -- one TCP connection's life: the HTTP phase (API requests and
+ * the upgrade), then the WebSocket phase (an authenticated user's messages
+ * in, the hub's frames out), then the close.
+ *
+ * Outgoing bytes of every kind (HTTP responses, events, control frames) go
+ * through one queue of shared frames and leave in one vectored write per loop
+ * turn. A session is freed only from its handle's close callback, so code
+ * that holds a pointer during a loop turn (hub fan-out) stays safe after a
+ * close: closing marks, the close callback unlinks and frees. */
+#ifndef AW_SESSION_H
+#define AW_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "frame.h"
+#include "http.h"
+#include "hub.h"
+#include "jwt.h"
+#include "ws.h"
+
+struct server;
+
+enum session_state {
+    SESSION_HTTP,    /* reading HTTP requests */
+    SESSION_OPEN,    /* WebSocket open: receives events */
+    SESSION_CLOSING, /* close frame queued or sent; waiting for the peer */
+    SESSION_GONE,    /* handle closing; freed by the close callback */
+};
+
+typedef struct session {
+    uv_tcp_t tcp; /* private; tcp.data is the session */
+    struct server *srv;
+    /* read-only */
+    enum session_state state;
+    char id[24];    /* connection id, "c_..." */
+    char ip[48];    /* peer address without port */
+    char remote[64]; /* "ip:port" */
+    hub_user_t *user; /* set once attached to the hub */
+    int64_t connected_ms;
+    int64_t token_exp_ms; /* token expiry plus leeway, 0: none */
+
+    /* private: lists */
+    struct session *_next, *_prev;           /* the server's sessions */
+    struct session *_user_next, *_user_prev; /* the hub's user list */
+    struct session *_flush_next, *_flush_prev;
+    bool _flush_queued;
+
+    /* private: input */
+    http_reader_t *_http; /* only while in the HTTP phase */
+    ws_parser_t _ws;
+    uint8_t *_rbuf; /* unparsed bytes of a partial frame, NULL when none */
+    size_t _rlen;
+    uint8_t *_msg; /* fragments of a message being assembled */
+    size_t _msg_len, _msg_cap;
+    uint8_t _msg_op;
+    int64_t _last_rx_ms;
+    int64_t _deadline_ms;  /* HTTP: request deadline; CLOSING: hard close */
+    int64_t _next_ping_ms;
+    uint32_t _bad_msgs;    /* unreadable messages in the current window */
+    int64_t _bad_window_ms;
+
+    /* private: output queue (ring of frame references) */
+    frame_t **_q;
+    uint32_t _qhead, _qlen, _qcap;
+    size_t _qbytes;    /* bytes queued, in flight included */
+    uint32_t _inflight; /* frames at the head being written */
+    uv_write_t _wreq;
+    bool _keep_alive; /* the current HTTP request allows another */
+    bool _close_when_flushed;
+    bool _close_received;
+    uint16_t _close_code; /* code we sent or will send */
+} session_t;
+
+/* Accepts a connection from the listener into a new session. */
+int session_accept(struct server *srv, uv_stream_t *listener);
+
+/* Queues a frame (takes its own reference). Events only reach open
+ * sessions; the queue limit turns a slow reader into a 4003 close.
+ * Returns 0, or AW_ECLOSED when the session takes no more frames. */
+int session_send(session_t *s, frame_t *f);
+
+/* Queues a JSON object as a text frame on this session only (replies such as
+ * ack and error; never events, which go through the hub). */
+int session_send_json(session_t *s, const json_t *obj);
+
+/* Starts the close handshake with code and reason (WebSocket), or closes
+ * after pending output (HTTP). Idempotent. */
+void session_close(session_t *s, uint16_t code, const char *reason);
+
+/* Closes the socket now without a close frame (dead peers, I/O errors). */
+void session_abort(session_t *s, const char *reason);
+
+/* Periodic housekeeping: deadlines, heartbeats, token expiry. */
+void session_tick(session_t *s, int64_t now_ms);
+
+/* Writes queued frames: one vectored write per call (server's flush). */
+void session_flush(session_t *s);
+
+/* HTTP responses (api.c and the upgrade use them). body may be NULL. */
+void session_respond(session_t *s, int status, const char *content_type, const char *body,
+                     size_t len, const char *extra_headers);
+void session_respond_json(session_t *s, int status, const json_t *body);
+void session_respond_error(session_t *s, int status, const char *code, const char *message);
+
+#endif

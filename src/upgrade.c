@@ -1,0 +1,130 @@
+/* upgrade.c -- turns an HTTP upgrade request into an open WebSocket session
+ * or a refusal. Owns the order of the handshake checks; authentication itself
+ * is auth.c's and the registry is the hub's. Never logs a credential. */
+#include "upgrade.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "aw.h"
+#include "log.h"
+#include "server.h"
+
+static void refuse(session_t *s, enum metrics_refusal why, int status, const char *message,
+                   const char *detail)
+{
+    server_t *srv = s->srv;
+    srv->metrics.refusals[why]++;
+    log_kv(LOG_INFO, "refused", "conn", s->id, "remote", s->remote, "reason",
+           metrics_refusal_name(why), "detail", detail ? detail : message, "#status",
+           (long long)status, NULL);
+    s->_keep_alive = false;
+    session_respond_error(s, status, metrics_refusal_name(why), message);
+    session_close(s, 0, "refused");
+}
+
+/* 0 when req is a valid RFC 6455 opening handshake; writes the accept key. */
+static const char *check_handshake(const http_request_t *req, char accept[29])
+{
+    if (req->method != HTTP_GET)
+        return "the upgrade must be a GET";
+    if (req->http_major < 1 || (req->http_major == 1 && req->http_minor < 1))
+        return "the upgrade needs HTTP/1.1";
+    const char *up = http_header(req, "Upgrade");
+    if (!up || !http_list_has(up, "websocket"))
+        return "Upgrade: websocket is missing";
+    const char *conn = http_header(req, "Connection");
+    if (!conn || !http_list_has(conn, "upgrade"))
+        return "Connection: Upgrade is missing";
+    const char *ver = http_header(req, "Sec-WebSocket-Version");
+    if (!ver || strcmp(ver, "13") != 0)
+        return "Sec-WebSocket-Version must be 13";
+    const char *key = http_header(req, "Sec-WebSocket-Key");
+    if (!key || ws_accept_key(accept, key, strlen(key)) != AW_OK)
+        return "Sec-WebSocket-Key is missing or not 16 base64 bytes";
+    return NULL;
+}
+
+static void send_established(session_t *s)
+{
+    const config_t *cfg = s->srv->cfg;
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:i, s:I, s:I, s:I}", "type",
+                          "connection_established", "connection_id", s->id, "user_id",
+                          s->user->id, "epoch", s->user->epoch, "seq", (json_int_t)s->user->seq,
+                          "resumed", 0, "missed", 0, "heartbeat_interval_ms",
+                          (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
+                          (json_int_t)cfg->max_message_bytes, "server_time",
+                          (json_int_t)aw_now_ms());
+    if (!m || session_send_json(s, m) != AW_OK)
+        session_close(s, WS_CLOSE_INTERNAL, "internal error");
+    json_decref(m);
+}
+
+bool upgrade_is_websocket_path(const char *path)
+{
+    return strcmp(path, "/ws") == 0 || strcmp(path, "/api/v1/websocket") == 0;
+}
+
+void upgrade_handle(session_t *s, const http_request_t *req)
+{
+    server_t *srv = s->srv;
+    if (!upgrade_is_websocket_path(req->path)) {
+        s->_keep_alive = false;
+        session_respond_error(s, 404, "not_found", "WebSocket endpoints are /ws and /api/v1/websocket");
+        session_close(s, 0, "not found");
+        return;
+    }
+    char accept[29];
+    const char *bad = check_handshake(req, accept);
+    if (bad) {
+        refuse(s, REFUSAL_BAD_HANDSHAKE, 400, bad, NULL);
+        return;
+    }
+    if (srv->draining) {
+        refuse(s, REFUSAL_DRAINING, 503, "this node is shutting down; connect to another", NULL);
+        return;
+    }
+    if (!config_origin_allowed(srv->cfg, http_header(req, "Origin"))) {
+        refuse(s, REFUSAL_FORBIDDEN_ORIGIN, 403, "Origin is not allowed", NULL);
+        return;
+    }
+    static auth_result_t auth; /* large (holds a subprotocol); the loop is single-threaded */
+    int64_t now = aw_now_ms();
+    if (auth_handshake(&srv->jwt, &srv->tickets, req, now, &auth) != AW_OK) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "%s credential: %s", auth.place ? auth.place : "no",
+                 auth.reason);
+        refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential", detail);
+        return;
+    }
+    if (hub_admit(&srv->hub, auth.user, s->ip) != AW_OK) {
+        refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth.user);
+        return;
+    }
+
+    char head[sizeof auth.protocol + 256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                     accept, auth.protocol[0] ? "Sec-WebSocket-Protocol: " : "", auth.protocol,
+                     auth.protocol[0] ? "\r\n" : "");
+    frame_t *f = frame_raw(head, (size_t)n);
+    if (!f || !hub_attach(&srv->hub, s, auth.user, s->ip)) {
+        frame_unref(f);
+        session_abort(s, "out of memory");
+        return;
+    }
+    s->state = SESSION_OPEN;
+    session_send(s, f);
+    frame_unref(f);
+    ws_parser_init(&s->_ws, (uint64_t)srv->cfg->max_message_bytes, true);
+    s->token_exp_ms = auth.expires_ms;
+    s->_last_rx_ms = now;
+    s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;
+    srv->metrics.handshakes_total++;
+    log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
+           auth.place, "#user_connections", (long long)s->user->nconns, NULL);
+    send_established(s);
+}

@@ -1012,7 +1012,7 @@ static void test_too_big_across_fragments(void **state)
 {
     struct wire w;
     struct conn c;
-    uint8_t head[2 + 4];
+    uint8_t head[2];
     (void)state;
 
     wire_init(&w);
@@ -1020,18 +1020,9 @@ static void test_too_big_across_fragments(void **state)
     wire_text(&w, WS_OP_CONT, false, "7890");
     wire_text(&w, WS_OP_CONT, true, "!");
     expect_stream(&w, 10, AW_ETOOBIG, 2);
-
-    /* decided from the continuation's header alone */
-    conn_init(&c, 10, true, w.n);
-    conn_feed(&c, w.b, w.n - 1 - 4);
-    assert_int_equal(c.ngot, 1);
-    assert_int_equal(c.err, 0);
-    size_t second = w.n - 1 - 4 - 2; /* start of the last frame */
-    (void)second;
-    memcpy(head, w.b + w.n - 7, 2);
-    conn_free(&c);
     wire_free(&w);
 
+    /* decided from the continuation's header alone, before its mask key */
     wire_init(&w);
     wire_text(&w, WS_OP_TEXT, false, "123456");
     wire_text(&w, WS_OP_CONT, false, "7890");
@@ -1421,7 +1412,7 @@ static void test_conversation_splits(void **state)
         if (seed == 0)
             assert_int_equal(c.eagains, 1);
         if (seed == 1)
-            assert_int_equal(c.eagains, w.n - w.nwant + 1 - 1 + 1);
+            assert_int_equal(c.eagains, w.n); /* every byte ends in AW_EAGAIN */
         conn_free(&c);
     }
     wire_free(&w);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing agentwire needs, when it is missing.
+#   scripts/deps.sh build   C toolchain and libraries (Debian packages)
+#   scripts/deps.sh test    the above, plus node, npm packages (npm ci) and test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=(build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libhttp-parser-dev
+      zlib1g-dev libcmocka-dev libhiredis-dev)
+if [ "${1:-build}" = test ]; then
+  need+=(curl)
+  command -v node >/dev/null 2>&1 || need+=(nodejs npm)
+fi
+
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-build}" = test ]; then
+  # npm ci only when the lockfile changed since the last install.
+  stamp=node_modules/.agentwire-lock
+  if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+    npm ci --no-audit --no-fund --loglevel=error
+    cp package-lock.json "$stamp"
+  fi
+fi

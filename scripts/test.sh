@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's second command: install what is missing, then run every test
+# twice: on the release build, and on an AddressSanitizer +
+# UndefinedBehaviorSanitizer build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh test
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+for kind in release asan; do
+  dir=build; [ "$kind" = asan ] && dir=build-asan
+  echo "== $kind: build"
+  scripts/build.sh "$kind"
+  echo "== $kind: unit tests (ctest)"
+  (cd "$dir" && ctest --output-on-failure --timeout 300)
+  echo "== $kind: end-to-end tests (node --test)"
+  AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/e2e/
+done
+echo "== all tests passed (release and asan)"

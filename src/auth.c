@@ -30,7 +30,9 @@ int auth_token(const jwt_verifier_t *v, const char *token, size_t len, int64_t n
         return rc;
     }
     memcpy(out->user, c.sub, sizeof out->user);
-    out->expires_ms = (c.exp + v->leeway_s) * 1000;
+    /* exp may be anything up to INT64_MAX: saturate instead of overflowing */
+    const int64_t max_s = INT64_MAX / 1000 - 3600;
+    out->expires_ms = (c.exp > max_s - v->leeway_s ? max_s : c.exp + v->leeway_s) * 1000;
     return AW_OK;
 }
 

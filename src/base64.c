@@ -14,9 +14,6 @@ struct b64_alphabet {
     bool pad; /* encode: write '='; decode: padding required */
 };
 
-static const struct b64_alphabet b64_std = {'+', '/', true};
-static const struct b64_alphabet b64_url = {'-', '_', false};
-
 static char sextet_char(const struct b64_alphabet *a, uint32_t v)
 {
     v &= 63;
@@ -76,12 +73,16 @@ static size_t encode(char *out, const uint8_t *in, size_t n, const struct b64_al
 
 size_t base64_encode(char *out, const uint8_t *in, size_t n)
 {
-    return encode(out, in, n, &b64_std);
+    const struct b64_alphabet a = {'+', '/', true};
+
+    return encode(out, in, n, &a);
 }
 
 size_t base64url_encode(char *out, const uint8_t *in, size_t n)
 {
-    return encode(out, in, n, &b64_url);
+    const struct b64_alphabet a = {'-', '_', false};
+
+    return encode(out, in, n, &a);
 }
 
 /* Sets *body to the length without padding. Padding, when present, must fill
@@ -148,10 +149,14 @@ static int decode(uint8_t *out, size_t *outlen, const char *in, size_t n,
 
 int base64url_decode(uint8_t *out, size_t *outlen, const char *in, size_t n)
 {
-    return decode(out, outlen, in, n, &b64_url);
+    const struct b64_alphabet a = {'-', '_', false};
+
+    return decode(out, outlen, in, n, &a);
 }
 
 int base64_decode(uint8_t *out, size_t *outlen, const char *in, size_t n)
 {
-    return decode(out, outlen, in, n, &b64_std);
+    const struct b64_alphabet a = {'+', '/', true};
+
+    return decode(out, outlen, in, n, &a);
 }

@@ -9,7 +9,6 @@
 
 #include <jansson.h>
 #include <limits.h>
-#include <math.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -173,14 +172,11 @@ int jwt_verifier_init_pem(jwt_verifier_t *v, jwt_alg_t alg, const char *pem, siz
         set_err(err, errlen, "%s does not take a PEM public key", jwt_alg_name(alg));
         return AW_EINVAL;
     }
-    ERR_set_mark();
+    ERR_set_mark(); /* failures here leave nothing in the caller's error queue */
     EVP_PKEY *pkey = load_public_pem(pem, len);
+    const char *why = pkey == NULL ? "not a PEM public key (PUBLIC KEY or RSA PUBLIC KEY)"
+                                   : key_mismatch(pkey, alg);
     ERR_pop_to_mark();
-    if (pkey == NULL) {
-        set_err(err, errlen, "not a PEM public key (PUBLIC KEY or RSA PUBLIC KEY)");
-        return AW_EINVAL;
-    }
-    const char *why = key_mismatch(pkey, alg);
     if (why != NULL) {
         EVP_PKEY_free(pkey);
         set_err(err, errlen, "%s", why);
@@ -297,7 +293,8 @@ static int check_header(const jwt_verifier_t *v, const uint8_t *buf, size_t len)
     json_t *typ = json_object_get(h, "typ");
     if (!json_is_string(alg) || json_object_get(h, "crit") != NULL)
         rc = AW_EMALFORMED;
-    else if (typ != NULL && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT")))
+    else if (typ != NULL &&
+             (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
         rc = AW_EMALFORMED;
     else if (strcmp(json_string_value(alg), jwt_alg_name(v->alg)) != 0)
         rc = AW_EALG;
@@ -322,7 +319,7 @@ static int verify_hs256(const jwt_verifier_t *v, const jwt__parts_t *p)
 }
 
 /* JWS carries ES256 as R||S (RFC 7518 section 3.4); OpenSSL wants DER.
- * Returns the DER length, or 0. der must hold ECDSA_size-ish bytes (80). */
+ * Writes at most dercap bytes (72 suffice for P-256); returns the length or 0. */
 static int es256_raw_to_der(const uint8_t *raw, uint8_t *der, size_t dercap)
 {
     ECDSA_SIG *es = ECDSA_SIG_new();
@@ -400,10 +397,11 @@ static bool get_time(json_t *j, int64_t *out)
     }
     if (!json_is_real(j))
         return false;
-    double d = ceil(json_real_value(j));
+    double d = json_real_value(j);
     if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0))
         return false;
-    *out = (int64_t)d;
+    int64_t t = (int64_t)d; /* toward zero; ceil by hand keeps libm out */
+    *out = (double)t < d ? t + 1 : t;
     return true;
 }
 

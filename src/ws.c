@@ -11,12 +11,12 @@
 #include "aw.h"
 #include "base64.h"
 
-#define WS_GUID      "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define WS_KEY_LEN   24 /* base64 of WS_KEY_BYTES, with padding */
-#define WS_KEY_BYTES 16
-#define WS_LEN16     126 /* 7-bit length values that announce an extended length */
-#define WS_LEN64     127
-#define WS_MASK_LEN  4
+#define WS_GUID             "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_KEY_LEN          24 /* base64 of WS_KEY_BYTES, with padding */
+#define WS_KEY_BYTES        16
+#define WS_LEN16            126 /* 7-bit length values that announce an extended length */
+#define WS_LEN64            127
+#define WS_MASK_LEN         4
 #define WS_CLOSE_REASON_MAX (WS_MAX_CONTROL_PAYLOAD - 2)
 
 /* What one frame header says; filled by read_header. */
@@ -361,7 +361,9 @@ int ws_accept_key(char out[29], const char *key, size_t key_len)
         return AW_EMALFORMED;
     memcpy(text, key, WS_KEY_LEN);
     memcpy(text + WS_KEY_LEN, WS_GUID, sizeof(WS_GUID) - 1);
-    SHA1(text, sizeof(text), digest);
+    /* SHA1() goes through EVP in OpenSSL 3 and can fail inside the library */
+    if (!SHA1(text, sizeof(text), digest))
+        return AW_ENOMEM;
     base64_encode(out, digest, sizeof(digest));
     return AW_OK;
 }

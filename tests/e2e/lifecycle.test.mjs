@@ -94,25 +94,69 @@ test('SIGTERM closes every WebSocket with 1001 going_away and the process exits 
   assert.deepEqual(exit, { code: 0, signal: null }, srv.describe());
 });
 
-test('while draining: /readyz is 503 and new handshakes get 503 draining, before origin and auth', T, async (t) => {
-  const srv = await startServer(['--drain-timeout-ms', '5000', '--allowed-origins', 'https://ok.example']);
+/** Starts a server, holds one client that never reads (so never answers the
+ * close frame: the node stays draining until that connection's close deadline),
+ * and sends SIGTERM. */
+async function startDraining(t, extraArgs = []) {
+  const srv = await startServer(['--drain-timeout-ms', '5000', ...extraArgs]);
   t.after(() => srv.stop());
   assert.equal((await api(srv, 'GET', '/readyz', undefined, { key: null })).status, 200);
-  // A client that does not read keeps the node draining: it never answers the close.
   const stuck = await connectAs(srv, 'stuck');
   stuck.ws.pause();
   srv.signal('SIGTERM');
-  await pollUntil(async () => (await api(srv, 'GET', '/readyz', undefined, { key: null, timeoutMs: 1000 })).status === 503,
-    { timeoutMs: 3000, intervalMs: 10, what: '/readyz to answer 503 while draining' });
-  const good = await expectRefusal(srv.url, { origin: 'https://ok.example', headers: { Authorization: `Bearer ${srv.token('late')}` } });
+  return { srv, stuck };
+}
+
+function explainRefused(err) {
+  const code = err?.cause?.code || err?.code || '';
+  return code === 'ECONNREFUSED'
+    ? 'the listener was closed on SIGTERM, so nothing can answer 503 while draining'
+    : err?.message;
+}
+
+test('while draining, /readyz answers 503', T, async (t) => {
+  const { srv, stuck } = await startDraining(t);
+  let lastErr = null;
+  await pollUntil(async () => {
+    try {
+      return (await api(srv, 'GET', '/readyz', undefined, { key: null, timeoutMs: 1000 })).status === 503;
+    } catch (err) {
+      lastErr = explainRefused(err);
+      throw new Error(lastErr);
+    }
+  }, { timeoutMs: 1500, intervalMs: 10, what: '/readyz to answer 503 while draining' });
+  stuck.ws.resume();
+  const exit = await withTimeout(srv.exited, 10000, 'agentwire to exit after draining');
+  assert.deepEqual(exit, { code: 0, signal: null }, srv.describe());
+});
+
+test('while draining, handshakes get 503 draining, before the origin and credential checks', T, async (t) => {
+  const { srv, stuck } = await startDraining(t, ['--allowed-origins', 'https://ok.example']);
+  const attempt = async (opts) => {
+    try {
+      return await expectRefusal(srv.url, opts);
+    } catch (err) {
+      throw new Error(`handshake during drain: ${explainRefused(err)}`);
+    }
+  };
+  const good = await attempt({ origin: 'https://ok.example', headers: { Authorization: `Bearer ${srv.token('late')}` } });
   assert.equal(good.status, 503, good.text);
   assert.equal(good.body?.error, 'draining');
-  const badOrigin = await expectRefusal(srv.url, { origin: 'https://evil.example' });
+  const badOrigin = await attempt({ origin: 'https://evil.example' });
   assert.equal(badOrigin.status, 503, `503 comes before 403: ${badOrigin.text}`);
   assert.equal(badOrigin.body?.error, 'draining');
   stuck.ws.resume();
   const exit = await withTimeout(srv.exited, 10000, 'agentwire to exit after draining');
   assert.deepEqual(exit, { code: 0, signal: null }, srv.describe());
+});
+
+test('a client that never answers the close does not hold the drain past its deadline', T, async (t) => {
+  const { srv, stuck } = await startDraining(t);
+  const start = Date.now();
+  const exit = await withTimeout(srv.exited, 8000, 'agentwire to exit while a client ignores the close');
+  assert.deepEqual(exit, { code: 0, signal: null }, srv.describe());
+  assert.ok(Date.now() - start < 7000);
+  stuck.ws.resume();
 });
 
 test('an idle server exits 0 promptly on SIGTERM', T, async (t) => {

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { connectAs, nowS, signHS256, useServer } from './lib/harness.mjs';
+import { api, connectAs, connectReady, nowS, signHS256, useServer } from './lib/harness.mjs';
 
 const T = { timeout: 30000 };
 
@@ -183,6 +183,18 @@ test('a connection is closed 4001 token_expired when its token expires', T, asyn
   assert.ok(Date.now() >= exp * 1000 - 1000, `closed at ${Date.now()}, before exp ${exp * 1000}`);
   await long.sync();
   assert.ok(long.isOpen, 'a connection with a later exp stays open');
+});
+
+test('a connection made with a ticket expires with the JWT the ticket was issued for', T, async (t) => {
+  const srv = await useServer(t);
+  const exp = nowS() + 2;
+  const res = await api(srv, 'POST', '/api/v1/tickets', undefined, { key: srv.token('ticket-exp', { exp }) });
+  assert.equal(res.status, 200, res.text);
+  const c = await connectReady(srv.wsUrl({ ticket: res.json.ticket }));
+  assert.equal(c.hello.user_id, 'ticket-exp');
+  const info = await c.waitClose(8000);
+  assert.equal(info.code, 4001);
+  assert.equal(info.reason, 'token_expired');
 });
 
 test('refresh moves the expiry: a refreshed connection outlives its first token', T, async (t) => {

@@ -118,10 +118,10 @@ static void test_std_requires_padding(void **state)
 
 static void test_bad_padding(void **state)
 {
-    static const char *bad[] = {"=",        "==",     "===",      "====",     "Zg=",
-                                "Zg===",    "Zm8==",  "Zm9v=",    "Zm9v==",   "Z===",
-                                "Zg==Zg==", "Z=g=",   "Zm=v",     "=Zm9",     "Zm9vYg=",
-                                "Zm9vY===", "Zg==\n", "Zm9vYmE==", "Zm9vYmFy="};
+    static const char *bad[] = {
+        "=",       "==",       "===",    "====",      "Zg=",      "Zg===", "Zm8==",
+        "Zm9v=",   "Zm9v==",   "Z===",   "Zg==Zg==",  "Z=g=",     "Zm=v",  "=Zm9",
+        "Zm9vYg=", "Zm9vY===", "Zg==\n", "Zm9vYmE==", "Zm9vYmFy="};
     uint8_t out[64];
     size_t n;
     (void)state;
@@ -173,8 +173,7 @@ static void test_bad_characters(void **state)
 
 static int sextet(char c)
 {
-    static const char url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     return (int)(strchr(url, c) - url);
 }
 
@@ -182,8 +181,7 @@ static int sextet(char c)
  * do not reach a byte; they must be zero. */
 static void test_trailing_bits(void **state)
 {
-    static const char url[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static const char url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     uint8_t out[32];
     char s[8];
     size_t n;

@@ -17,8 +17,10 @@
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/encoder.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,15 +272,28 @@ static int run_hs_raw(const char *tok)
 
 /* ---- setup ---- */
 
+/* EVP_PKEY_Q_keygen takes no size for RSA-PSS */
+static EVP_PKEY *keygen_rsa_pss(void)
+{
+    EVP_PKEY *k = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA-PSS", NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) != 1 ||
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, 2048) != 1 || EVP_PKEY_generate(ctx, &k) != 1)
+        k = NULL;
+    EVP_PKEY_CTX_free(ctx);
+    return k;
+}
+
 static int group_setup(void **state)
 {
     keys_t *k = calloc(1, sizeof(*k));
     if (k == NULL)
         return -1;
+    *state = k; /* teardown frees what was made, even after a failure */
     k->rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     k->rsa2 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
     k->rsa1024 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
-    k->rsapss = EVP_PKEY_Q_keygen(NULL, NULL, "RSA-PSS", (size_t)2048);
+    k->rsapss = keygen_rsa_pss();
     k->ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     k->ec2 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     k->ec384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
@@ -295,13 +310,14 @@ static int group_setup(void **state)
     k->ec_pem = pub_pem(k->ec);
     k->ec384_pem = pub_pem(k->ec384);
     k->ed_pem = pub_pem(k->ed);
-    *state = k;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     keys_t *k = *state;
+    if (k == NULL)
+        return 0;
     EVP_PKEY *pk[] = {k->rsa, k->rsa2,  k->rsa1024, k->rsapss, k->ec,
                       k->ec2, k->ec384, k->ed,      k->ed2};
     char *pems[] = {k->rsa_pem,    k->rsa_pkcs1_pem, k->rsa_priv_pem, k->rsa1024_pem,
@@ -435,6 +451,8 @@ static void test_bad_signature(void **state)
     check_bad_sig(k, JWT_RS256, &rs);
     check_bad_sig(k, JWT_ES256, &es);
     check_bad_sig(k, JWT_EDDSA, &ed);
+    /* failures leave nothing in OpenSSL's error queue */
+    assert_int_equal(ERR_peek_error(), 0);
 }
 
 /* ES256 wants raw R||S: DER, or any length but 64, fails. */
@@ -1051,6 +1069,7 @@ static void test_init_garbage_pem(void **state)
     expect_init_fail(JWT_ES256, k->ec_pem, strlen(k->ec_pem) - 30);
     /* a private key is not accepted where a public key belongs */
     expect_init_fail(JWT_RS256, k->rsa_priv_pem, strlen(k->rsa_priv_pem));
+    assert_int_equal(ERR_peek_error(), 0);
 
     jwt_verifier_t v;
     assert_int_equal(

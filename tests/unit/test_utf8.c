@@ -19,7 +19,9 @@ struct vec {
     size_t n;
 };
 
+/* clang-format off */
 #define V(lit) {lit, sizeof(lit) - 1}
+/* clang-format on */
 
 /* Reference: decode each character by its bit pattern, then reject overlongs,
  * surrogates and values above U+10FFFF. */
@@ -111,57 +113,65 @@ static bool valid_str(const struct vec *v)
 static const struct vec valid_texts[] = {
     V(""),
     V("plain ASCII, long enough to cover several words of the fast path: 0123456789"),
-    V("\x00"),                                     /* U+0000 */
-    V("\x7F"),                                     /* U+007F */
-    V("\xC2\x80"),                                 /* U+0080 */
-    V("\xDF\xBF"),                                 /* U+07FF */
-    V("\xE0\xA0\x80"),                             /* U+0800 */
-    V("\xED\x9F\xBF"),                             /* U+D7FF, last before surrogates */
-    V("\xEE\x80\x80"),                             /* U+E000, first after surrogates */
-    V("\xEF\xBF\xBD"),                             /* U+FFFD */
-    V("\xEF\xBF\xBF"),                             /* U+FFFF */
-    V("\xF0\x90\x80\x80"),                         /* U+10000 */
-    V("\xF4\x8F\xBF\xBF"),                         /* U+10FFFF, the maximum */
+    V("\x00"),                                         /* U+0000 */
+    V("\x7F"),                                         /* U+007F */
+    V("\xC2\x80"),                                     /* U+0080 */
+    V("\xDF\xBF"),                                     /* U+07FF */
+    V("\xE0\xA0\x80"),                                 /* U+0800 */
+    V("\xED\x9F\xBF"),                                 /* U+D7FF, last before surrogates */
+    V("\xEE\x80\x80"),                                 /* U+E000, first after surrogates */
+    V("\xEF\xBF\xBD"),                                 /* U+FFFD */
+    V("\xEF\xBF\xBF"),                                 /* U+FFFF */
+    V("\xF0\x90\x80\x80"),                             /* U+10000 */
+    V("\xF4\x8F\xBF\xBF"),                             /* U+10FFFF, the maximum */
     V("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5"), /* Kuhn: "kosme" in Greek */
-    V("\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E"),     /* three CJK characters */
-    V("\xF0\x9F\x98\x80 smile"),                   /* U+1F600 */
-    V("a\xC2\x80" "b\xE0\xA0\x80" "c\xF0\x90\x80\x80" "d\xF4\x8F\xBF\xBF" "e"),
-    V("1234567\xE2\x82\xAC" "89abcdef\xF0\x9F\x98\x80" "0123456"),
+    V("\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E"),         /* three CJK characters */
+    V("\xF0\x9F\x98\x80 smile"),                       /* U+1F600 */
+    V("a\xC2\x80"
+      "b\xE0\xA0\x80"
+      "c\xF0\x90\x80\x80"
+      "d\xF4\x8F\xBF\xBF"
+      "e"),
+    V("1234567\xE2\x82\xAC"
+      "89abcdef\xF0\x9F\x98\x80"
+      "0123456"),
 };
 
 static const struct vec invalid_texts[] = {
-    V("\x80"),                 /* stray continuation */
-    V("\xBF"),                 /* stray continuation */
-    V("a\x80" "b"),            /* stray continuation after ASCII */
-    V("\xC2\x80\x80"),         /* one continuation too many */
-    V("\xC0\x80"),             /* overlong U+0000 */
-    V("\xC0\xAF"),             /* overlong '/' */
-    V("\xC1\xBF"),             /* overlong U+007F */
-    V("\xE0\x80\x80"),         /* overlong U+0000 */
-    V("\xE0\x80\xAF"),         /* overlong '/' */
-    V("\xE0\x9F\xBF"),         /* overlong U+07FF */
-    V("\xF0\x80\x80\x80"),     /* overlong U+0000 */
-    V("\xF0\x8F\xBF\xBF"),     /* overlong U+FFFF */
-    V("\xED\xA0\x80"),         /* U+D800 */
-    V("\xED\xAD\xBF"),         /* U+DB7F */
-    V("\xED\xB0\x80"),         /* U+DC00 */
-    V("\xED\xBF\xBF"),         /* U+DFFF */
+    V("\x80"),                     /* stray continuation */
+    V("\xBF"),                     /* stray continuation */
+    V("a\x80z"),                   /* stray continuation after ASCII */
+    V("\xC2\x80\x80"),             /* one continuation too many */
+    V("\xC0\x80"),                 /* overlong U+0000 */
+    V("\xC0\xAF"),                 /* overlong '/' */
+    V("\xC1\xBF"),                 /* overlong U+007F */
+    V("\xE0\x80\x80"),             /* overlong U+0000 */
+    V("\xE0\x80\xAF"),             /* overlong '/' */
+    V("\xE0\x9F\xBF"),             /* overlong U+07FF */
+    V("\xF0\x80\x80\x80"),         /* overlong U+0000 */
+    V("\xF0\x8F\xBF\xBF"),         /* overlong U+FFFF */
+    V("\xED\xA0\x80"),             /* U+D800 */
+    V("\xED\xAD\xBF"),             /* U+DB7F */
+    V("\xED\xB0\x80"),             /* U+DC00 */
+    V("\xED\xBF\xBF"),             /* U+DFFF */
     V("\xED\xA0\x80\xED\xB0\x80"), /* surrogate pair */
-    V("\xF4\x90\x80\x80"),     /* U+110000 */
-    V("\xF4\xBF\xBF\xBF"),     /* U+13FFFF */
-    V("\xF5\x80\x80\x80"),     /* lead above F4 */
+    V("\xF4\x90\x80\x80"),         /* U+110000 */
+    V("\xF4\xBF\xBF\xBF"),         /* U+13FFFF */
+    V("\xF5\x80\x80\x80"),         /* lead above F4 */
     V("\xF7\xBF\xBF\xBF"),
-    V("\xF8\x88\x80\x80\x80"), /* 5-byte form */
+    V("\xF8\x88\x80\x80\x80"),     /* 5-byte form */
     V("\xFC\x84\x80\x80\x80\x80"), /* 6-byte form */
     V("\xFE"),
     V("\xFF"),
-    V("\xC2"),                 /* truncated 2-byte */
-    V("\xE0\xA0"),             /* truncated 3-byte */
-    V("\xF0\x90\x80"),         /* truncated 4-byte */
-    V("abc\xE2\x82"),          /* truncated at the end of text */
-    V("\xC2" "A"),             /* ASCII where a continuation belongs */
-    V("\xE2\x82" "A"),
-    V("\xE2\xC2\x80"),         /* lead where a continuation belongs */
+    V("\xC2"),         /* truncated 2-byte */
+    V("\xE0\xA0"),     /* truncated 3-byte */
+    V("\xF0\x90\x80"), /* truncated 4-byte */
+    V("abc\xE2\x82"),  /* truncated at the end of text */
+    V("\xC2"
+      "A"), /* ASCII where a continuation belongs */
+    V("\xE2\x82"
+      "A"),
+    V("\xE2\xC2\x80"), /* lead where a continuation belongs */
     V("\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80"), /* kosme + U+D800 */
 };
 

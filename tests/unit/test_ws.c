@@ -383,11 +383,13 @@ static void test_rfc_client_frame_bytes(void **state)
     uint8_t out[WS_MAX_HEADER + 5];
     (void)state;
 
-    assert_int_equal(ws_client_frame(out, WS_OP_TEXT, true, 0, rfc_mask, (const uint8_t *)"Hello", 5),
-                     sizeof(rfc_masked_hello));
+    assert_int_equal(
+        ws_client_frame(out, WS_OP_TEXT, true, 0, rfc_mask, (const uint8_t *)"Hello", 5),
+        sizeof(rfc_masked_hello));
     assert_memory_equal(out, rfc_masked_hello, sizeof(rfc_masked_hello));
-    assert_int_equal(ws_client_frame(out, WS_OP_PONG, true, 0, rfc_mask, (const uint8_t *)"Hello", 5),
-                     sizeof(rfc_masked_pong));
+    assert_int_equal(
+        ws_client_frame(out, WS_OP_PONG, true, 0, rfc_mask, (const uint8_t *)"Hello", 5),
+        sizeof(rfc_masked_pong));
     assert_memory_equal(out, rfc_masked_pong, sizeof(rfc_masked_pong));
     /* a NULL mask writes an unmasked frame (tests only) */
     assert_int_equal(ws_client_frame(out, WS_OP_TEXT, true, 0, NULL, (const uint8_t *)"Hello", 5),
@@ -516,8 +518,7 @@ static void test_frame_header_encodings(void **state)
         {WS_OP_CONT, false, 65535, 4, "\x00\x7E\xFF\xFF"},
         {WS_OP_CONT, true, 65536, 10, "\x80\x7F\x00\x00\x00\x00\x00\x01\x00\x00"},
         {WS_OP_BINARY, true, 0x100000005ULL, 10, "\x82\x7F\x00\x00\x00\x01\x00\x00\x00\x05"},
-        {WS_OP_BINARY, true, 0x7FFFFFFFFFFFFFFFULL, 10,
-         "\x82\x7F\x7F\xFF\xFF\xFF\xFF\xFF\xFF\xFF"},
+        {WS_OP_BINARY, true, 0x7FFFFFFFFFFFFFFFULL, 10, "\x82\x7F\x7F\xFF\xFF\xFF\xFF\xFF\xFF\xFF"},
         {WS_OP_CLOSE, true, 2, 2, "\x88\x02"},
         {WS_OP_PING, true, 125, 2, "\x89\x7D"},
         {WS_OP_PONG, true, 0, 2, "\x8A\x00"},
@@ -562,19 +563,19 @@ static void test_non_minimal_lengths(void **state)
         size_t n;
         int rc;
     } cases[] = {
-        {"\x82\xFE\x00\x00", 4, AW_EPROTO},                                 /* 0 in 16 bits */
-        {"\x82\xFE\x00\x7D", 4, AW_EPROTO},                                 /* 125 in 16 bits */
-        {"\x82\xFE\x00\x7E", 4, AW_EAGAIN},                                 /* 126: minimal */
-        {"\x82\xFE\xFF\xFF", 4, AW_EAGAIN},                                 /* 65535 */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x00", 10, AW_EPROTO},        /* 0 in 64 bits */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x7D", 10, AW_EPROTO},        /* 125 */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x7E", 10, AW_EPROTO},        /* 126 */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x00\xFF\xFF", 10, AW_EPROTO},        /* 65535 */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x01\x00\x00", 10, AW_EAGAIN},        /* 65536: minimal */
-        {"\x82\xFF\x80\x00\x00\x00\x00\x00\x00\x00", 10, AW_EPROTO},        /* MSB set */
-        {"\x82\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF", 10, AW_EPROTO},        /* MSB set */
-        {"\x82\xFE\x00", 3, AW_EAGAIN},                                     /* length cut */
-        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00", 9, AW_EAGAIN},             /* length cut */
+        {"\x82\xFE\x00\x00", 4, AW_EPROTO},                          /* 0 in 16 bits */
+        {"\x82\xFE\x00\x7D", 4, AW_EPROTO},                          /* 125 in 16 bits */
+        {"\x82\xFE\x00\x7E", 4, AW_EAGAIN},                          /* 126: minimal */
+        {"\x82\xFE\xFF\xFF", 4, AW_EAGAIN},                          /* 65535 */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x00", 10, AW_EPROTO}, /* 0 in 64 bits */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x7D", 10, AW_EPROTO}, /* 125 */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00\x7E", 10, AW_EPROTO}, /* 126 */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x00\xFF\xFF", 10, AW_EPROTO}, /* 65535 */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x01\x00\x00", 10, AW_EAGAIN}, /* 65536: minimal */
+        {"\x82\xFF\x80\x00\x00\x00\x00\x00\x00\x00", 10, AW_EPROTO}, /* MSB set */
+        {"\x82\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF", 10, AW_EPROTO}, /* MSB set */
+        {"\x82\xFE\x00", 3, AW_EAGAIN},                              /* length cut */
+        {"\x82\xFF\x00\x00\x00\x00\x00\x00\x00", 9, AW_EAGAIN},      /* length cut */
     };
     uint16_t code;
     (void)state;
@@ -670,8 +671,8 @@ static void test_known_opcodes_accepted(void **state)
 
 static void test_unmasked_rejected(void **state)
 {
-    static const uint8_t frames[][2] = {
-        {0x81, 0x00}, {0x82, 0x00}, {0x89, 0x00}, {0x8A, 0x00}, {0x88, 0x00}, {0x01, 0x05}};
+    static const uint8_t frames[][2] = {{0x81, 0x00}, {0x82, 0x00}, {0x89, 0x00},
+                                        {0x8A, 0x00}, {0x88, 0x00}, {0x01, 0x05}};
     uint16_t code;
     (void)state;
 
@@ -856,8 +857,13 @@ static void test_interleaved_control(void **state)
 
 static const char *const utf8_texts[] = {
     "\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5", /* Kuhn: "kosme" */
-    "a\xC2\x80" "b\xDF\xBF" "c\xE0\xA0\x80" "d\xEF\xBF\xBF" "e\xF0\x90\x80\x80" "f\xF4\x8F\xBF\xBF",
-    "\xED\x9F\xBF\xEE\x80\x80\xEF\xBF\xBD",         /* U+D7FF U+E000 U+FFFD */
+    "a\xC2\x80"
+    "b\xDF\xBF"
+    "c\xE0\xA0\x80"
+    "d\xEF\xBF\xBF"
+    "e\xF0\x90\x80\x80"
+    "f\xF4\x8F\xBF\xBF",
+    "\xED\x9F\xBF\xEE\x80\x80\xEF\xBF\xBD", /* U+D7FF U+E000 U+FFFD */
     "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xF0\x9F\x98\x80",
 };
 
@@ -978,11 +984,11 @@ static void test_too_big_by_header(void **state)
         const char *bytes;
         size_t n;
     } heads[] = {
-        {"\x81\xE5", 2},                                         /* 101 */
-        {"\x82\xFE\x03\xE8", 4},                                 /* 1000 */
-        {"\x82\xFF\x00\x00\x01\x00\x00\x00\x00\x00", 10},        /* 2^40 */
-        {"\x82\xFF\x7F\xFF\xFF\xFF\xFF\xFF\xFF\xFF", 10},        /* 2^63 - 1 */
-        {"\x01\xE5", 2},                                         /* first fragment */
+        {"\x81\xE5", 2},                                  /* 101 */
+        {"\x82\xFE\x03\xE8", 4},                          /* 1000 */
+        {"\x82\xFF\x00\x00\x01\x00\x00\x00\x00\x00", 10}, /* 2^40 */
+        {"\x82\xFF\x7F\xFF\xFF\xFF\xFF\xFF\xFF\xFF", 10}, /* 2^63 - 1 */
+        {"\x01\xE5", 2},                                  /* first fragment */
     };
     uint16_t code;
     (void)state;
@@ -1079,8 +1085,7 @@ static void test_zero_limit(void **state)
 
 /* ---- close frames ---- */
 
-static int parse_close(const void *payload, size_t n, ws_frame_t *f, uint16_t *code,
-                       uint8_t *buf)
+static int parse_close(const void *payload, size_t n, ws_frame_t *f, uint16_t *code, uint8_t *buf)
 {
     ws_parser_t p;
     size_t used, total;
@@ -1177,12 +1182,15 @@ static void test_close_length_one(void **state)
 
     assert_int_equal(parse_close("\x03", 1, &f, &code, buf), AW_EPROTO);
     assert_int_equal(code, WS_CLOSE_PROTOCOL);
+    /* the byte after the frame would complete code 1000; it must not be read */
+    assert_int_equal(parse_bytes("\x88\x01\x03\xE8", 4, 1024, false, &code), AW_EPROTO);
+    assert_int_equal(code, WS_CLOSE_PROTOCOL);
 }
 
 static void test_close_bad_reason(void **state)
 {
-    static const char *const bad[] = {"\xFF", "ok\xC0\x80", "\xE2\x82", "\xED\xA0\x80",
-                                      "\xF4\x90\x80\x80", "\x80"};
+    static const char *const bad[] = {"\xFF",         "ok\xC0\x80",       "\xE2\x82",
+                                      "\xED\xA0\x80", "\xF4\x90\x80\x80", "\x80"};
     uint8_t buf[WS_MAX_HEADER + 125], pl[125];
     ws_frame_t f;
     uint16_t code;
@@ -1210,7 +1218,10 @@ static void test_close_payload(void **state)
 
     memset(out, 0xEE, sizeof(out));
     assert_int_equal(ws_close_payload(out, WS_CLOSE_NORMAL, "bye"), 5);
-    assert_memory_equal(out, "\x03\xE8" "bye", 5);
+    assert_memory_equal(out,
+                        "\x03\xE8"
+                        "bye",
+                        5);
     assert_int_equal(ws_close_payload(out, WS_CLOSE_SLOW_CONSUMER, NULL), 2);
     assert_memory_equal(out, "\x0F\xA3", 2);
     assert_int_equal(ws_close_payload(out, WS_CLOSE_TOO_BIG, ""), 2);
@@ -1232,11 +1243,17 @@ static void test_close_payload(void **state)
 
     /* a cut never splits a UTF-8 character */
     memset(reason, 'a', sizeof(reason));
-    memcpy(reason + 121, "\xE2\x82\xAC" "b", 5); /* euro at 121..123 */
+    memcpy(reason + 121,
+           "\xE2\x82\xAC"
+           "b",
+           5); /* euro at 121..123 */
     assert_int_equal(ws_close_payload(out, WS_CLOSE_NORMAL, reason), 2 + 121);
     assert_int_equal(parse_close(out, 2 + 121, &f, &code, buf), AW_OK);
     memset(reason, 'a', sizeof(reason));
-    memcpy(reason + 120, "\xE2\x82\xAC" "b", 5); /* euro at 120..122 fits */
+    memcpy(reason + 120,
+           "\xE2\x82\xAC"
+           "b",
+           5); /* euro at 120..122 fits */
     assert_int_equal(ws_close_payload(out, WS_CLOSE_NORMAL, reason), 2 + 123);
     assert_memory_equal(out + 2 + 120, "\xE2\x82\xAC", 3);
     assert_int_equal(parse_close(out, 125, &f, &code, buf), AW_OK);
@@ -1268,15 +1285,15 @@ static void test_accept_key_bad(void **state)
 {
     static const char *const bad[] = {
         "",
-        "dGhlIHNhbXBsZSBub25jZQ",     /* 22: unpadded */
-        "dGhlIHNhbXBsZSBub25jZQ=",    /* 23 */
-        "dGhlIHNhbXBsZSBub25jZQ===",  /* 25 */
-        "AAAAAAAAAAAAAAAAAAAAAAAA",   /* 24 characters but 18 bytes */
-        "AAAAAAAAAAAAAAAAAAAAAAA=",   /* 17 bytes */
-        "dGhlIHNhbXBsZSBub25jZR==",   /* non-zero trailing bits */
-        "dGhlIHNhbXBsZSBub25jZ!==",   /* bad character */
-        "dGhlIHNhbXBsZSBub25-ZQ==",   /* URL alphabet */
-        " dGhlIHNhbXBsZSBub25jZQ=",   /* whitespace */
+        "dGhlIHNhbXBsZSBub25jZQ",    /* 22: unpadded */
+        "dGhlIHNhbXBsZSBub25jZQ=",   /* 23 */
+        "dGhlIHNhbXBsZSBub25jZQ===", /* 25 */
+        "AAAAAAAAAAAAAAAAAAAAAAAA",  /* 24 characters but 18 bytes */
+        "AAAAAAAAAAAAAAAAAAAAAAA=",  /* 17 bytes */
+        "dGhlIHNhbXBsZSBub25jZR==",  /* non-zero trailing bits */
+        "dGhlIHNhbXBsZSBub25jZ!==",  /* bad character */
+        "dGhlIHNhbXBsZSBub25-ZQ==",  /* URL alphabet */
+        " dGhlIHNhbXBsZSBub25jZQ=",  /* whitespace */
         "dGhlIHNhbXBsZSBub25jZQ= ",
         "dGhlIHNhbXBs ZSBub25jZQ=",
         "dGhlIHNhbXBsZSBub25jZ===",
@@ -1387,7 +1404,10 @@ static void build_conversation(struct wire *w, uint8_t *big, size_t big_len)
     wire_frame(w, WS_OP_CONT, true, big + 126, 300);
     wire_frame(w, WS_OP_TEXT, true, big, 65535);
     wire_frame(w, WS_OP_BINARY, true, big, big_len);
-    wire_frame(w, WS_OP_CLOSE, true, "\x03\xE8" "done", 6);
+    wire_frame(w, WS_OP_CLOSE, true,
+               "\x03\xE8"
+               "done",
+               6);
 }
 
 static void test_conversation_splits(void **state)

@@ -104,6 +104,14 @@ export function buildArgs(defaults, extraArgs = [], omit = []) {
   return out;
 }
 
+/** The test's environment without the server's own AGENTWIRE_* settings (a
+ * developer's shell must not change what a test configures), plus env. */
+function serverEnv(env) {
+  const out = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AGENTWIRE_')) out[k] = v;
+  return { ...out, ...env };
+}
+
 function binaryMissing() {
   try {
     fs.accessSync(BIN, fs.constants.X_OK);
@@ -133,7 +141,7 @@ export async function startServer(extraArgs = [], env = {}, opts = {}) {
   const args = buildArgs(defaults, extraArgs, opts.omit || []);
   const effective = Object.fromEntries(flagPairs(args));
   const proc = spawn(BIN, args, {
-    env: { ...process.env, ...env },
+    env: serverEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
@@ -287,7 +295,7 @@ export async function stopAllServers() {
  * Runs the binary with the given args (the default flags apply unless
  * overridden) and expects it to exit by itself. Resolves {code, signal, stderr, stdout}.
  */
-export async function runExpectExit(extraArgs = [], { timeoutMs = 10000, omit = [], noDefaults = false } = {}) {
+export async function runExpectExit(extraArgs = [], { timeoutMs = 10000, omit = [], noDefaults = false, env = {} } = {}) {
   const missing = binaryMissing();
   if (missing) throw new Error(missing);
   const defaults = [
@@ -298,7 +306,7 @@ export async function runExpectExit(extraArgs = [], { timeoutMs = 10000, omit = 
     '--jwt-leeway-s', '0',
   ];
   const args = noDefaults ? extraArgs.map(String) : buildArgs(defaults, extraArgs, omit);
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(BIN, args, { env: serverEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   let stdout = '';
   proc.stderr.setEncoding('utf8').on('data', (c) => { stderr += c; });
@@ -671,7 +679,7 @@ export function expectRefusal(url, opts = {}) {
       ws.terminate();
       finish(new Error(`handshake unexpectedly succeeded (${url}, protocol ${JSON.stringify(ws.protocol)})`));
     });
-    ws.on('error', (err) => finish(new Error(`handshake failed without an HTTP refusal: ${err.message}`)));
+    ws.on('error', (err) => finish(new Error(`handshake failed without an HTTP refusal: ${err.message}`, { cause: err })));
   });
 }
 
@@ -783,8 +791,11 @@ export function upgradeRequest({ path: p = '/ws', host = '127.0.0.1', key = wsKe
  * Buffer (sent as is), or undefined. opts.key: API key to send as Bearer
  * (default the server's; null sends none). Resolves {status, json, text, headers}.
  */
-export async function api(server, method, pathName, body, { key, headers = {}, timeoutMs = 10000 } = {}) {
-  const h = { ...headers };
+export async function api(server, method, pathName, body, { key, headers = {}, timeoutMs = 10000, keepAlive = false } = {}) {
+  // One connection per call by default: a pooled keep-alive connection that the
+  // server closes for idleness at the moment it is reused would fail a request
+  // for no fault of the server (keep-alive has its own test).
+  const h = keepAlive ? { ...headers } : { Connection: 'close', ...headers };
   const k = key === undefined ? server.apiKey : key;
   if (k !== null && !Object.keys(h).some((n) => n.toLowerCase() === 'authorization')) h.Authorization = `Bearer ${k}`;
   let payload;

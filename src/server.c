@@ -65,7 +65,7 @@ static void on_tick(uv_timer_t *t)
     tickets_sweep(&srv->tickets, now);
     idem_sweep(&srv->idem, now);
     if (srv->draining) {
-        if (srv->nsessions == 0 || now >= srv->_drain_deadline) {
+        if (srv->hub.nconns == 0 || now >= srv->_drain_deadline) {
             for (session_t *s = srv->_sessions; s; s = s->_next)
                 session_abort(s, "drain timeout");
             finish(srv);
@@ -92,7 +92,9 @@ void server_drain(server_t *srv)
         return;
     srv->draining = true;
     srv->_drain_deadline = aw_now_ms() + srv->cfg->drain_timeout_ms;
-    uv_close((uv_handle_t *)&srv->_listener, NULL);
+    /* The listener stays open until the WebSockets are gone: load balancers
+     * read /readyz (503 now) and late clients get a clear 503 draining
+     * instead of a refused connection. */
     for (session_t *s = srv->_sessions; s; s = s->_next)
         session_close(s, WS_CLOSE_GOING_AWAY, "going_away");
     /* The tick finishes the drain; make it come soon. */

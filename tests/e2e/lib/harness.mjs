@@ -286,11 +286,6 @@ export async function useServer(t, extraArgs = [], env = {}, opts = {}) {
   return server;
 }
 
-/** Stops every server still running (a safety net for after() hooks). */
-export async function stopAllServers() {
-  await Promise.all([...liveServers].map((s) => s.stop().catch(() => {})));
-}
-
 /**
  * Runs the binary with the given args (the default flags apply unless
  * overridden) and expects it to exit by itself. Resolves {code, signal, stderr, stdout}.

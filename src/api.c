@@ -152,8 +152,7 @@ static void describe_session(session_t *c, void *arg)
     if (c->state != SESSION_OPEN)
         return;
     json_array_append_new(arg, json_pack("{s:s, s:s, s:I}", "connection_id", c->id, "remote_addr",
-                                         c->remote, "connected_at",
-                                         (json_int_t)c->connected_ms));
+                                         c->remote, "connected_at", (json_int_t)c->connected_ms));
 }
 
 static void on_connections(session_t *s, const char *user)

@@ -123,8 +123,8 @@ static void pick_protocol(const http_request_t *req, const entry_t *cred, auth_r
         snprintf(out->protocol, sizeof out->protocol, "%.*s", (int)cred->n, cred->p);
 }
 
-int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *req,
-                   int64_t now_ms, auth_result_t *out)
+int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *req, int64_t now_ms,
+                   auth_result_t *out)
 {
     memset(out, 0, offsetof(auth_result_t, protocol));
     out->protocol[0] = '\0';

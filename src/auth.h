@@ -15,15 +15,15 @@
 
 typedef struct auth_result {
     char user[JWT_MAX_SUB + 1];
-    int64_t expires_ms;  /* when the connection's credential expires (leeway added) */
-    const char *place;   /* "header", "subprotocol", "ticket", "query" */
-    const char *reason;  /* why it failed (static text, safe to log) */
+    int64_t expires_ms;       /* when the connection's credential expires (leeway added) */
+    const char *place;        /* "header", "subprotocol", "ticket", "query" */
+    const char *reason;       /* why it failed (static text, safe to log) */
     char protocol[8192 + 16]; /* subprotocol to answer with, "" for none */
 } auth_result_t;
 
 /* 0 with *out filled, or AW_EAUTH-like codes (any negative) with out->reason. */
-int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *req,
-                   int64_t now_ms, auth_result_t *out);
+int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *req, int64_t now_ms,
+                   auth_result_t *out);
 
 /* Verifies a bearer token and fills user and expires_ms. */
 int auth_token(const jwt_verifier_t *v, const char *token, size_t len, int64_t now_ms,

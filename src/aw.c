@@ -9,8 +9,8 @@
 const char *aw_strerror(int err)
 {
     switch (err) {
-#define AW_ERR_TEXT(name, value, text) \
-    case value:                        \
+#define AW_ERR_TEXT(name, value, text)                                                             \
+    case value:                                                                                    \
         return text;
         AW_ERRNO_MAP(AW_ERR_TEXT)
 #undef AW_ERR_TEXT

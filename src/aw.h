@@ -11,27 +11,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AW_ERRNO_MAP(X)                                                  \
-    X(OK, 0, "ok")                                                       \
-    X(AGAIN, -1, "need more bytes")                                      \
-    X(PROTO, -2, "protocol violation")                                   \
-    X(UTF8, -3, "invalid UTF-8")                                         \
-    X(TOOBIG, -4, "too large")                                           \
-    X(INVAL, -5, "invalid argument")                                     \
-    X(NOMEM, -6, "out of memory")                                        \
-    X(MALFORMED, -7, "malformed input")                                  \
-    X(ALG, -8, "algorithm not allowed")                                  \
-    X(SIG, -9, "bad signature")                                          \
-    X(EXPIRED, -10, "expired")                                           \
-    X(NOTYET, -11, "not yet valid")                                      \
-    X(ISS, -12, "wrong issuer")                                          \
-    X(AUD, -13, "wrong audience")                                        \
-    X(CLAIMS, -14, "missing or invalid claim")                           \
-    X(LIMIT, -15, "limit reached")                                       \
-    X(NOTFOUND, -16, "not found")                                        \
-    X(IO, -17, "I/O error")                                              \
-    X(CLOSED, -18, "closed")                                             \
-    X(HEADERS, -19, "request head too large")                            \
+#define AW_ERRNO_MAP(X)                                                                            \
+    X(OK, 0, "ok")                                                                                 \
+    X(AGAIN, -1, "need more bytes")                                                                \
+    X(PROTO, -2, "protocol violation")                                                             \
+    X(UTF8, -3, "invalid UTF-8")                                                                   \
+    X(TOOBIG, -4, "too large")                                                                     \
+    X(INVAL, -5, "invalid argument")                                                               \
+    X(NOMEM, -6, "out of memory")                                                                  \
+    X(MALFORMED, -7, "malformed input")                                                            \
+    X(ALG, -8, "algorithm not allowed")                                                            \
+    X(SIG, -9, "bad signature")                                                                    \
+    X(EXPIRED, -10, "expired")                                                                     \
+    X(NOTYET, -11, "not yet valid")                                                                \
+    X(ISS, -12, "wrong issuer")                                                                    \
+    X(AUD, -13, "wrong audience")                                                                  \
+    X(CLAIMS, -14, "missing or invalid claim")                                                     \
+    X(LIMIT, -15, "limit reached")                                                                 \
+    X(NOTFOUND, -16, "not found")                                                                  \
+    X(IO, -17, "I/O error")                                                                        \
+    X(CLOSED, -18, "closed")                                                                       \
+    X(HEADERS, -19, "request head too large")                                                      \
     X(UNAVAIL, -20, "unavailable")
 
 enum {

@@ -12,10 +12,10 @@
 
 typedef struct msg {
     session_t *s;
-    json_t *root;          /* the whole message */
-    json_t *args;          /* payload, or root when there is none */
+    json_t *root; /* the whole message */
+    json_t *args; /* payload, or root when there is none */
     const char *type;
-    json_t *message_id;    /* echoed in replies when present */
+    json_t *message_id; /* echoed in replies when present */
 } msg_t;
 
 static void reply(msg_t *m, json_t *obj)
@@ -27,8 +27,8 @@ static void reply(msg_t *m, json_t *obj)
 }
 
 /* An error reply; bad messages count towards the rate limit. */
-static void reply_error(session_t *s, json_t *message_id, enum metrics_error code,
-                        const char *text, bool bad)
+static void reply_error(session_t *s, json_t *message_id, enum metrics_error code, const char *text,
+                        bool bad)
 {
     int64_t now = aw_now_ms();
     if (bad) {
@@ -68,8 +68,8 @@ static void on_ping(msg_t *m)
 
 static void on_heartbeat(msg_t *m)
 {
-    reply(m, json_pack("{s:s, s:I}", "type", "heartbeat_ack", "server_time",
-                       (json_int_t)aw_now_ms()));
+    reply(m,
+          json_pack("{s:s, s:I}", "type", "heartbeat_ack", "server_time", (json_int_t)aw_now_ms()));
 }
 
 static void on_refresh(msg_t *m)

@@ -9,9 +9,9 @@
 
 #include "session.h"
 
-#define CLIENT_BAD_WINDOW_MS 10000
+#define CLIENT_BAD_WINDOW_MS  10000
 #define CLIENT_BAD_RATE_LIMIT 10 /* past this many bad messages: rate_limited */
-#define CLIENT_BAD_CLOSE 20      /* past this many: close 1008 */
+#define CLIENT_BAD_CLOSE      20 /* past this many: close 1008 */
 
 /* Handles one whole message (opcode WS_OP_TEXT or WS_OP_BINARY). */
 void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len);

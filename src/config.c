@@ -13,19 +13,24 @@
 enum opt_kind { OPT_STR, OPT_NUM, OPT_FLAG };
 
 typedef struct option {
-    const char *flag;    /* without the leading dashes */
-    const char *env;     /* AGENTWIRE_* */
+    const char *flag; /* without the leading dashes */
+    const char *env;  /* AGENTWIRE_* */
     enum opt_kind kind;
-    size_t offset;       /* of a char * (OPT_STR), int64_t (OPT_NUM) or bool */
-    const char *def;     /* default as text, NULL: unset */
-    int64_t min, max;    /* OPT_NUM range */
+    size_t offset;    /* of a char * (OPT_STR), int64_t (OPT_NUM) or bool */
+    const char *def;  /* default as text, NULL: unset */
+    int64_t min, max; /* OPT_NUM range */
     const char *metavar;
     const char *help;
 } option_t;
 
-#define STR(f, e, field, d, mv, h) {f, e, OPT_STR, offsetof(config_t, field), d, 0, 0, mv, h}
+#define STR(f, e, field, d, mv, h)                                                                 \
+    {                                                                                              \
+        f, e, OPT_STR, offsetof(config_t, field), d, 0, 0, mv, h                                   \
+    }
 #define NUM(f, e, field, d, lo, hi, mv, h)                                                         \
-    {f, e, OPT_NUM, offsetof(config_t, field), d, lo, hi, mv, h}
+    {                                                                                              \
+        f, e, OPT_NUM, offsetof(config_t, field), d, lo, hi, mv, h                                 \
+    }
 
 static const option_t options[] = {
     STR("listen", "AGENTWIRE_LISTEN", listen, "127.0.0.1:8080", "HOST:PORT",
@@ -52,27 +57,26 @@ static const option_t options[] = {
         "comma-separated Origin values allowed to connect (unset: any)"),
     NUM("max-message-bytes", "AGENTWIRE_MAX_MESSAGE_BYTES", max_message_bytes, "65536", 125,
         1 << 30, "N", "largest WebSocket message a client may send (bigger: close 1009)"),
-    NUM("max-connections-per-user", "AGENTWIRE_MAX_CONNECTIONS_PER_USER",
-        max_connections_per_user, "10", 1, 1000000, "N",
-        "connections one user may hold (more: 429)"),
-    NUM("max-connections-per-ip", "AGENTWIRE_MAX_CONNECTIONS_PER_IP", max_connections_per_ip,
-        "0", 0, 10000000, "N", "connections one address may hold, 0 for no limit (more: 429)"),
+    NUM("max-connections-per-user", "AGENTWIRE_MAX_CONNECTIONS_PER_USER", max_connections_per_user,
+        "10", 1, 1000000, "N", "connections one user may hold (more: 429)"),
+    NUM("max-connections-per-ip", "AGENTWIRE_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, "0",
+        0, 10000000, "N", "connections one address may hold, 0 for no limit (more: 429)"),
     NUM("queue-limit-bytes", "AGENTWIRE_QUEUE_LIMIT_BYTES", queue_limit_bytes, "1048576", 1024,
         (int64_t)1 << 34, "N", "outgoing bytes queued per connection before close 4003"),
-    NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms,
-        "25000", 50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
-    NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000",
-        50, 600000, "MS", "time allowed for a request head, and idle keep-alive time"),
-    NUM("drain-timeout-ms", "AGENTWIRE_DRAIN_TIMEOUT_MS", drain_timeout_ms, "10000", 0,
-        600000, "MS", "on SIGTERM/SIGINT, how long connections get to close"),
+    NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms, "25000",
+        50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
+    NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000", 50,
+        600000, "MS", "time allowed for a request head, and idle keep-alive time"),
+    NUM("drain-timeout-ms", "AGENTWIRE_DRAIN_TIMEOUT_MS", drain_timeout_ms, "10000", 0, 600000,
+        "MS", "on SIGTERM/SIGINT, how long connections get to close"),
     NUM("ticket-ttl-ms", "AGENTWIRE_TICKET_TTL_MS", ticket_ttl_ms, "60000", 1000, 3600000, "MS",
         "lifetime of a connection ticket from POST /api/v1/tickets"),
     NUM("idempotency-ttl-ms", "AGENTWIRE_IDEMPOTENCY_TTL_MS", idempotency_ttl_ms, "300000", 1000,
         86400000, "MS", "how long a publish idempotency key is remembered"),
     NUM("max-request-bytes", "AGENTWIRE_MAX_REQUEST_BYTES", max_request_bytes, "4194304", 1024,
         (int64_t)1 << 30, "N", "largest HTTP request body (bigger: 413)"),
-    NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024,
-        1 << 20, "N", "largest HTTP request head (bigger: 431)"),
+    NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024, 1 << 20,
+        "N", "largest HTTP request head (bigger: 431)"),
     STR("log-format", "AGENTWIRE_LOG_FORMAT", log_format_name, "text", "FMT",
         "log lines as 'json' or 'text' (stderr)"),
     STR("log-level", "AGENTWIRE_LOG_LEVEL", log_level_name, "info", "LEVEL",
@@ -214,13 +218,11 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
     if (log_level_parse(cfg->log_level_name, &cfg->log_level) != AW_OK)
         return fail(err, errlen, "--log-level: expected debug, info, warn or error, got '%s'%s",
                     cfg->log_level_name, "");
-    if (cfg->jwt_secret_file &&
-        (rc = read_secret(cfg->jwt_secret_file, &cfg->jwt_secret, "--jwt-secret-file", err,
-                          errlen)) != AW_OK)
+    if (cfg->jwt_secret_file && (rc = read_secret(cfg->jwt_secret_file, &cfg->jwt_secret,
+                                                  "--jwt-secret-file", err, errlen)) != AW_OK)
         return rc;
-    if (cfg->api_key_file &&
-        (rc = read_secret(cfg->api_key_file, &cfg->api_key, "--api-key-file", err, errlen)) !=
-            AW_OK)
+    if (cfg->api_key_file && (rc = read_secret(cfg->api_key_file, &cfg->api_key, "--api-key-file",
+                                               err, errlen)) != AW_OK)
         return rc;
     if (cfg->jwt_secret && !*cfg->jwt_secret)
         return fail(err, errlen, "--jwt-secret must not be empty%s%s", "", "");

@@ -13,11 +13,11 @@
 #include "log.h"
 
 typedef struct config {
-    char *listen;       /* "HOST:PORT" as given */
+    char *listen; /* "HOST:PORT" as given */
     char listen_host[64];
-    int listen_port;    /* 0 picks a free port (logged at start) */
+    int listen_port; /* 0 picks a free port (logged at start) */
 
-    char *jwt_secret;   /* HS256 secret (owned) */
+    char *jwt_secret; /* HS256 secret (owned) */
     char *jwt_secret_file;
     char *jwt_public_key_file;
     char *jwt_alg_name; /* NULL: HS256 with a secret; required with a public key */
@@ -25,7 +25,7 @@ typedef struct config {
     char *jwt_issuer, *jwt_audience;
     int64_t jwt_leeway_s;
 
-    char *api_key;      /* owned */
+    char *api_key; /* owned */
     char *api_key_file;
     char *allowed_origins; /* comma-separated list, NULL: all allowed */
 
@@ -45,7 +45,7 @@ typedef struct config {
     enum log_format log_format;
     enum log_level log_level;
 
-    bool dev_mode;     /* no secret, key or API key given: made up at start */
+    bool dev_mode; /* no secret, key or API key given: made up at start */
     bool show_help, show_version;
 } config_t;
 

@@ -79,7 +79,11 @@ static bool field_ok(const json_t *v, enum field_kind kind)
 }
 
 static const char *const kind_text[] = {
-    "a non-empty string", "a string", "an object", "present", "a non-negative number",
+    "a non-empty string",
+    "a string",
+    "an object",
+    "present",
+    "a non-negative number",
     "one of success, error, cancelled, timeout",
 };
 

@@ -16,7 +16,7 @@
 #define HTTP_MAX_HEADERS 64
 
 typedef struct http_header {
-    char *name; /* NUL-terminated, as received (compare case-insensitively) */
+    char *name;  /* NUL-terminated, as received (compare case-insensitively) */
     char *value; /* NUL-terminated, surrounding whitespace trimmed */
 } http_header_t;
 

@@ -199,8 +199,7 @@ size_t hub_disconnect_user(hub_t *h, const char *user_id, uint16_t code, const c
     return n;
 }
 
-void hub_each_session(hub_t *h, const char *user_id, void (*fn)(session_t *s, void *arg),
-                      void *arg)
+void hub_each_session(hub_t *h, const char *user_id, void (*fn)(session_t *s, void *arg), void *arg)
 {
     hub_user_t *u = hub_user_find(h, user_id);
     for (session_t *s = u ? u->_conns : NULL; s; s = s->_user_next)

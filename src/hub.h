@@ -19,24 +19,24 @@
 
 struct session;
 
-#define HUB_EPOCH_LEN 16    /* hex characters of an epoch */
+#define HUB_EPOCH_LEN    16 /* hex characters of an epoch */
 #define HUB_EVENT_ID_LEN 32 /* bytes of an event id, NUL included */
 
 typedef struct hub_user {
-    const char *id;          /* read-only: the map's key copy */
-    uint64_t seq;            /* read-only: latest sequence number, 0 before any */
+    const char *id;                /* read-only: the map's key copy */
+    uint64_t seq;                  /* read-only: latest sequence number, 0 before any */
     char epoch[HUB_EPOCH_LEN + 1]; /* read-only: the stream's epoch */
-    struct session *_conns;  /* head of the intrusive list of sessions */
-    uint32_t nconns;         /* read-only: open sessions */
+    struct session *_conns;        /* head of the intrusive list of sessions */
+    uint32_t nconns;               /* read-only: open sessions */
 } hub_user_t;
 
 typedef struct hub {
     /* read-only */
-    size_t nconns;       /* attached sessions, all users */
-    size_t nusers_live;  /* users with at least one session */
+    size_t nconns;      /* attached sessions, all users */
+    size_t nusers_live; /* users with at least one session */
     /* private */
-    map_t _users;        /* id -> hub_user_t * */
-    map_t _ips;          /* address -> count (uintptr_t) */
+    map_t _users; /* id -> hub_user_t * */
+    map_t _ips;   /* address -> count (uintptr_t) */
     const config_t *_cfg;
     metrics_t *_metrics;
     uint64_t _next_event; /* event id counter */

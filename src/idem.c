@@ -46,8 +46,7 @@ const hub_receipt_t *idem_get(idem_t *c, const char *user, const char *key, int6
     return e && now_ms < e->expires_ms ? &e->receipt : NULL;
 }
 
-int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r,
-             int64_t now_ms)
+int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r, int64_t now_ms)
 {
     if (c->_map.count >= IDEM_MAX_ENTRIES)
         return AW_ELIMIT;

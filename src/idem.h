@@ -10,7 +10,7 @@
 #include "hub.h"
 #include "map.h"
 
-#define IDEM_MAX_KEY 255      /* longest idempotency key, bytes */
+#define IDEM_MAX_KEY     255     /* longest idempotency key, bytes */
 #define IDEM_MAX_ENTRIES 1000000 /* past this, new keys are not remembered */
 
 typedef struct idem {
@@ -25,8 +25,7 @@ void idem_dispose(idem_t *c);
 const hub_receipt_t *idem_get(idem_t *c, const char *user, const char *key, int64_t now_ms);
 
 /* Remembers a receipt. 0, AW_ENOMEM or AW_ELIMIT (cache full). */
-int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r,
-             int64_t now_ms);
+int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r, int64_t now_ms);
 
 void idem_sweep(idem_t *c, int64_t now_ms);
 

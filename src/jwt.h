@@ -14,19 +14,19 @@
 typedef enum jwt_alg { JWT_HS256, JWT_RS256, JWT_ES256, JWT_EDDSA } jwt_alg_t;
 
 #define JWT_MAX_TOKEN 8192 /* default largest token accepted, bytes */
-#define JWT_MAX_SUB 255    /* longest accepted sub, bytes */
+#define JWT_MAX_SUB   255  /* longest accepted sub, bytes */
 
 typedef struct jwt_verifier {
     /* read-only after init */
     jwt_alg_t alg;
-    int64_t leeway_s;     /* tolerance for exp and nbf, seconds (default 30) */
-    size_t max_token;     /* longer tokens fail with AW_ETOOBIG */
-    char *issuer;         /* required iss when non-NULL (owned) */
-    char *audience;       /* required among aud when non-NULL (owned) */
+    int64_t leeway_s; /* tolerance for exp and nbf, seconds (default 30) */
+    size_t max_token; /* longer tokens fail with AW_ETOOBIG */
+    char *issuer;     /* required iss when non-NULL (owned) */
+    char *audience;   /* required among aud when non-NULL (owned) */
     /* private */
-    uint8_t *_secret;     /* HS256 key (owned) */
+    uint8_t *_secret; /* HS256 key (owned) */
     size_t _secret_len;
-    void *_pkey;          /* EVP_PKEY * for the public-key algorithms (owned) */
+    void *_pkey; /* EVP_PKEY * for the public-key algorithms (owned) */
 } jwt_verifier_t;
 
 typedef struct jwt_claims {

@@ -50,8 +50,7 @@ char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_
     FILE *f = open_memstream(&buf, len);
     if (!f)
         return NULL;
-    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.",
-        (long long)connections);
+    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.", (long long)connections);
     one(f, "agentwire_users", "gauge", "Users with at least one open connection.",
         (long long)users);
     one(f, "agentwire_handshakes_total", "counter", "WebSocket upgrades accepted.",
@@ -62,8 +61,8 @@ char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_
                 (unsigned long long)m->refusals[i]);
     one(f, "agentwire_events_published_total", "counter", "Events accepted by the hub.",
         (long long)m->events_published);
-    one(f, "agentwire_events_delivered_total", "counter",
-        "Event frames queued to connections.", (long long)m->events_delivered);
+    one(f, "agentwire_events_delivered_total", "counter", "Event frames queued to connections.",
+        (long long)m->events_delivered);
     one(f, "agentwire_bytes_sent_total", "counter", "Bytes written to clients.",
         (long long)m->bytes_sent);
     one(f, "agentwire_bytes_received_total", "counter", "Bytes read from clients.",

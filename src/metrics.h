@@ -32,7 +32,7 @@
     X(BAD_REQUEST, "bad_request")
 
 #define M_REFUSAL_ENUM(name, text) REFUSAL_##name,
-#define M_ERROR_ENUM(name, text) ERR_##name,
+#define M_ERROR_ENUM(name, text)   ERR_##name,
 enum metrics_refusal { METRICS_REFUSALS(M_REFUSAL_ENUM) REFUSAL_COUNT };
 enum metrics_error { METRICS_ERRORS(M_ERROR_ENUM) ERR_COUNT };
 #undef M_REFUSAL_ENUM
@@ -40,18 +40,18 @@ enum metrics_error { METRICS_ERRORS(M_ERROR_ENUM) ERR_COUNT };
 
 /* Close codes counted individually; others land in "other". */
 #define METRICS_CLOSE_CODES 1000, 1001, 1002, 1007, 1008, 1009, 1011, 4001, 4002, 4003
-#define METRICS_NCLOSE 11
+#define METRICS_NCLOSE      11
 
 typedef struct metrics {
-    uint64_t handshakes_total;      /* upgrades answered with 101 */
+    uint64_t handshakes_total; /* upgrades answered with 101 */
     uint64_t refusals[REFUSAL_COUNT];
-    uint64_t errors[ERR_COUNT];     /* error replies sent, by code */
+    uint64_t errors[ERR_COUNT];      /* error replies sent, by code */
     uint64_t closes[METRICS_NCLOSE]; /* connections closed, by close code */
-    uint64_t events_published;      /* accepted by the hub */
-    uint64_t events_delivered;      /* enqueued to a connection */
+    uint64_t events_published;       /* accepted by the hub */
+    uint64_t events_delivered;       /* enqueued to a connection */
     uint64_t bytes_sent, bytes_received;
     uint64_t http_requests;
-    int64_t queue_bytes;            /* gauge: bytes waiting in all queues */
+    int64_t queue_bytes; /* gauge: bytes waiting in all queues */
 } metrics_t;
 
 const char *metrics_refusal_name(enum metrics_refusal r);

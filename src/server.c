@@ -81,8 +81,8 @@ static void on_signal(uv_signal_t *sig, int signum)
         srv->_drain_deadline = 0;
         return;
     }
-    log_kv(LOG_INFO, "draining", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM",
-           "#connections", (long long)srv->nsessions, NULL);
+    log_kv(LOG_INFO, "draining", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", "#connections",
+           (long long)srv->nsessions, NULL);
     server_drain(srv);
 }
 
@@ -173,8 +173,7 @@ int server_run(server_t *srv)
 {
     char addr[96];
     snprintf(addr, sizeof addr, "%s%s%s:%d", strchr(srv->cfg->listen_host, ':') ? "[" : "",
-             srv->cfg->listen_host, strchr(srv->cfg->listen_host, ':') ? "]" : "",
-             srv->bound_port);
+             srv->cfg->listen_host, strchr(srv->cfg->listen_host, ':') ? "]" : "", srv->bound_port);
     log_kv(LOG_INFO, "listening", "addr", addr, NULL);
     uv_run(srv->loop, UV_RUN_DEFAULT);
     return AW_OK;

@@ -37,8 +37,8 @@ typedef struct server {
     uv_tcp_t _listener;
     uv_signal_t _sigterm, _sigint;
     uv_timer_t _tick;
-    uv_check_t _flush_check; /* runs after I/O: one write per dirty session */
-    uv_idle_t _flush_idle;   /* keeps poll from blocking while flushes wait */
+    uv_check_t _flush_check;   /* runs after I/O: one write per dirty session */
+    uv_idle_t _flush_idle;     /* keeps poll from blocking while flushes wait */
     struct session *_sessions; /* every session, intrusive list */
     size_t nsessions;          /* read-only */
     struct session *_flush_head;

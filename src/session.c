@@ -16,7 +16,7 @@
 #include "server.h"
 #include "upgrade.h"
 
-#define QUEUE_MIN 8
+#define QUEUE_MIN   8
 #define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
 
 static void on_close(uv_handle_t *h);
@@ -198,9 +198,9 @@ static void log_disconnect(session_t *s, const char *reason)
 {
     if (!s->user)
         return;
-    log_kv(LOG_INFO, "disconnect", "conn", s->id, "user", s->user->id, "remote", s->remote,
-           "#code", (long long)s->_close_code, "reason", reason,
-           "#duration_ms", (long long)(aw_now_ms() - s->connected_ms), NULL);
+    log_kv(LOG_INFO, "disconnect", "conn", s->id, "user", s->user->id, "remote", s->remote, "#code",
+           (long long)s->_close_code, "reason", reason, "#duration_ms",
+           (long long)(aw_now_ms() - s->connected_ms), NULL);
 }
 
 void session_abort(session_t *s, const char *reason)

@@ -34,9 +34,9 @@ typedef struct session {
     struct server *srv;
     /* read-only */
     enum session_state state;
-    char id[24];    /* connection id, "c_..." */
-    char ip[48];    /* peer address without port */
-    char remote[64]; /* "ip:port" */
+    char id[24];      /* connection id, "c_..." */
+    char ip[48];      /* peer address without port */
+    char remote[64];  /* "ip:port" */
     hub_user_t *user; /* set once attached to the hub */
     int64_t connected_ms;
     int64_t token_exp_ms; /* token expiry plus leeway, 0: none */
@@ -56,15 +56,15 @@ typedef struct session {
     size_t _msg_len, _msg_cap;
     uint8_t _msg_op;
     int64_t _last_rx_ms;
-    int64_t _deadline_ms;  /* HTTP: request deadline; CLOSING: hard close */
+    int64_t _deadline_ms; /* HTTP: request deadline; CLOSING: hard close */
     int64_t _next_ping_ms;
-    uint32_t _bad_msgs;    /* unreadable messages in the current window */
+    uint32_t _bad_msgs; /* unreadable messages in the current window */
     int64_t _bad_window_ms;
 
     /* private: output queue (ring of frame references) */
     frame_t **_q;
     uint32_t _qhead, _qlen, _qcap;
-    size_t _qbytes;    /* bytes queued, in flight included */
+    size_t _qbytes;     /* bytes queued, in flight included */
     uint32_t _inflight; /* frames at the head being written */
     uv_write_t _wreq;
     bool _keep_alive; /* the current HTTP request allows another */

@@ -50,13 +50,12 @@ static const char *check_handshake(const http_request_t *req, char accept[29])
 static void send_established(session_t *s)
 {
     const config_t *cfg = s->srv->cfg;
-    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:i, s:I, s:I, s:I}", "type",
-                          "connection_established", "connection_id", s->id, "user_id",
-                          s->user->id, "epoch", s->user->epoch, "seq", (json_int_t)s->user->seq,
-                          "resumed", 0, "missed", 0, "heartbeat_interval_ms",
-                          (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
-                          (json_int_t)cfg->max_message_bytes, "server_time",
-                          (json_int_t)aw_now_ms());
+    json_t *m = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:b, s:i, s:I, s:I, s:I}", "type", "connection_established",
+        "connection_id", s->id, "user_id", s->user->id, "epoch", s->user->epoch, "seq",
+        (json_int_t)s->user->seq, "resumed", 0, "missed", 0, "heartbeat_interval_ms",
+        (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
+        (json_int_t)cfg->max_message_bytes, "server_time", (json_int_t)aw_now_ms());
     if (!m || session_send_json(s, m) != AW_OK)
         session_close(s, WS_CLOSE_INTERNAL, "internal error");
     json_decref(m);
@@ -72,7 +71,8 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     server_t *srv = s->srv;
     if (!upgrade_is_websocket_path(req->path)) {
         s->_keep_alive = false;
-        session_respond_error(s, 404, "not_found", "WebSocket endpoints are /ws and /api/v1/websocket");
+        session_respond_error(s, 404, "not_found",
+                              "WebSocket endpoints are /ws and /api/v1/websocket");
         session_close(s, 0, "not found");
         return;
     }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 typedef struct utf8_state {
-    uint32_t _need;  /* continuation bytes still expected, 0..3 */
+    uint32_t _need;   /* continuation bytes still expected, 0..3 */
     uint8_t _lo, _hi; /* allowed range of the next continuation byte */
     bool _bad;        /* sticky: an invalid sequence was seen */
 } utf8_state_t;

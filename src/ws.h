@@ -43,7 +43,7 @@ enum ws_close_code {
     WS_CLOSE_SLOW_CONSUMER = 4003,
 };
 
-#define WS_MAX_HEADER 14 /* 2 + 8 extended length + 4 mask */
+#define WS_MAX_HEADER          14 /* 2 + 8 extended length + 4 mask */
 #define WS_MAX_CONTROL_PAYLOAD 125
 
 typedef struct ws_parser {

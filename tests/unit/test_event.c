@@ -125,10 +125,8 @@ static void test_other_events(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_type_names),
-        cmocka_unit_test(test_ids),
-        cmocka_unit_test(test_agent_events_valid),
-        cmocka_unit_test(test_agent_events_invalid),
+        cmocka_unit_test(test_type_names),         cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_agent_events_valid), cmocka_unit_test(test_agent_events_invalid),
         cmocka_unit_test(test_other_events),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

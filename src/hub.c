@@ -30,17 +30,10 @@ int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
     return rc;
 }
 
-static void free_user(map_entry_t *e, void *arg)
-{
-    (void)arg;
-    free(e->value);
-}
-
 void hub_dispose(hub_t *h)
 {
-    map_each(&h->_users, free_user, NULL);
-    map_dispose(&h->_users);
-    map_dispose(&h->_ips);
+    map_dispose(&h->_users, free);
+    map_dispose(&h->_ips, NULL);
     free(h->_scratch);
 }
 

@@ -20,16 +20,9 @@ int idem_init(idem_t *c, int64_t ttl_ms)
     return map_init(&c->_map);
 }
 
-static void free_entry(map_entry_t *e, void *arg)
-{
-    (void)arg;
-    free(e->value);
-}
-
 void idem_dispose(idem_t *c)
 {
-    map_each(&c->_map, free_entry, NULL);
-    map_dispose(&c->_map);
+    map_dispose(&c->_map, free);
 }
 
 static size_t make_key(char *out, const char *user, const char *key)
@@ -65,23 +58,12 @@ int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *
     return AW_OK;
 }
 
-typedef struct sweep {
-    map_t *map;
-    int64_t now_ms;
-} sweep_t;
-
-static void sweep_one(map_entry_t *e, void *arg)
+static bool entry_expired(const void *value, void *now_ms)
 {
-    sweep_t *s = arg;
-    idem_entry_t *ie = e->value;
-    if (s->now_ms >= ie->expires_ms) {
-        map_remove(s->map, e->key, e->keylen);
-        free(ie);
-    }
+    return *(const int64_t *)now_ms >= ((const idem_entry_t *)value)->expires_ms;
 }
 
 void idem_sweep(idem_t *c, int64_t now_ms)
 {
-    sweep_t s = {&c->_map, now_ms};
-    map_each(&c->_map, sweep_one, &s);
+    map_remove_if(&c->_map, entry_expired, &now_ms, free);
 }

@@ -78,12 +78,14 @@ int map_init(map_t *m)
     return AW_OK;
 }
 
-void map_dispose(map_t *m)
+void map_dispose(map_t *m, void (*free_value)(void *value))
 {
     for (size_t i = 0; i < m->_nbuckets; i++) {
         map_entry_t *e = m->_buckets[i];
         while (e) {
             map_entry_t *next = e->_next;
+            if (free_value)
+                free_value(e->value);
             free(e);
             e = next;
         }
@@ -170,11 +172,25 @@ void *map_remove(map_t *m, const char *key, size_t keylen)
     return NULL;
 }
 
-void map_each(map_t *m, void (*fn)(map_entry_t *e, void *arg), void *arg)
+size_t map_remove_if(map_t *m, bool (*pred)(const void *value, void *arg), void *arg,
+                     void (*free_value)(void *value))
 {
-    for (size_t i = 0; i < m->_nbuckets; i++)
-        for (map_entry_t *e = m->_buckets[i], *next; e; e = next) {
-            next = e->_next;
-            fn(e, arg);
+    size_t removed = 0;
+    for (size_t i = 0; i < m->_nbuckets; i++) {
+        map_entry_t **pp = &m->_buckets[i];
+        while (*pp) {
+            map_entry_t *e = *pp;
+            if (!pred(e->value, arg)) {
+                pp = &e->_next;
+                continue;
+            }
+            *pp = e->_next;
+            if (free_value)
+                free_value(e->value);
+            free(e);
+            m->count--;
+            removed++;
         }
+    }
+    return removed;
 }

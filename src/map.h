@@ -4,6 +4,7 @@
 #ifndef AW_MAP_H
 #define AW_MAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,8 +24,9 @@ typedef struct map {
 } map_t;
 
 int map_init(map_t *m);
-/* Frees the map's own memory; values are left to the caller. */
-void map_dispose(map_t *m);
+/* Frees the map's own memory, and each value with free_value when it is not
+ * NULL. */
+void map_dispose(map_t *m, void (*free_value)(void *value));
 
 /* The entry for key, or NULL. */
 map_entry_t *map_find(const map_t *m, const char *key, size_t keylen);
@@ -37,9 +39,10 @@ map_entry_t *map_put(map_t *m, const char *key, size_t keylen, void *value);
 /* Removes key; returns its value or NULL when absent. */
 void *map_remove(map_t *m, const char *key, size_t keylen);
 
-/* Calls fn for each entry. fn may remove the entry it was given (and no
- * other); it must not insert. */
-void map_each(map_t *m, void (*fn)(map_entry_t *e, void *arg), void *arg);
+/* Removes every entry whose value pred accepts, passing the value to
+ * free_value (when not NULL). Returns how many were removed. */
+size_t map_remove_if(map_t *m, bool (*pred)(const void *value, void *arg), void *arg,
+                     void (*free_value)(void *value));
 
 uint64_t map_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len);
 

@@ -19,16 +19,9 @@ int tickets_init(tickets_t *t)
     return map_init(&t->_map);
 }
 
-static void free_ticket(map_entry_t *e, void *arg)
-{
-    (void)arg;
-    free(e->value);
-}
-
 void tickets_dispose(tickets_t *t)
 {
-    map_each(&t->_map, free_ticket, NULL);
-    map_dispose(&t->_map);
+    map_dispose(&t->_map, free);
 }
 
 int tickets_issue(tickets_t *t, const char *user, int64_t expires_ms, int64_t token_exp_ms,
@@ -66,23 +59,12 @@ int tickets_take(tickets_t *t, const char *id, int64_t now_ms, char *user, int64
     return rc;
 }
 
-typedef struct sweep {
-    map_t *map;
-    int64_t now_ms;
-} sweep_t;
-
-static void sweep_one(map_entry_t *e, void *arg)
+static bool ticket_expired(const void *value, void *now_ms)
 {
-    sweep_t *s = arg;
-    ticket_t *tk = e->value;
-    if (s->now_ms >= tk->expires_ms) {
-        map_remove(s->map, e->key, e->keylen);
-        free(tk);
-    }
+    return *(const int64_t *)now_ms >= ((const ticket_t *)value)->expires_ms;
 }
 
 void tickets_sweep(tickets_t *t, int64_t now_ms)
 {
-    sweep_t s = {&t->_map, now_ms};
-    map_each(&t->_map, sweep_one, &s);
+    map_remove_if(&t->_map, ticket_expired, &now_ms, free);
 }

@@ -45,15 +45,13 @@ static void test_put_get_remove(void **state)
     assert_ptr_equal(map_remove(&m, "alice", 5), &b);
     assert_null(map_remove(&m, "alice", 5));
     assert_int_equal(m.count, 0);
-    map_dispose(&m);
+    map_dispose(&m, NULL);
 }
 
-static void count_and_remove_odd(map_entry_t *e, void *arg)
+static bool is_odd(const void *value, void *arg)
 {
-    map_t *m = arg;
-    int v = (int)(intptr_t)e->value;
-    if (v % 2)
-        map_remove(m, e->key, e->keylen);
+    (void)arg;
+    return (intptr_t)value % 2 != 0;
 }
 
 static void test_growth_and_iteration(void **state)
@@ -71,11 +69,11 @@ static void test_growth_and_iteration(void **state)
         int n = snprintf(k, sizeof k, "user-%d", i);
         assert_int_equal((int)(intptr_t)map_get(&m, k, (size_t)n), i);
     }
-    map_each(&m, count_and_remove_odd, &m);
+    assert_int_equal(map_remove_if(&m, is_odd, NULL, NULL), 2500);
     assert_int_equal(m.count, 2500);
     assert_null(map_get(&m, "user-7", 6));
     assert_non_null(map_find(&m, "user-8", 6));
-    map_dispose(&m);
+    map_dispose(&m, NULL);
 }
 
 int main(void)

@@ -195,11 +195,78 @@ static void on_ticket(session_t *s, const http_request_t *req)
     json_decref(body);
 }
 
+/* GET /api/v1/history?user_id=&since=: the retained events, as the very
+ * bytes that were sent, joined into one JSON document without re-parsing. */
+static void on_history(session_t *s, const http_request_t *req)
+{
+    char user[EVENT_MAX_ID + 1], since_text[32];
+    if (http_query_get(req->query, "user_id", user, sizeof user) != AW_OK ||
+        !event_id_valid(user)) {
+        respond_error(s, 422, ERR_INVALID_EVENT, "user_id is required");
+        return;
+    }
+    uint64_t since = 0;
+    int rc = http_query_get(req->query, "since", since_text, sizeof since_text);
+    if (rc == AW_OK) {
+        char *end;
+        since = strtoull(since_text, &end, 10);
+        if (end == since_text || *end || since_text[0] == '-' || since == UINT64_MAX) {
+            respond_error(s, 422, ERR_INVALID_EVENT, "since must be a non-negative integer");
+            return;
+        }
+    } else if (rc != AW_ENOTFOUND) {
+        respond_error(s, 422, ERR_INVALID_EVENT, "since must be a non-negative integer");
+        return;
+    }
+    const hub_user_t *u = hub_user_find(&s->srv->hub, user);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    json_t *head = json_pack("{s:s}", "user_id", user);
+    char *head_text = json_dumps(head, JSON_COMPACT);
+    json_decref(head);
+    /* head_text is {"user_id":"…"}: reopen it to append the other fields */
+    fprintf(f, "%.*s,\"epoch\":", (int)(strlen(head_text) - 1), head_text);
+    free(head_text);
+    if (u)
+        fprintf(f, "\"%s\",\"seq\":%llu,\"first_seq\":%llu,\"events\":[", u->epoch,
+                (unsigned long long)u->seq,
+                (unsigned long long)history_first_seq(&u->history));
+    else
+        fputs("null,\"seq\":0,\"first_seq\":0,\"events\":[", f);
+    uint64_t first = u ? history_first_seq(&u->history) : 0;
+    uint64_t from = since + 1 > first ? since + 1 : first;
+    for (uint64_t q = from; u && first && q <= history_last_seq(&u->history); q++) {
+        size_t plen;
+        const uint8_t *p = frame_ws_payload(history_get(&u->history, q), &plen);
+        if (q != from)
+            fputc(',', f);
+        fwrite(p, 1, plen, f);
+    }
+    fputs("]}", f);
+    fclose(f);
+    session_respond(s, 200, "application/json", buf, len, NULL);
+    free(buf);
+}
+
 static void on_metrics(session_t *s)
 {
     server_t *srv = s->srv;
     size_t len;
-    char *text = metrics_render(&srv->metrics, srv->hub.nconns, srv->hub.nusers_live, &len);
+    const hub_t *h = &srv->hub;
+    metrics_gauges_t g = {
+        .connections = h->nconns,
+        .users = h->nusers_live,
+        .streams = hub_nstreams(h),
+        .history_events = h->history.entries,
+        .history_bytes = h->history.bytes,
+        .history_evicted = h->history.evicted,
+    };
+    char *text = metrics_render(&srv->metrics, &g, &len);
     if (!text) {
         respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
         return;
@@ -251,6 +318,9 @@ static void api_v1(session_t *s, const http_request_t *req)
     } else if (strcmp(p, "/api/v1/publish/batch") == 0) {
         if (method_is(s, req, HTTP_POST))
             on_batch(s, req);
+    } else if (strcmp(p, "/api/v1/history") == 0) {
+        if (method_is(s, req, HTTP_GET))
+            on_history(s, req);
     } else if ((action = user_route(p, user, sizeof user)) && strcmp(action, "connections") == 0) {
         if (method_is(s, req, HTTP_GET))
             on_connections(s, user);

@@ -95,6 +95,39 @@ static void on_refresh(msg_t *m)
                        (json_int_t)r.expires_ms));
 }
 
+/* resume: replays every retained event after since, then acks; an epoch
+ * that is not the stream's, or a since beyond it, gets resume_failed. */
+static void on_resume(msg_t *m)
+{
+    session_t *s = m->s;
+    hub_user_t *u = s->user;
+    json_t *jsince = json_object_get(m->args, "since");
+    const char *epoch = json_string_value(json_object_get(m->args, "epoch"));
+    if (!json_is_integer(jsince) || json_integer_value(jsince) < 0 || !epoch) {
+        reply_error(s, m->message_id, ERR_INVALID_MESSAGE,
+                    "resume needs since (a non-negative integer) and epoch (a string)", true);
+        return;
+    }
+    uint64_t since = (uint64_t)json_integer_value(jsince);
+    if (strcmp(epoch, u->epoch) != 0 || since > u->seq) {
+        reply(m, json_pack("{s:s, s:s, s:s, s:I}", "type", "resume_failed", "reason",
+                           strcmp(epoch, u->epoch) != 0 ? "epoch" : "since_ahead", "epoch",
+                           u->epoch, "seq", (json_int_t)u->seq));
+        return;
+    }
+    bool complete = hub_can_resume(u, since, epoch);
+    uint64_t first = history_first_seq(&u->history);
+    uint64_t from = since + 1;
+    if (!complete)
+        from = first ? first : u->seq + 1;
+    json_t *ack = json_pack("{s:s, s:s, s:b, s:I, s:s, s:I}", "type", "ack", "for", "resume",
+                            "resumed", complete, "missed", (json_int_t)(u->seq + 1 - from),
+                            "epoch", u->epoch, "seq", (json_int_t)u->seq);
+    if (m->message_id)
+        json_object_set(ack, "message_id", m->message_id);
+    session_replay(s, from, ack);
+}
+
 typedef struct handler {
     const char *type;
     void (*fn)(msg_t *m);
@@ -104,6 +137,7 @@ static const handler_t handlers[] = {
     {"ping", on_ping},
     {"heartbeat", on_heartbeat},
     {"refresh", on_refresh},
+    {"resume", on_resume},
 };
 
 void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len)

@@ -40,6 +40,9 @@ typedef struct config {
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
     int64_t max_header_bytes;
+    int64_t history_size;
+    int64_t history_ttl_ms;
+    int64_t history_memory_bytes;
 
     char *log_format_name, *log_level_name;
     enum log_format log_format;

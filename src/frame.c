@@ -43,3 +43,11 @@ void frame_unref(frame_t *f)
     if (f && --f->refs == 0)
         free(f);
 }
+
+const uint8_t *frame_ws_payload(const frame_t *f, size_t *len)
+{
+    uint8_t n = f->data[1] & 0x7f;
+    size_t hlen = n == 127 ? 10 : n == 126 ? 4 : 2;
+    *len = f->len - hlen;
+    return f->data + hlen;
+}

@@ -26,6 +26,9 @@ frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len);
 /* A raw byte string (HTTP responses). NULL when out of memory. */
 frame_t *frame_raw(const void *bytes, size_t len);
 
+/* The payload of a frame made by frame_ws (skips its header). */
+const uint8_t *frame_ws_payload(const frame_t *f, size_t *len);
+
 static inline frame_t *frame_ref(frame_t *f)
 {
     f->refs++;

@@ -20,6 +20,8 @@ int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
     memset(h, 0, sizeof *h);
     h->_cfg = cfg;
     h->_metrics = m;
+    history_pool_init(&h->history, (uint32_t)cfg->history_size, cfg->history_ttl_ms,
+                      (size_t)cfg->history_memory_bytes);
     uint8_t node[4];
     if (aw_random_bytes(node, sizeof node) != AW_OK)
         return AW_EIO;
@@ -32,6 +34,7 @@ int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
 
 void hub_dispose(hub_t *h)
 {
+    history_pool_dispose(&h->history);
     map_dispose(&h->_users, free);
     map_dispose(&h->_ips, NULL);
     free(h->_scratch);
@@ -56,6 +59,7 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
         return NULL;
     }
     aw_hex(u->epoch, raw, sizeof raw);
+    u->last_active_ms = aw_now_ms();
     map_entry_t *e = map_put(&h->_users, user_id, strlen(user_id), u);
     if (!e) {
         free(u);
@@ -112,6 +116,7 @@ void hub_detach(hub_t *h, session_t *s, const char *ip)
     s->_user_next = s->_user_prev = NULL;
     if (--u->nconns == 0)
         h->nusers_live--;
+    u->last_active_ms = aw_now_ms();
     h->nconns--;
     uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
     if (n <= 1)
@@ -167,11 +172,16 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     frame_t *f = frame_ws(WS_OP_TEXT, h->_scratch, h->_scratch_len);
     if (!f)
         return AW_ENOMEM;
+    int64_t now = aw_now_ms();
     u->seq = out->seq; /* committed: the event exists from here on */
+    u->last_active_ms = now;
+    if (history_append(&h->history, &u->history, out->seq, f, now) != AW_OK)
+        log_kv(LOG_WARN, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
     out->recipients = 0;
     for (session_t *s = u->_conns; s; s = s->_user_next) {
-        if (session_send(s, f) == AW_OK)
+        /* A session still replaying reads this event from history in turn. */
+        if (!s->replay_next && session_send(s, f) == AW_OK)
             out->recipients++;
     }
     h->_metrics->events_delivered += out->recipients;
@@ -197,4 +207,34 @@ void hub_each_session(hub_t *h, const char *user_id, void (*fn)(session_t *s, vo
     hub_user_t *u = hub_user_find(h, user_id);
     for (session_t *s = u ? u->_conns : NULL; s; s = s->_user_next)
         fn(s, arg);
+}
+
+bool hub_can_resume(const hub_user_t *u, uint64_t since, const char *epoch)
+{
+    if (!epoch || strcmp(epoch, u->epoch) != 0 || since > u->seq)
+        return false;
+    if (since == u->seq)
+        return true;
+    uint64_t first = history_first_seq(&u->history);
+    return first && first <= since + 1 && history_last_seq(&u->history) == u->seq;
+}
+
+static bool user_idle(const void *value, void *arg)
+{
+    const hub_user_t *u = value;
+    const hub_t *h = arg;
+    return u->nconns == 0 && history_first_seq(&u->history) == 0 &&
+           h->_sweep_now - u->last_active_ms >= h->history.ttl_ms;
+}
+
+void hub_sweep(hub_t *h, int64_t now_ms)
+{
+    history_expire(&h->history, now_ms);
+    h->_sweep_now = now_ms;
+    map_remove_if(&h->_users, user_idle, h, free);
+}
+
+size_t hub_nstreams(const hub_t *h)
+{
+    return h->_users.count;
 }

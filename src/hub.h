@@ -10,10 +10,12 @@
 #define AW_HUB_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
+#include "history.h"
 #include "map.h"
 #include "metrics.h"
 
@@ -26,6 +28,8 @@ typedef struct hub_user {
     const char *id;                /* read-only: the map's key copy */
     uint64_t seq;                  /* read-only: latest sequence number, 0 before any */
     char epoch[HUB_EPOCH_LEN + 1]; /* read-only: the stream's epoch */
+    history_t history;             /* read-only: retained events */
+    int64_t last_active_ms;        /* read-only: last publish or detach */
     struct session *_conns;        /* head of the intrusive list of sessions */
     uint32_t nconns;               /* read-only: open sessions */
 } hub_user_t;
@@ -34,6 +38,7 @@ typedef struct hub {
     /* read-only */
     size_t nconns;      /* attached sessions, all users */
     size_t nusers_live; /* users with at least one session */
+    history_pool_t history; /* limits and accounting of every user's history */
     /* private */
     map_t _users; /* id -> hub_user_t * */
     map_t _ips;   /* address -> count (uintptr_t) */
@@ -43,6 +48,7 @@ typedef struct hub {
     char _node[9];        /* random per-process prefix of event ids */
     char *_scratch;       /* serialization buffer, reused per event */
     size_t _scratch_len, _scratch_cap;
+    int64_t _sweep_now;   /* hub_sweep's clock, for its predicate */
 } hub_t;
 
 typedef struct hub_receipt {
@@ -71,6 +77,9 @@ void hub_detach(hub_t *h, struct session *s, const char *ip);
 /* The user's stream, created when absent (NULL when out of memory). */
 hub_user_t *hub_user(hub_t *h, const char *user_id);
 
+/* Users whose stream is in memory. */
+size_t hub_nstreams(const hub_t *h);
+
 /* The user's stream, or NULL when it does not exist. */
 hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
 
@@ -79,6 +88,16 @@ hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
  * queues the frame on every open session of the user.
  * 0 with *out filled, AW_ENOMEM. */
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
+
+/* Can a client holding events up to `since` of `epoch` be given every event
+ * after it? True when the epoch matches and events since+1..seq are all
+ * retained (or there are none). */
+bool hub_can_resume(const hub_user_t *u, uint64_t since, const char *epoch);
+
+/* Housekeeping: expires history and forgets users that have had no
+ * connection and no retained event for the history ttl (their next stream
+ * starts a new epoch). */
+void hub_sweep(hub_t *h, int64_t now_ms);
 
 /* Closes every session of user_id with code and reason; returns how many. */
 size_t hub_disconnect_user(hub_t *h, const char *user_id, uint16_t code, const char *reason);

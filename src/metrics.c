@@ -44,15 +44,23 @@ static void one(FILE *f, const char *name, const char *type, const char *help, l
     fprintf(f, "%s %lld\n", name, v);
 }
 
-char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_t *len)
+char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
 {
     char *buf = NULL;
     FILE *f = open_memstream(&buf, len);
     if (!f)
         return NULL;
-    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.", (long long)connections);
+    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.", (long long)g->connections);
     one(f, "agentwire_users", "gauge", "Users with at least one open connection.",
-        (long long)users);
+        (long long)g->users);
+    one(f, "agentwire_streams", "gauge", "Users whose stream (seq, epoch) is in memory.",
+        (long long)g->streams);
+    one(f, "agentwire_history_events", "gauge", "Events retained for resume.",
+        (long long)g->history_events);
+    one(f, "agentwire_history_bytes", "gauge", "Memory accounted to retained events.",
+        (long long)g->history_bytes);
+    one(f, "agentwire_history_evicted_total", "counter", "Retained events evicted.",
+        (long long)g->history_evicted);
     one(f, "agentwire_handshakes_total", "counter", "WebSocket upgrades accepted.",
         (long long)m->handshakes_total);
     head(f, "agentwire_handshake_refusals_total", "counter", "Upgrades refused, by reason.");
@@ -63,6 +71,8 @@ char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_
         (long long)m->events_published);
     one(f, "agentwire_events_delivered_total", "counter", "Event frames queued to connections.",
         (long long)m->events_delivered);
+    one(f, "agentwire_events_replayed_total", "counter", "History frames queued for resumes.",
+        (long long)m->events_replayed);
     one(f, "agentwire_bytes_sent_total", "counter", "Bytes written to clients.",
         (long long)m->bytes_sent);
     one(f, "agentwire_bytes_received_total", "counter", "Bytes read from clients.",

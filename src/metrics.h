@@ -49,6 +49,7 @@ typedef struct metrics {
     uint64_t closes[METRICS_NCLOSE]; /* connections closed, by close code */
     uint64_t events_published;       /* accepted by the hub */
     uint64_t events_delivered;       /* enqueued to a connection */
+    uint64_t events_replayed;   /* history frames queued for resumes */
     uint64_t bytes_sent, bytes_received;
     uint64_t http_requests;
     int64_t queue_bytes; /* gauge: bytes waiting in all queues */
@@ -58,7 +59,15 @@ const char *metrics_refusal_name(enum metrics_refusal r);
 const char *metrics_error_name(enum metrics_error e);
 void metrics_count_close(metrics_t *m, uint16_t code);
 
+/* Values other modules own, read at render time. */
+typedef struct metrics_gauges {
+    size_t connections, users; /* open WebSockets; users holding one */
+    size_t streams;            /* users with a stream (seq, epoch) in memory */
+    size_t history_events, history_bytes;
+    uint64_t history_evicted;
+} metrics_gauges_t;
+
 /* Renders Prometheus text into a malloc'd string the caller frees. */
-char *metrics_render(const metrics_t *m, size_t connections, size_t users, size_t *len);
+char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len);
 
 #endif

@@ -63,6 +63,7 @@ static void on_tick(uv_timer_t *t)
         session_tick(s, now);
     }
     tickets_sweep(&srv->tickets, now);
+    hub_sweep(&srv->hub, now);
     idem_sweep(&srv->idem, now);
     if (srv->draining) {
         if (srv->hub.nconns == 0 || now >= srv->_drain_deadline) {

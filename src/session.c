@@ -143,6 +143,48 @@ int session_send_json(session_t *s, const json_t *obj)
     return rc;
 }
 
+/* Queues history frames while the queue is below half its limit; the write
+ * completion calls again. Live events skip a replaying session (hub.c), so
+ * the stream reaches the client in seq order with no seam. */
+static void replay_pump(session_t *s)
+{
+    size_t watermark = (size_t)s->srv->cfg->queue_limit_bytes / 2;
+    while (s->replay_next && s->state == SESSION_OPEN) {
+        if (s->replay_next > s->user->seq) {
+            s->replay_next = 0; /* caught up: live from here */
+            if (s->_replay_ack) {
+                session_send_json(s, s->_replay_ack);
+                json_decref(s->_replay_ack);
+                s->_replay_ack = NULL;
+            }
+            return;
+        }
+        if (s->_qbytes >= watermark)
+            return;
+        frame_t *f = history_get(&s->user->history, s->replay_next);
+        if (!f) { /* evicted while replaying: the client must resume again */
+            log_kv(LOG_INFO, "history lost during replay", "conn", s->id, "user", s->user->id,
+                   "#seq", (long long)s->replay_next, NULL);
+            session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
+            return;
+        }
+        if (enqueue(s, f) != AW_OK) {
+            session_close(s, WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        s->srv->metrics.events_replayed++;
+        s->replay_next++;
+    }
+}
+
+void session_replay(session_t *s, uint64_t from, json_t *ack)
+{
+    json_decref(s->_replay_ack);
+    s->_replay_ack = ack;
+    s->replay_next = from ? from : 1;
+    replay_pump(s);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     session_t *s = req->data;
@@ -167,6 +209,7 @@ static void on_write(uv_write_t *req, int status)
     s->srv->metrics.bytes_sent += written;
     if (s->state == SESSION_GONE)
         return;
+    replay_pump(s);
     if (s->_qlen > 0)
         session_flush(s);
     else if (s->_close_when_flushed)
@@ -261,6 +304,7 @@ static void on_close(uv_handle_t *h)
     }
     free(s->_rbuf);
     free(s->_msg);
+    json_decref(s->_replay_ack);
     free(s);
 }
 

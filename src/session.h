@@ -40,6 +40,7 @@ typedef struct session {
     hub_user_t *user; /* set once attached to the hub */
     int64_t connected_ms;
     int64_t token_exp_ms; /* token expiry plus leeway, 0: none */
+    uint64_t replay_next; /* next seq to replay from history; 0: live */
 
     /* private: lists */
     struct session *_next, *_prev;           /* the server's sessions */
@@ -67,6 +68,7 @@ typedef struct session {
     size_t _qbytes;     /* bytes queued, in flight included */
     uint32_t _inflight; /* frames at the head being written */
     uv_write_t _wreq;
+    json_t *_replay_ack; /* sent when the replay catches up */
     bool _keep_alive; /* the current HTTP request allows another */
     bool _close_when_flushed;
     bool _close_received;
@@ -91,6 +93,11 @@ void session_close(session_t *s, uint16_t code, const char *reason);
 
 /* Closes the socket now without a close frame (dead peers, I/O errors). */
 void session_abort(session_t *s, const char *reason);
+
+/* Replays the user's history from seq `from` on, then goes live; frames are
+ * queued as the queue drains, never past half its limit. ack (may be NULL;
+ * the session takes the reference) is sent once the replay caught up. */
+void session_replay(session_t *s, uint64_t from, json_t *ack);
 
 /* Periodic housekeeping: deadlines, heartbeats, token expiry. */
 void session_tick(session_t *s, int64_t now_ms);

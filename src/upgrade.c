@@ -4,6 +4,7 @@
 #include "upgrade.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -47,18 +48,50 @@ static const char *check_handshake(const http_request_t *req, char accept[29])
     return NULL;
 }
 
-static void send_established(session_t *s)
+/* Reads ?since=&epoch= (PROTOCOL section 3). *since is 0 and *has_since
+ * false when absent; an unreadable since counts as a failed resume. */
+static void resume_params(const http_request_t *req, bool *has_since, uint64_t *since,
+                          char *epoch, size_t elen)
+{
+    char buf[32];
+    *has_since = http_query_get(req->query, "since", buf, sizeof buf) != AW_ENOTFOUND;
+    *since = 0;
+    epoch[0] = '\0';
+    if (!*has_since)
+        return;
+    char *end;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (end == buf || *end || buf[0] == '-')
+        *since = UINT64_MAX; /* never resumable */
+    else
+        *since = v;
+    if (http_query_get(req->query, "epoch", epoch, elen) != AW_OK)
+        epoch[0] = '\0';
+}
+
+/* Sends connection_established and, for a complete resume, starts the
+ * replay of what the client missed. */
+static void send_established(session_t *s, bool has_since, uint64_t since, const char *epoch)
 {
     const config_t *cfg = s->srv->cfg;
-    json_t *m = json_pack(
-        "{s:s, s:s, s:s, s:s, s:I, s:b, s:i, s:I, s:I, s:I}", "type", "connection_established",
-        "connection_id", s->id, "user_id", s->user->id, "epoch", s->user->epoch, "seq",
-        (json_int_t)s->user->seq, "resumed", 0, "missed", 0, "heartbeat_interval_ms",
-        (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
-        (json_int_t)cfg->max_message_bytes, "server_time", (json_int_t)aw_now_ms());
-    if (!m || session_send_json(s, m) != AW_OK)
+    hub_user_t *u = s->user;
+    bool resumed = has_since && hub_can_resume(u, since, epoch[0] ? epoch : NULL);
+    uint64_t missed = resumed ? u->seq - since : 0;
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I}", "type",
+                          "connection_established", "connection_id", s->id, "user_id", u->id,
+                          "epoch", u->epoch, "seq", (json_int_t)u->seq, "resumed", resumed,
+                          "missed", (json_int_t)missed, "heartbeat_interval_ms",
+                          (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
+                          (json_int_t)cfg->max_message_bytes, "server_time",
+                          (json_int_t)aw_now_ms());
+    if (!m || session_send_json(s, m) != AW_OK) {
+        json_decref(m);
         session_close(s, WS_CLOSE_INTERNAL, "internal error");
+        return;
+    }
     json_decref(m);
+    if (missed)
+        session_replay(s, since + 1, NULL);
 }
 
 bool upgrade_is_websocket_path(const char *path)
@@ -124,7 +157,12 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     s->_last_rx_ms = now;
     s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;
     srv->metrics.handshakes_total++;
+    bool has_since;
+    uint64_t since;
+    char epoch[72];
+    resume_params(req, &has_since, &since, epoch, sizeof epoch);
     log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
-           auth.place, "#user_connections", (long long)s->user->nconns, NULL);
-    send_established(s);
+           auth.place, "#user_connections", (long long)s->user->nconns,
+           has_since ? "#since" : NULL, (long long)since, NULL);
+    send_established(s, has_since, since, epoch);
 }

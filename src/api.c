@@ -234,8 +234,7 @@ static void on_history(session_t *s, const http_request_t *req)
     free(head_text);
     if (u)
         fprintf(f, "\"%s\",\"seq\":%llu,\"first_seq\":%llu,\"events\":[", u->epoch,
-                (unsigned long long)u->seq,
-                (unsigned long long)history_first_seq(&u->history));
+                (unsigned long long)u->seq, (unsigned long long)history_first_seq(&u->history));
     else
         fputs("null,\"seq\":0,\"first_seq\":0,\"events\":[", f);
     uint64_t first = u ? history_first_seq(&u->history) : 0;

@@ -121,8 +121,8 @@ static void on_resume(msg_t *m)
     if (!complete)
         from = first ? first : u->seq + 1;
     json_t *ack = json_pack("{s:s, s:s, s:b, s:I, s:s, s:I}", "type", "ack", "for", "resume",
-                            "resumed", complete, "missed", (json_int_t)(u->seq + 1 - from),
-                            "epoch", u->epoch, "seq", (json_int_t)u->seq);
+                            "resumed", complete, "missed", (json_int_t)(u->seq + 1 - from), "epoch",
+                            u->epoch, "seq", (json_int_t)u->seq);
     if (m->message_id)
         json_object_set(ack, "message_id", m->message_id);
     session_replay(s, from, ack);

@@ -22,8 +22,7 @@ static size_t entry_cost(const history_entry_t *e)
     return sizeof *e + sizeof *e->frame + e->frame->len + sizeof(void *);
 }
 
-void history_pool_init(history_pool_t *p, uint32_t max_per_user, int64_t ttl_ms,
-                       size_t max_bytes)
+void history_pool_init(history_pool_t *p, uint32_t max_per_user, int64_t ttl_ms, size_t max_bytes)
 {
     memset(p, 0, sizeof *p);
     p->max_per_user = max_per_user ? max_per_user : 1;

@@ -34,15 +34,14 @@ typedef struct history_pool {
     int64_t ttl_ms;        /* events older than this are evicted */
     size_t max_bytes;      /* all histories together, frame bytes + overhead */
     /* read-only */
-    size_t bytes;   /* accounted bytes held */
-    size_t entries; /* events held */
+    size_t bytes;     /* accounted bytes held */
+    size_t entries;   /* events held */
     uint64_t evicted; /* events evicted so far (any reason) */
     /* private: every entry of every user, oldest first */
     struct history_entry *_oldest, *_newest;
 } history_pool_t;
 
-void history_pool_init(history_pool_t *p, uint32_t max_per_user, int64_t ttl_ms,
-                       size_t max_bytes);
+void history_pool_init(history_pool_t *p, uint32_t max_per_user, int64_t ttl_ms, size_t max_bytes);
 
 /* Appends the event with number seq (must be the user's previous seq + 1 or
  * the first) published at now_ms, then applies the limits. 0 or AW_ENOMEM

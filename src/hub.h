@@ -36,8 +36,8 @@ typedef struct hub_user {
 
 typedef struct hub {
     /* read-only */
-    size_t nconns;      /* attached sessions, all users */
-    size_t nusers_live; /* users with at least one session */
+    size_t nconns;          /* attached sessions, all users */
+    size_t nusers_live;     /* users with at least one session */
     history_pool_t history; /* limits and accounting of every user's history */
     /* private */
     map_t _users; /* id -> hub_user_t * */
@@ -48,7 +48,7 @@ typedef struct hub {
     char _node[9];        /* random per-process prefix of event ids */
     char *_scratch;       /* serialization buffer, reused per event */
     size_t _scratch_len, _scratch_cap;
-    int64_t _sweep_now;   /* hub_sweep's clock, for its predicate */
+    int64_t _sweep_now; /* hub_sweep's clock, for its predicate */
 } hub_t;
 
 typedef struct hub_receipt {

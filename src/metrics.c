@@ -50,7 +50,8 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
     FILE *f = open_memstream(&buf, len);
     if (!f)
         return NULL;
-    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.", (long long)g->connections);
+    one(f, "agentwire_connections", "gauge", "Open WebSocket connections.",
+        (long long)g->connections);
     one(f, "agentwire_users", "gauge", "Users with at least one open connection.",
         (long long)g->users);
     one(f, "agentwire_streams", "gauge", "Users whose stream (seq, epoch) is in memory.",

@@ -49,7 +49,7 @@ typedef struct metrics {
     uint64_t closes[METRICS_NCLOSE]; /* connections closed, by close code */
     uint64_t events_published;       /* accepted by the hub */
     uint64_t events_delivered;       /* enqueued to a connection */
-    uint64_t events_replayed;   /* history frames queued for resumes */
+    uint64_t events_replayed;        /* history frames queued for resumes */
     uint64_t bytes_sent, bytes_received;
     uint64_t http_requests;
     int64_t queue_bytes; /* gauge: bytes waiting in all queues */

@@ -69,7 +69,7 @@ typedef struct session {
     uint32_t _inflight; /* frames at the head being written */
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */
-    bool _keep_alive; /* the current HTTP request allows another */
+    bool _keep_alive;    /* the current HTTP request allows another */
     bool _close_when_flushed;
     bool _close_received;
     uint16_t _close_code; /* code we sent or will send */

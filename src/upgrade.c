@@ -50,8 +50,8 @@ static const char *check_handshake(const http_request_t *req, char accept[29])
 
 /* Reads ?since=&epoch= (PROTOCOL section 3). *since is 0 and *has_since
  * false when absent; an unreadable since counts as a failed resume. */
-static void resume_params(const http_request_t *req, bool *has_since, uint64_t *since,
-                          char *epoch, size_t elen)
+static void resume_params(const http_request_t *req, bool *has_since, uint64_t *since, char *epoch,
+                          size_t elen)
 {
     char buf[32];
     *has_since = http_query_get(req->query, "since", buf, sizeof buf) != AW_ENOTFOUND;
@@ -77,13 +77,12 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
     hub_user_t *u = s->user;
     bool resumed = has_since && hub_can_resume(u, since, epoch[0] ? epoch : NULL);
     uint64_t missed = resumed ? u->seq - since : 0;
-    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I}", "type",
-                          "connection_established", "connection_id", s->id, "user_id", u->id,
-                          "epoch", u->epoch, "seq", (json_int_t)u->seq, "resumed", resumed,
-                          "missed", (json_int_t)missed, "heartbeat_interval_ms",
-                          (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
-                          (json_int_t)cfg->max_message_bytes, "server_time",
-                          (json_int_t)aw_now_ms());
+    json_t *m = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I}", "type", "connection_established",
+        "connection_id", s->id, "user_id", u->id, "epoch", u->epoch, "seq", (json_int_t)u->seq,
+        "resumed", resumed, "missed", (json_int_t)missed, "heartbeat_interval_ms",
+        (json_int_t)cfg->heartbeat_interval_ms, "max_message_bytes",
+        (json_int_t)cfg->max_message_bytes, "server_time", (json_int_t)aw_now_ms());
     if (!m || session_send_json(s, m) != AW_OK) {
         json_decref(m);
         session_close(s, WS_CLOSE_INTERNAL, "internal error");
@@ -162,7 +161,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     char epoch[72];
     resume_params(req, &has_since, &since, epoch, sizeof epoch);
     log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
-           auth.place, "#user_connections", (long long)s->user->nconns,
-           has_since ? "#since" : NULL, (long long)since, NULL);
+           auth.place, "#user_connections", (long long)s->user->nconns, has_since ? "#since" : NULL,
+           (long long)since, NULL);
     send_established(s, has_since, since, epoch);
 }

@@ -1,0 +1,118 @@
+/* test_hub.c -- the hub's streams without sockets: seq numbering, envelope
+ * stamping, history retention and resume decisions, and the epoch change
+ * when an idle stream is forgotten and made anew. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "hub.h"
+
+static config_t cfg;
+static metrics_t metrics;
+
+static int setup(void **state)
+{
+    hub_t *h = calloc(1, sizeof *h);
+    memset(&cfg, 0, sizeof cfg);
+    memset(&metrics, 0, sizeof metrics);
+    cfg.max_connections_per_user = 2;
+    cfg.history_size = 3;
+    cfg.history_ttl_ms = 50;
+    cfg.history_memory_bytes = 1 << 20;
+    assert_int_equal(hub_init(h, &cfg, &metrics), AW_OK);
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    hub_dispose(*state);
+    free(*state);
+    return 0;
+}
+
+static uint64_t publish(hub_t *h, const char *user, hub_receipt_t *r)
+{
+    json_t *ev = json_pack("{s:s, s:s, s:s}", "type", "note", "user_id", "someone-else", "x", "y");
+    assert_int_equal(hub_publish(h, user, ev, r), AW_OK);
+    /* the envelope is stamped into the event: user_id is the recipient */
+    assert_string_equal(json_string_value(json_object_get(ev, "user_id")), user);
+    assert_int_equal(json_integer_value(json_object_get(ev, "seq")), (json_int_t)r->seq);
+    assert_string_equal(json_string_value(json_object_get(ev, "epoch")), r->epoch);
+    json_decref(ev);
+    return r->seq;
+}
+
+static void test_seq_per_user(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    assert_int_equal(publish(h, "a", &r), 1);
+    assert_int_equal(publish(h, "a", &r), 2);
+    assert_int_equal(publish(h, "b", &r), 1);
+    assert_int_equal(publish(h, "a", &r), 3);
+    assert_int_equal(r.recipients, 0);
+    assert_int_equal(metrics.events_published, 4);
+    hub_receipt_t r2;
+    publish(h, "a", &r2);
+    assert_string_not_equal(r.event_id, r2.event_id);
+    assert_string_equal(r.epoch, r2.epoch);
+}
+
+static void test_resume_decisions(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    for (int i = 0; i < 5; i++)
+        publish(h, "u", &r); /* history keeps 3..5 */
+    hub_user_t *u = hub_user_find(h, "u");
+    assert_non_null(u);
+    assert_true(hub_can_resume(u, 5, u->epoch));  /* nothing missed */
+    assert_true(hub_can_resume(u, 2, u->epoch));  /* 3..5 retained */
+    assert_false(hub_can_resume(u, 1, u->epoch)); /* 2 was evicted */
+    assert_false(hub_can_resume(u, 6, u->epoch)); /* ahead of the stream */
+    assert_false(hub_can_resume(u, 4, "other"));
+    assert_false(hub_can_resume(u, 4, NULL));
+}
+
+static void test_epoch_changes_when_stream_forgotten(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    publish(h, "gone", &r);
+    char old_epoch[HUB_EPOCH_LEN + 1];
+    strcpy(old_epoch, r.epoch);
+    int64_t now = aw_now_ms();
+    hub_sweep(h, now); /* history still fresh: stream kept */
+    assert_non_null(hub_user_find(h, "gone"));
+    hub_sweep(h, now + 60); /* history expired, no connection, idle past ttl */
+    assert_null(hub_user_find(h, "gone"));
+    assert_int_equal(publish(h, "gone", &r), 1);
+    assert_string_not_equal(r.epoch, old_epoch);
+    hub_user_t *u = hub_user_find(h, "gone");
+    assert_false(hub_can_resume(u, 1, old_epoch));
+}
+
+static void test_admit_limits(void **state)
+{
+    hub_t *h = *state;
+    assert_int_equal(hub_admit(h, "new-user", "127.0.0.1"), AW_OK);
+    assert_int_equal(hub_disconnect_user(h, "nobody", 4002, "x"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seq_per_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_decisions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_epoch_changes_when_stream_forgotten, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_limits, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

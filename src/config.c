@@ -77,6 +77,8 @@ static const option_t options[] = {
         (int64_t)1 << 30, "N", "largest HTTP request body (bigger: 413)"),
     NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024, 1 << 20,
         "N", "largest HTTP request head (bigger: 431)"),
+    NUM("send-buffer-bytes", "AGENTWIRE_SEND_BUFFER_BYTES", send_buffer_bytes, "0", 0, 1 << 30, "N",
+        "kernel send buffer per client socket, 0 for the kernel's autotuning"),
     NUM("history-size", "AGENTWIRE_HISTORY_SIZE", history_size, "1000", 1, 1000000, "N",
         "events kept per user for resume"),
     NUM("history-ttl-ms", "AGENTWIRE_HISTORY_TTL_MS", history_ttl_ms, "600000", 1000,

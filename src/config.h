@@ -40,6 +40,7 @@ typedef struct config {
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
     int64_t max_header_bytes;
+    int64_t send_buffer_bytes; /* SO_SNDBUF of client sockets, 0: kernel default */
     int64_t history_size;
     int64_t history_ttl_ms;
     int64_t history_memory_bytes;

@@ -180,8 +180,8 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     h->_metrics->events_published++;
     out->recipients = 0;
     for (session_t *s = u->_conns; s; s = s->_user_next) {
-        /* A session still replaying reads this event from history in turn. */
-        if (!s->replay_next && session_send(s, f) == AW_OK)
+        /* queued, or read from history by a session that is behind */
+        if (session_deliver(s, f, out->seq) == AW_OK)
             out->recipients++;
     }
     h->_metrics->events_delivered += out->recipients;

@@ -3,6 +3,7 @@
  * of sessions but nothing of their protocol. */
 #include "server.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "log.h"
 #include "session.h"
 #include "ws.h"
+
+#define TRIM_STEP_BYTES ((size_t)8 << 20)
 
 static void on_connection(uv_stream_t *listener, int status)
 {
@@ -54,6 +57,21 @@ static void finish(server_t *srv)
     uv_walk(srv->loop, close_handle, NULL);
 }
 
+/* Gives freed memory back to the system after a large drop in what the
+ * server holds (history and queues): glibc keeps freed chunks resident while
+ * the heap is fragmented, so a burst would otherwise pin its peak RSS. */
+static void trim_memory(server_t *srv)
+{
+    size_t held = srv->hub.history.bytes + (size_t)srv->metrics.queue_bytes;
+    if (held > srv->_trim_mark)
+        srv->_trim_mark = held;
+    else if (srv->_trim_mark - held >= TRIM_STEP_BYTES ||
+             (held < srv->_trim_mark / 2 && srv->_trim_mark - held >= TRIM_STEP_BYTES / 8)) {
+        malloc_trim(0);
+        srv->_trim_mark = held;
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     server_t *srv = t->data;
@@ -64,6 +82,7 @@ static void on_tick(uv_timer_t *t)
     }
     tickets_sweep(&srv->tickets, now);
     hub_sweep(&srv->hub, now);
+    trim_memory(srv);
     idem_sweep(&srv->idem, now);
     if (srv->draining) {
         if (srv->hub.nconns == 0 || now >= srv->_drain_deadline) {

@@ -43,6 +43,7 @@ typedef struct server {
     size_t nsessions;          /* read-only */
     struct session *_flush_head;
     int64_t _drain_deadline;
+    size_t _trim_mark; /* bytes held at the last trim, or the peak since */
     uint64_t _next_conn;
     char _readbuf[65536]; /* shared by all reads: libuv reads one stream at a time */
 } server_t;

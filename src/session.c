@@ -20,6 +20,7 @@
 #define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
 
 static void on_close(uv_handle_t *h);
+static void replay_pump(session_t *s);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -44,6 +45,12 @@ int session_accept(server_t *srv, uv_stream_t *listener)
         return AW_EIO;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    if (srv->cfg->send_buffer_bytes > 0) {
+        /* A fixed kernel buffer bounds what a stalled reader can absorb
+         * outside our queue, so --queue-limit-bytes decides sooner. */
+        int size = (int)srv->cfg->send_buffer_bytes;
+        uv_send_buffer_size((uv_handle_t *)&s->tcp, &size);
+    }
     struct sockaddr_storage sa;
     int salen = sizeof sa;
     s->ip[0] = '\0';
@@ -115,16 +122,50 @@ static int enqueue(session_t *s, frame_t *f)
     return AW_OK;
 }
 
+/* Bytes owed to the peer that the kernel has not taken yet. */
+static size_t backlog(const session_t *s)
+{
+    return s->_qbytes - s->_inflight_bytes +
+           uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+}
+
+/* Half the queue limit: live events past it are read from history instead
+ * (catch-up), so a burst never needs more queue than this. */
+static size_t watermark(const session_t *s)
+{
+    return (size_t)s->srv->cfg->queue_limit_bytes / 2;
+}
+
+static void slow_consumer(session_t *s, size_t lag)
+{
+    log_kv(LOG_WARN, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
+           "#lag_bytes", (long long)lag, NULL);
+    queue_truncate(s, s->_inflight); /* free what is not being written at once */
+    s->replay_next = 0;
+    session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
+}
+
 int session_send(session_t *s, frame_t *f)
 {
     if (s->state != SESSION_OPEN)
         return AW_ECLOSED;
     if (s->_qbytes + f->len > (size_t)s->srv->cfg->queue_limit_bytes) {
-        log_kv(LOG_WARN, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
-               "#queued_bytes", (long long)s->_qbytes, NULL);
-        queue_truncate(s, s->_inflight); /* free what is not being written at once */
-        session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
+        slow_consumer(s, s->_qbytes + f->len);
         return AW_ECLOSED;
+    }
+    return enqueue(s, f);
+}
+
+int session_deliver(session_t *s, frame_t *f, uint64_t seq)
+{
+    if (s->state != SESSION_OPEN)
+        return AW_ECLOSED;
+    if (s->replay_next)
+        return AW_OK; /* catching up: the pump reads this event from history */
+    if (backlog(s) + f->len > watermark(s)) {
+        s->replay_next = seq;
+        replay_pump(s); /* sends it now if the backlog allows */
+        return AW_OK;
     }
     return enqueue(s, f);
 }
@@ -148,7 +189,6 @@ int session_send_json(session_t *s, const json_t *obj)
  * the stream reaches the client in seq order with no seam. */
 static void replay_pump(session_t *s)
 {
-    size_t watermark = (size_t)s->srv->cfg->queue_limit_bytes / 2;
     while (s->replay_next && s->state == SESSION_OPEN) {
         if (s->replay_next > s->user->seq) {
             s->replay_next = 0; /* caught up: live from here */
@@ -159,7 +199,7 @@ static void replay_pump(session_t *s)
             }
             return;
         }
-        if (s->_qbytes >= watermark)
+        if (backlog(s) >= watermark(s))
             return;
         frame_t *f = history_get(&s->user->history, s->replay_next);
         if (!f) { /* evicted while replaying: the client must resume again */
@@ -199,6 +239,8 @@ static void on_write(uv_write_t *req, int status)
         s->_qlen--;
     }
     s->_inflight = 0;
+    s->_inflight_bytes = 0;
+    s->_written += written;
     if (s->_qlen == 0)
         queue_truncate(s, 0);
     if (status < 0) {
@@ -225,12 +267,14 @@ void session_flush(session_t *s)
     for (uint32_t i = 0; i < n; i++) {
         frame_t *f = s->_q[(s->_qhead + i) % s->_qcap];
         bufs[i] = uv_buf_init((char *)f->data, f->len);
+        s->_inflight_bytes += f->len;
     }
     s->_inflight = n;
     s->_wreq.data = s;
     int rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
     if (rc != 0) {
         s->_inflight = 0;
+        s->_inflight_bytes = 0;
         session_abort(s, uv_err_name(rc));
     }
 }
@@ -529,6 +573,28 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- housekeeping ---- */
 
+/* Bytes behind: the backlog plus the events still to catch up from history
+ * (stops counting past limit; an evicted event counts as past it). */
+static size_t lag(const session_t *s, size_t limit)
+{
+    size_t n = backlog(s);
+    for (uint64_t q = s->replay_next; q && q <= s->user->seq && n <= limit; q++) {
+        frame_t *f = history_get(&s->user->history, q);
+        n += f ? f->len : limit + 1;
+    }
+    return n;
+}
+
+/* Did the peer take any bytes since the last tick? */
+static bool made_progress(session_t *s)
+{
+    size_t wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+    bool moved = s->_written != s->_tick_written || wq < s->_tick_write_queue;
+    s->_tick_written = s->_written;
+    s->_tick_write_queue = wq;
+    return moved;
+}
+
 void session_tick(session_t *s, int64_t now)
 {
     const config_t *cfg = s->srv->cfg;
@@ -546,6 +612,15 @@ void session_tick(session_t *s, int64_t now)
         }
         if (s->token_exp_ms && now >= s->token_exp_ms) {
             session_close(s, WS_CLOSE_TOKEN_EXPIRED, "token_expired");
+            return;
+        }
+        /* A reader that is too far behind and took nothing since the last
+         * tick is slow; one that is draining a burst or a replay is not. */
+        size_t limit = (size_t)cfg->queue_limit_bytes;
+        bool moved = made_progress(s);
+        size_t behind = lag(s, limit);
+        if (behind > limit && !moved) {
+            slow_consumer(s, behind);
             return;
         }
         if (now >= s->_next_ping_ms) {

@@ -67,6 +67,10 @@ typedef struct session {
     uint32_t _qhead, _qlen, _qcap;
     size_t _qbytes;     /* bytes queued, in flight included */
     uint32_t _inflight; /* frames at the head being written */
+    size_t _inflight_bytes;
+    uint64_t _written;        /* bytes whose write completed */
+    uint64_t _tick_written;   /* _written at the last tick */
+    size_t _tick_write_queue; /* libuv's unwritten bytes at the last tick */
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */
     bool _keep_alive;    /* the current HTTP request allows another */
@@ -78,10 +82,16 @@ typedef struct session {
 /* Accepts a connection from the listener into a new session. */
 int session_accept(struct server *srv, uv_stream_t *listener);
 
-/* Queues a frame (takes its own reference). Events only reach open
- * sessions; the queue limit turns a slow reader into a 4003 close.
+/* Queues a frame that is not an event (replies, control frames, the
+ * upgrade response); takes its own reference. A queue past its limit turns
+ * the session into a 4003 close.
  * Returns 0, or AW_ECLOSED when the session takes no more frames. */
 int session_send(session_t *s, frame_t *f);
+
+/* Delivers event frame f (number seq of the session's user): queued when the
+ * connection keeps up, otherwise read from history as the queue drains
+ * (catch-up). Only the hub calls this. 0 or AW_ECLOSED. */
+int session_deliver(session_t *s, frame_t *f, uint64_t seq);
 
 /* Queues a JSON object as a text frame on this session only (replies such as
  * ack and error; never events, which go through the hub). */

@@ -147,5 +147,10 @@ test('chaos: random cuts and stalled readers lose nothing and duplicate nothing'
   };
   t.diagnostic(`chaos figures ${JSON.stringify(figures)}`);
   console.log(`chaos figures ${JSON.stringify(figures)}`);
-  assert.ok(rssEnd - rssStart < 32 * 1024, `server memory back near its start: ${rssStart} KiB -> ${rssEnd} KiB`);
+  // AddressSanitizer keeps freed memory in quarantine (and checks leaks at exit
+  // instead), so RSS says nothing under it.
+  const sanitized = readFileSync(`/proc/${srv.proc.pid}/maps`, 'utf8').includes('libasan');
+  if (!sanitized) {
+    assert.ok(rssEnd - rssStart < 16 * 1024, `server memory back near its start: ${rssStart} KiB -> ${rssEnd} KiB`);
+  }
 });

@@ -334,6 +334,7 @@ static void api_v1(session_t *s, const http_request_t *req)
 void api_handle(session_t *s, const http_request_t *req)
 {
     const char *p = req->path;
+    const web_file_t *file;
     if (strncmp(p, "/api/v1/", 8) == 0) {
         api_v1(s, req);
     } else if (strcmp(p, "/healthz") == 0) {
@@ -345,9 +346,8 @@ void api_handle(session_t *s, const http_request_t *req)
             session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
     } else if (strcmp(p, "/metrics") == 0) {
         on_metrics(s);
-    } else if (strcmp(p, "/") == 0 || strcmp(p, "/index.html") == 0) {
-        session_respond(s, 200, "text/html; charset=utf-8", web_index_html, web_index_html_len,
-                        NULL);
+    } else if (req->method == HTTP_GET && (file = web_find(p)) != NULL) {
+        session_respond(s, 200, file->content_type, file->data, file->len, NULL);
     } else {
         respond_error(s, 404, ERR_NOT_FOUND, "not found");
     }

@@ -1,0 +1,90 @@
+/* runs.h -- agent runs (PROTOCOL sections 2 and 7): the per-run order rules
+ * that every event carrying a run_id must follow, whatever its source, and
+ * the life of runs started by users on the configured agent backend.
+ *
+ * The hub asks runs_admit about every event before it is stamped, so the
+ * order rules hold for the HTTP API and agents alike. A run always ends with
+ * exactly one agent_completed: the agent's, or the server's own (error,
+ * timeout, cancelled). Runs never write to sockets: they publish through the
+ * hub. */
+#ifndef AW_RUNS_H
+#define AW_RUNS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent.h"
+#include "config.h"
+#include "map.h"
+#include "metrics.h"
+
+struct hub;
+
+#define RUN_ID_MAX 255
+#define RUN_MAX_OPEN_TOOLS 64
+
+enum run_source { RUN_FROM_API, RUN_FROM_AGENT };
+
+typedef struct run {
+    /* read-only */
+    char id[RUN_ID_MAX + 1];
+    char thread_id[RUN_ID_MAX + 1];
+    char user_id[RUN_ID_MAX + 1];
+    enum run_source source;
+    bool open;            /* agent_started published, agent_completed not yet */
+    bool agent_running;   /* a backend holds the run (runs_agent_ended not yet called) */
+    int64_t started_ms, last_event_ms, finished_ms;
+    uint32_t events;      /* events published in this run */
+    /* for backends */
+    void *agent;          /* the backend's per-run state */
+    struct runs *runs;
+    /* private */
+    char *_tools[RUN_MAX_OPEN_TOOLS]; /* open tool_executing names, oldest first */
+    uint32_t _ntools;
+    bool _stop_sent;
+} run_t;
+
+typedef struct runs {
+    /* read-only */
+    size_t open_runs;
+    agent_backend_t *backend; /* owned */
+    /* private */
+    map_t _runs;      /* "user\nrun_id" -> run_t * (open and recently finished) */
+    map_t _per_user;  /* user -> open agent runs (uintptr_t) */
+    struct hub *_hub;
+    const config_t *_cfg;
+    metrics_t *_metrics;
+    uint64_t _next_id;
+    char _node[9];
+} runs_t;
+
+int runs_init(runs_t *r, struct hub *hub, const config_t *cfg, metrics_t *m,
+              agent_backend_t *backend);
+void runs_dispose(runs_t *r);
+
+/* The order gate (hub_publish calls it for every event before stamping).
+ * Checks ev against the run rules for user and applies the transition.
+ * 0, or AW_ECONFLICT with a reason in why (answer 409 run_order). */
+int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now_ms, char *why,
+               size_t whylen);
+
+/* Starts a run for a user's start_agent/user_message. thread_id may be NULL
+ * (one is made). On success *out is the run, already opened with the
+ * server's agent_started and handed to the backend (or completed with an
+ * error if the backend could not start). AW_ELIMIT: too many runs. */
+int runs_start(runs_t *r, const char *user, const char *thread_id, const char *user_request,
+               json_t *context, json_t *settings, run_t **out);
+
+/* A user's stop_agent. 0, AW_ENOTFOUND (no open run of this user). */
+int runs_stop(runs_t *r, const char *user, const char *run_id);
+
+/* Backend callbacks: see agent.h. */
+void runs_agent_line(run_t *run, const char *line, size_t len);
+void runs_agent_ended(run_t *run, const char *reason);
+
+/* Housekeeping: timeouts, idle API runs, runs of users gone past the grace
+ * period, forgetting finished runs. */
+void runs_tick(runs_t *r, int64_t now_ms);
+
+#endif

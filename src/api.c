@@ -4,6 +4,7 @@
  * constant time; a user's JWT is accepted only by POST /api/v1/tickets. */
 #include "api.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,16 +86,17 @@ static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, a
         if (prev)
             return receipt_json(prev);
     }
-    char msg[160];
-    if (event_validate(ev, msg, sizeof msg) != AW_OK)
-        return set_error(err, 422, ERR_INVALID_EVENT, msg), NULL;
-
     char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
     snprintf(user_copy, sizeof user_copy, "%s", user);
     snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
     json_object_del(ev, "idempotency_key"); /* frees key: use the copies from here */
     hub_receipt_t r;
-    if (hub_publish(&srv->hub, user_copy, ev, &r) != AW_OK)
+    int rc = hub_publish(&srv->hub, user_copy, ev, &r);
+    if (rc == AW_EINVAL)
+        return set_error(err, 422, ERR_INVALID_EVENT, r.error), NULL;
+    if (rc == AW_ECONFLICT)
+        return set_error(err, 409, ERR_RUN_ORDER, r.error), NULL;
+    if (rc != AW_OK)
         return set_error(err, 503, ERR_UNAVAILABLE, "out of memory"), NULL;
     if (idem && idem_put(&srv->idem, user_copy, idem_copy, &r, now) != AW_OK)
         log_kv(LOG_WARN, "idempotency cache full", "user", user_copy, NULL);
@@ -252,6 +254,44 @@ static void on_history(session_t *s, const http_request_t *req)
     free(buf);
 }
 
+/* POST /api/v1/dev/token {"name"}: a user token for the demo page, in
+ * development mode only (the server made its secret up and printed it). */
+static void on_dev_token(session_t *s, const http_request_t *req)
+{
+    const config_t *cfg = s->srv->cfg;
+    if (!cfg->dev_mode) {
+        respond_error(s, 404, ERR_NOT_FOUND, "only in development mode");
+        return;
+    }
+    json_t *body = parse_body(s, req);
+    if (!body)
+        return;
+    const char *name = json_string_value(json_object_get(body, "name"));
+    size_t n = name ? strlen(name) : 0;
+    bool ok = n >= 1 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)name[i]) || strchr("_.-", name[i]);
+    if (!ok) {
+        respond_error(s, 400, ERR_BAD_REQUEST, "name must be 1 to 64 of A-Z a-z 0-9 _ . -");
+        json_decref(body);
+        return;
+    }
+    int64_t exp_s = aw_now_ms() / 1000 + 3600;
+    char claims[160], token[1024];
+    snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%lld}", name, (long long)exp_s);
+    if (jwt_sign_hs256(token, sizeof token, cfg->jwt_secret, strlen(cfg->jwt_secret), claims) !=
+        AW_OK) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "cannot sign a token");
+        json_decref(body);
+        return;
+    }
+    json_t *out = json_pack("{s:s, s:s, s:I}", "token", token, "user_id", name, "expires_at",
+                            (json_int_t)exp_s * 1000);
+    session_respond_json(s, 200, out);
+    json_decref(out);
+    json_decref(body);
+}
+
 static void on_metrics(session_t *s)
 {
     server_t *srv = s->srv;
@@ -303,6 +343,11 @@ static void api_v1(session_t *s, const http_request_t *req)
     if (strcmp(p, "/api/v1/tickets") == 0) {
         if (method_is(s, req, HTTP_POST))
             on_ticket(s, req);
+        return;
+    }
+    if (strcmp(p, "/api/v1/dev/token") == 0) {
+        if (method_is(s, req, HTTP_POST))
+            on_dev_token(s, req);
         return;
     }
     if (!api_key_ok(s->srv, req)) {

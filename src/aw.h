@@ -32,7 +32,8 @@
     X(IO, -17, "I/O error")                                                                        \
     X(CLOSED, -18, "closed")                                                                       \
     X(HEADERS, -19, "request head too large")                                                      \
-    X(UNAVAIL, -20, "unavailable")
+    X(UNAVAIL, -20, "unavailable")                                                                 \
+    X(CONFLICT, -21, "conflict")
 
 enum {
 #define AW_ERR_ENUM(name, value, text) AW_E##name = value,

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "auth.h"
+#include "event.h"
+#include "runs.h"
 #include "aw.h"
 #include "log.h"
 #include "server.h"
@@ -128,6 +130,67 @@ static void on_resume(msg_t *m)
     session_replay(s, from, ack);
 }
 
+/* start_agent and user_message (and their aliases): a new run. */
+static void start_run(msg_t *m, const char *text, json_t *context)
+{
+    session_t *s = m->s;
+    json_t *jthread = json_object_get(m->args, "thread_id");
+    const char *thread = json_string_value(jthread);
+    if (!text || (jthread && !json_is_null(jthread) && !event_id_valid(thread))) {
+        reply_error(s, m->message_id, ERR_INVALID_MESSAGE,
+                    "a run needs its text (a string) and an optional thread_id (an id)", true);
+        return;
+    }
+    run_t *run;
+    int rc = runs_start(&s->srv->runs, s->user->id, thread, &run);
+    if (rc == AW_ELIMIT) {
+        reply_error(s, m->message_id, ERR_TOO_MANY_RUNS, "too many runs are open for this user",
+                    false);
+        return;
+    }
+    if (rc != AW_OK) {
+        reply_error(s, m->message_id, ERR_UNAVAILABLE, "cannot start a run now", false);
+        return;
+    }
+    reply(m, json_pack("{s:s, s:s, s:s, s:s}", "type", "ack", "for", m->type, "run_id", run->id,
+                       "thread_id", run->thread_id));
+    json_t *settings = json_object_get(m->args, "settings");
+    runs_begin(&s->srv->runs, run, text, json_is_object(context) ? context : NULL,
+               json_is_object(settings) ? settings : NULL);
+}
+
+static void on_start_agent(msg_t *m)
+{
+    start_run(m, json_string_value(json_object_get(m->args, "user_request")),
+              json_object_get(m->args, "context"));
+}
+
+static void on_user_message(msg_t *m)
+{
+    static const char *const fields[] = {"content", "message", "text"};
+    const char *text = NULL;
+    for (size_t i = 0; i < AW_ARRAY_LEN(fields) && !text; i++)
+        text = json_string_value(json_object_get(m->args, fields[i]));
+    json_t *refs = json_object_get(m->args, "references");
+    json_t *context = refs ? json_pack("{s:O}", "references", refs) : NULL;
+    start_run(m, text, context);
+    json_decref(context);
+}
+
+static void on_stop_agent(msg_t *m)
+{
+    const char *run_id = json_string_value(json_object_get(m->args, "run_id"));
+    if (!run_id) {
+        reply_error(m->s, m->message_id, ERR_INVALID_MESSAGE, "stop_agent needs run_id", true);
+        return;
+    }
+    if (runs_stop(&m->s->srv->runs, m->s->user->id, run_id) != AW_OK) {
+        reply_error(m->s, m->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
+        return;
+    }
+    reply(m, json_pack("{s:s, s:s, s:s}", "type", "ack", "for", "stop_agent", "run_id", run_id));
+}
+
 typedef struct handler {
     const char *type;
     void (*fn)(msg_t *m);
@@ -138,6 +201,14 @@ static const handler_t handlers[] = {
     {"heartbeat", on_heartbeat},
     {"refresh", on_refresh},
     {"resume", on_resume},
+    {"start_agent", on_start_agent},
+    {"execute_agent", on_start_agent},
+    {"user_message", on_user_message},
+    {"chat_message", on_user_message},
+    {"message", on_user_message},
+    {"user_input", on_user_message},
+    {"chat", on_user_message},
+    {"stop_agent", on_stop_agent},
 };
 
 void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len)

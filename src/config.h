@@ -40,6 +40,15 @@ typedef struct config {
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
     int64_t max_header_bytes;
+    char *agent;          /* backend spec: builtin:demo | exec:CMD | http:URL */
+    char *agent_name;     /* agent_name of runs; NULL: the backend's name */
+    int64_t run_timeout_ms;
+    int64_t run_idle_timeout_ms;
+    int64_t run_orphan_grace_ms;
+    int64_t max_runs_per_user;
+    int64_t max_events_per_run;
+    int64_t agent_kill_grace_ms;
+    int64_t agent_max_line_bytes;
     int64_t send_buffer_bytes; /* SO_SNDBUF of client sockets, 0: kernel default */
     int64_t history_size;
     int64_t history_ttl_ms;

@@ -11,7 +11,9 @@
 
 #include "aw.h"
 #include "frame.h"
+#include "event.h"
 #include "log.h"
+#include "runs.h"
 #include "session.h"
 #include "ws.h"
 
@@ -163,6 +165,16 @@ static int stamp(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
 
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
 {
+    out->error[0] = '\0';
+    if (!event_id_valid(user_id)) {
+        snprintf(out->error, sizeof out->error, "user_id (the target) is required");
+        return AW_EINVAL;
+    }
+    if (event_validate(ev, out->error, sizeof out->error) != AW_OK)
+        return AW_EINVAL;
+    if (h->runs &&
+        runs_admit(h->runs, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
+        return AW_ECONFLICT;
     hub_user_t *u = hub_user(h, user_id);
     if (!u || stamp(h, u, ev, out) != AW_OK)
         return AW_ENOMEM;

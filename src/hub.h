@@ -44,6 +44,7 @@ typedef struct hub {
     map_t _ips;   /* address -> count (uintptr_t) */
     const config_t *_cfg;
     metrics_t *_metrics;
+    struct runs *runs;    /* public: the run-order gate, NULL for none */
     uint64_t _next_event; /* event id counter */
     char _node[9];        /* random per-process prefix of event ids */
     char *_scratch;       /* serialization buffer, reused per event */
@@ -56,6 +57,7 @@ typedef struct hub_receipt {
     char epoch[HUB_EPOCH_LEN + 1];
     char event_id[HUB_EVENT_ID_LEN];
     size_t recipients; /* sessions the frame was queued on */
+    char error[200];   /* why a publish was refused */
 } hub_receipt_t;
 
 int hub_init(hub_t *h, const config_t *cfg, metrics_t *m);
@@ -83,10 +85,12 @@ size_t hub_nstreams(const hub_t *h);
 /* The user's stream, or NULL when it does not exist. */
 hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
 
-/* Publishes ev to user_id. The hub stamps seq, epoch, event_id, timestamp and
+/* Publishes ev to user_id: the one entry of every event. Validates it
+ * (AW_EINVAL: invalid_event), passes it through the run-order gate
+ * (AW_ECONFLICT: run_order), then stamps seq, epoch, event_id, timestamp and
  * user_id into ev (which the caller still owns), serializes it once and
- * queues the frame on every open session of the user.
- * 0 with *out filled, AW_ENOMEM. */
+ * queues the frame on every open session of the user. out->error says why a
+ * publish was refused. 0, AW_EINVAL, AW_ECONFLICT or AW_ENOMEM. */
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
 
 /* Can a client holding events up to `since` of `epoch` be given every event

@@ -1,5 +1,6 @@
 /* main.c -- agentwire's entry point: configuration, development mode, the
  * verifier, then the server loop. The only file that exits the process. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,7 @@ int main(int argc, char **argv)
         return 1;
     }
     raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN); /* a dead peer or agent is an error code, not a kill */
     uv_loop_t *loop = uv_default_loop();
     int rc = server_init(&srv, loop, &cfg, err, sizeof err);
     if (rc == AW_OK)

@@ -80,6 +80,15 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
         (long long)m->bytes_received);
     one(f, "agentwire_queue_bytes", "gauge", "Bytes waiting in outgoing queues.",
         (long long)m->queue_bytes);
+    one(f, "agentwire_runs_started_total", "counter", "Agent runs started by users.",
+        (long long)m->runs_started);
+    head(f, "agentwire_runs_completed_total", "counter", "Runs ended, by final status.");
+    static const char *const statuses[] = {"success", "error", "cancelled", "timeout"};
+    for (size_t i = 0; i < 4; i++)
+        fprintf(f, "agentwire_runs_completed_total{status=\"%s\"} %llu\n", statuses[i],
+                (unsigned long long)m->runs_completed[i]);
+    one(f, "agentwire_agent_lines_dropped_total", "counter",
+        "Agent output lines that were not valid events.", (long long)m->agent_lines_dropped);
     one(f, "agentwire_http_requests_total", "counter", "HTTP requests read.",
         (long long)m->http_requests);
     head(f, "agentwire_errors_total", "counter", "Error replies sent, by code.");

@@ -43,11 +43,13 @@ typedef struct run {
     char *_tools[RUN_MAX_OPEN_TOOLS]; /* open tool_executing names, oldest first */
     uint32_t _ntools;
     bool _stop_sent;
+    int64_t _orphan_since_ms; /* the user has had no connection since, 0: has one */
 } run_t;
 
 typedef struct runs {
     /* read-only */
     size_t open_runs;
+    size_t agents_running; /* runs a backend still holds */
     agent_backend_t *backend; /* owned */
     /* private */
     map_t _runs;      /* "user\nrun_id" -> run_t * (open and recently finished) */
@@ -69,12 +71,16 @@ void runs_dispose(runs_t *r);
 int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now_ms, char *why,
                size_t whylen);
 
-/* Starts a run for a user's start_agent/user_message. thread_id may be NULL
- * (one is made). On success *out is the run, already opened with the
- * server's agent_started and handed to the backend (or completed with an
- * error if the backend could not start). AW_ELIMIT: too many runs. */
-int runs_start(runs_t *r, const char *user, const char *thread_id, const char *user_request,
-               json_t *context, json_t *settings, run_t **out);
+/* Reserves a run for a user's start_agent/user_message: run_id made here,
+ * thread_id made when NULL. 0 with *out, AW_ELIMIT (too many open runs) or
+ * AW_ENOMEM. The caller answers the user, then calls runs_begin. */
+int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out);
+
+/* Opens a reserved run with the server's agent_started and hands it to the
+ * backend (or completes it with an error when the backend cannot start).
+ * context and settings may be NULL. */
+void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context,
+                json_t *settings);
 
 /* A user's stop_agent. 0, AW_ENOTFOUND (no open run of this user). */
 int runs_stop(runs_t *r, const char *user, const char *run_id);
@@ -82,6 +88,10 @@ int runs_stop(runs_t *r, const char *user, const char *run_id);
 /* Backend callbacks: see agent.h. */
 void runs_agent_line(run_t *run, const char *line, size_t len);
 void runs_agent_ended(run_t *run, const char *reason);
+
+/* The node is draining: every running agent is stopped and its open run
+ * ends with status cancelled. */
+void runs_shutdown(runs_t *r);
 
 /* Housekeeping: timeouts, idle API runs, runs of users gone past the grace
  * period, forgetting finished runs. */

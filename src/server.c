@@ -82,10 +82,12 @@ static void on_tick(uv_timer_t *t)
     }
     tickets_sweep(&srv->tickets, now);
     hub_sweep(&srv->hub, now);
+    runs_tick(&srv->runs, now);
     trim_memory(srv);
     idem_sweep(&srv->idem, now);
     if (srv->draining) {
-        if (srv->hub.nconns == 0 || now >= srv->_drain_deadline) {
+        if ((srv->hub.nconns == 0 && srv->runs.agents_running == 0) ||
+            now >= srv->_drain_deadline) {
             for (session_t *s = srv->_sessions; s; s = s->_next)
                 session_abort(s, "drain timeout");
             finish(srv);
@@ -117,6 +119,7 @@ void server_drain(server_t *srv)
      * instead of a refused connection. */
     for (session_t *s = srv->_sessions; s; s = s->_next)
         session_close(s, WS_CLOSE_GOING_AWAY, "going_away");
+    runs_shutdown(&srv->runs);
     /* The tick finishes the drain; make it come soon. */
     uv_timer_start(&srv->_tick, on_tick, 10, (uint64_t)srv->tick_ms);
 }
@@ -161,11 +164,22 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
                            : cfg->handshake_timeout_ms;
     /* One timer for all sessions: deadlines are checked at tick granularity. */
     srv->tick_ms = clamp64(shortest / 4, 10, 1000);
+    agent_options_t aopts = {
+        .loop = loop,
+        .kill_grace_ms = cfg->agent_kill_grace_ms,
+        .max_line_bytes = (size_t)cfg->agent_max_line_bytes,
+    };
+    agent_backend_t *backend;
+    int arc = agent_backend_create(cfg->agent, &aopts, &backend, err, errlen);
+    if (arc != AW_OK)
+        return arc;
     if (hub_init(&srv->hub, cfg, &srv->metrics) != AW_OK || tickets_init(&srv->tickets) != AW_OK ||
-        idem_init(&srv->idem, cfg->idempotency_ttl_ms) != AW_OK) {
+        idem_init(&srv->idem, cfg->idempotency_ttl_ms) != AW_OK ||
+        runs_init(&srv->runs, &srv->hub, cfg, &srv->metrics, backend) != AW_OK) {
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;
     }
+    srv->hub.runs = &srv->runs;
     srv->ping_frame = frame_ws(WS_OP_PING, NULL, 0);
     if (!srv->ping_frame) {
         snprintf(err, errlen, "out of memory");
@@ -202,6 +216,7 @@ int server_run(server_t *srv)
 void server_dispose(server_t *srv)
 {
     frame_unref(srv->ping_frame);
+    runs_dispose(&srv->runs);
     hub_dispose(&srv->hub);
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);

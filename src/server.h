@@ -13,6 +13,7 @@
 #include "frame.h"
 #include "hub.h"
 #include "idem.h"
+#include "runs.h"
 #include "jwt.h"
 #include "metrics.h"
 #include "tickets.h"
@@ -27,6 +28,7 @@ typedef struct server {
     hub_t hub;
     tickets_t tickets;
     idem_t idem;
+    runs_t runs;
     metrics_t metrics;
     bool draining;       /* SIGTERM/SIGINT seen: refuse, close, exit */
     int bound_port;      /* the port actually listened on */

@@ -1,0 +1,387 @@
+/* runs.c -- the run-order gate and the life of agent runs. Owns every run_t
+ * (open and recently finished) and the agent backend. Publishes only through
+ * hub_publish; decides nothing about delivery. A run it opened always ends
+ * with exactly one agent_completed. */
+#include "runs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "event.h"
+#include "hub.h"
+#include "log.h"
+
+static const char *const statuses[] = {"success", "error", "cancelled", "timeout"};
+
+int runs_init(runs_t *r, struct hub *hub, const config_t *cfg, metrics_t *m,
+              agent_backend_t *backend)
+{
+    memset(r, 0, sizeof *r);
+    r->_hub = hub;
+    r->_cfg = cfg;
+    r->_metrics = m;
+    r->backend = backend;
+    uint8_t node[4];
+    if (aw_random_bytes(node, sizeof node) != AW_OK)
+        return AW_EIO;
+    aw_hex(r->_node, node, sizeof node);
+    int rc = map_init(&r->_runs);
+    return rc == AW_OK ? map_init(&r->_per_user) : rc;
+}
+
+static void run_free(void *value)
+{
+    run_t *run = value;
+    for (uint32_t i = 0; i < run->_ntools; i++)
+        free(run->_tools[i]);
+    free(run);
+}
+
+void runs_dispose(runs_t *r)
+{
+    map_dispose(&r->_runs, run_free);
+    map_dispose(&r->_per_user, NULL);
+    if (r->backend)
+        r->backend->dispose(r->backend);
+}
+
+static size_t run_key(char *out, size_t outlen, const char *user, const char *run_id)
+{
+    int n = snprintf(out, outlen, "%s\n%s", user, run_id);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+static run_t *run_find(runs_t *r, const char *user, const char *run_id)
+{
+    char key[2 * RUN_ID_MAX + 2];
+    return map_get(&r->_runs, key, run_key(key, sizeof key, user, run_id));
+}
+
+static uintptr_t user_runs(runs_t *r, const char *user)
+{
+    return (uintptr_t)map_get(&r->_per_user, user, strlen(user));
+}
+
+static void user_runs_add(runs_t *r, const char *user, int delta)
+{
+    uintptr_t n = user_runs(r, user) + (uintptr_t)(intptr_t)delta;
+    if (n == 0)
+        map_remove(&r->_per_user, user, strlen(user));
+    else
+        map_put(&r->_per_user, user, strlen(user), (void *)n);
+}
+
+static run_t *run_new(runs_t *r, const char *user, const char *run_id, const char *thread_id,
+                      enum run_source source)
+{
+    run_t *run = calloc(1, sizeof *run);
+    if (!run)
+        return NULL;
+    snprintf(run->id, sizeof run->id, "%s", run_id);
+    snprintf(run->thread_id, sizeof run->thread_id, "%s", thread_id);
+    snprintf(run->user_id, sizeof run->user_id, "%s", user);
+    run->source = source;
+    run->runs = r;
+    run->started_ms = run->last_event_ms = aw_now_ms();
+    char key[2 * RUN_ID_MAX + 2];
+    if (!map_put(&r->_runs, key, run_key(key, sizeof key, user, run_id), run)) {
+        free(run);
+        return NULL;
+    }
+    return run;
+}
+
+static int conflict(char *why, size_t whylen, const char *fmt, const char *a, const char *b)
+{
+    snprintf(why, whylen, fmt, a, b);
+    return AW_ECONFLICT;
+}
+
+/* tool_executing opens a tool; tool_completed answers the latest open one of
+ * the same name. */
+static int track_tool(run_t *run, const char *type, const char *tool, char *why, size_t whylen)
+{
+    if (strcmp(type, "tool_executing") == 0) {
+        if (run->_ntools == RUN_MAX_OPEN_TOOLS)
+            return conflict(why, whylen, "run %s has too many open tools%s", run->id, "");
+        char *copy = strdup(tool);
+        if (!copy)
+            return AW_ENOMEM;
+        run->_tools[run->_ntools++] = copy;
+        return AW_OK;
+    }
+    for (uint32_t i = run->_ntools; i-- > 0;) {
+        if (strcmp(run->_tools[i], tool) == 0) {
+            free(run->_tools[i]);
+            memmove(&run->_tools[i], &run->_tools[i + 1],
+                    (run->_ntools - i - 1) * sizeof run->_tools[0]);
+            run->_ntools--;
+            return AW_OK;
+        }
+    }
+    return conflict(why, whylen, "tool_completed answers no open tool_executing of %s%s", tool, "");
+}
+
+static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
+{
+    run->open = false;
+    run->finished_ms = now;
+    r->open_runs--;
+    for (size_t i = 0; i < AW_ARRAY_LEN(statuses); i++)
+        if (strcmp(status, statuses[i]) == 0)
+            r->_metrics->runs_completed[i]++;
+    if (run->source == RUN_FROM_AGENT)
+        user_runs_add(r, run->user_id, -1);
+    if (run->agent_running && !run->_stop_sent) {
+        run->_stop_sent = true;
+        r->backend->stop(r->backend, run, true); /* the agent said it is done */
+    }
+}
+
+int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char *why,
+               size_t whylen)
+{
+    const char *run_id = json_string_value(json_object_get(ev, "run_id"));
+    if (!run_id)
+        return AW_OK; /* not part of a run */
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *thread = json_string_value(json_object_get(ev, "thread_id"));
+    run_t *run = run_find(r, user, run_id);
+    if (strcmp(type, "agent_started") == 0) {
+        if (run && !(run->source == RUN_FROM_AGENT && !run->open && run->events == 0))
+            return conflict(why, whylen, "run_id %s was already used%s", run_id, "");
+        if (!run && !(run = run_new(r, user, run_id, thread, RUN_FROM_API)))
+            return AW_ENOMEM;
+        run->open = true;
+        run->events = 1;
+        run->last_event_ms = now;
+        r->open_runs++;
+        return AW_OK;
+    }
+    if (!run || !run->open)
+        return conflict(why, whylen, "%s: no open run %s", type, run_id);
+    if (!thread || strcmp(thread, run->thread_id) != 0)
+        return conflict(why, whylen, "run %s belongs to thread %s", run_id, run->thread_id);
+    if (strcmp(type, "tool_executing") == 0 || strcmp(type, "tool_completed") == 0) {
+        const char *tool = json_string_value(json_object_get(ev, "tool_name"));
+        int rc = track_tool(run, type, tool ? tool : "", why, whylen);
+        if (rc != AW_OK)
+            return rc;
+    }
+    run->events++;
+    run->last_event_ms = now;
+    if (strcmp(type, "agent_completed") == 0)
+        close_run(r, run, json_string_value(json_object_get(ev, "status")), now);
+    return AW_OK;
+}
+
+/* Publishes the server's own agent_completed for a run that must end. */
+static void finish(runs_t *r, run_t *run, const char *status, const char *error)
+{
+    if (!run->open)
+        return;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed",
+                           "thread_id", run->thread_id, "run_id", run->id, "status", status,
+                           "final_response", "", "error", error);
+    hub_receipt_t rec;
+    int rc = ev ? hub_publish(r->_hub, run->user_id, ev, &rec) : AW_ENOMEM;
+    json_decref(ev);
+    log_kv(LOG_INFO, "run ended by server", "run", run->id, "user", run->user_id, "status",
+           status, "error", error, NULL);
+    if (rc != AW_OK) { /* could not publish: still never leave the run open */
+        log_kv(LOG_ERROR, "cannot publish agent_completed", "run", run->id, "error",
+               aw_strerror(rc), NULL);
+        close_run(r, run, status, aw_now_ms());
+    }
+}
+
+static void publish_started(runs_t *r, run_t *run)
+{
+    const char *name = r->_cfg->agent_name ? r->_cfg->agent_name : r->backend->name;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "agent_started", "thread_id",
+                           run->thread_id, "run_id", run->id, "agent_name", name);
+    hub_receipt_t rec;
+    if (!ev || hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK)
+        log_kv(LOG_ERROR, "cannot publish agent_started", "run", run->id, NULL);
+    json_decref(ev);
+}
+
+static char *run_request(const run_t *run, const char *user_request, json_t *context,
+                         json_t *settings)
+{
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O}", "run_id", run->id, "thread_id",
+                            run->thread_id, "user_id", run->user_id, "user_request",
+                            user_request, "context", context ? context : json_object(),
+                            "settings", settings ? settings : json_object());
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    return text;
+}
+
+int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out)
+{
+    if (user_runs(r, user) >= (uintptr_t)r->_cfg->max_runs_per_user)
+        return AW_ELIMIT;
+    char run_id[48], thread[48];
+    snprintf(run_id, sizeof run_id, "run_%s%08llx", r->_node, (unsigned long long)++r->_next_id);
+    if (!thread_id) {
+        uint8_t raw[8];
+        aw_random_bytes(raw, sizeof raw);
+        char hex[17];
+        aw_hex(hex, raw, sizeof raw);
+        snprintf(thread, sizeof thread, "th_%s", hex);
+        thread_id = thread;
+    }
+    run_t *run = run_new(r, user, run_id, thread_id, RUN_FROM_AGENT);
+    if (!run)
+        return AW_ENOMEM;
+    user_runs_add(r, user, +1);
+    r->_metrics->runs_started++;
+    *out = run;
+    return AW_OK;
+}
+
+void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context,
+                json_t *settings)
+{
+    publish_started(r, run); /* opens the run through the gate */
+    char *request = run_request(run, user_request, context, settings);
+    int rc = request ? r->backend->start(r->backend, run, request, strlen(request)) : AW_ENOMEM;
+    free(request);
+    if (rc != AW_OK) {
+        finish(r, run, "error", "the agent could not be started");
+        return;
+    }
+    run->agent_running = true;
+    r->agents_running++;
+    log_kv(LOG_INFO, "run started", "run", run->id, "thread", run->thread_id, "user",
+           run->user_id, "agent", r->backend->kind, NULL);
+}
+
+static void stop_agent(runs_t *r, run_t *run)
+{
+    if (run->agent_running) {
+        run->_stop_sent = true;
+        r->backend->stop(r->backend, run, false);
+    }
+}
+
+int runs_stop(runs_t *r, const char *user, const char *run_id)
+{
+    run_t *run = run_find(r, user, run_id);
+    if (!run || !run->open)
+        return AW_ENOTFOUND;
+    stop_agent(r, run);
+    finish(r, run, "cancelled", "stopped by the user");
+    return AW_OK;
+}
+
+void runs_agent_line(run_t *run, const char *line, size_t len)
+{
+    runs_t *r = run->runs;
+    if (!run->open)
+        return; /* after agent_completed nothing more is relayed */
+    json_error_t jerr;
+    json_t *ev = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    if (!json_is_object(ev) || !type || strcmp(type, "agent_started") == 0) {
+        r->_metrics->agent_lines_dropped++;
+        log_kv(LOG_WARN, "agent line dropped", "run", run->id, "reason",
+               !json_is_object(ev) ? "not a JSON object"
+               : !type             ? "no type"
+                                   : "agent_started is the server's",
+               NULL);
+        json_decref(ev);
+        return;
+    }
+    if (run->events >= (uint64_t)r->_cfg->max_events_per_run) {
+        json_decref(ev);
+        stop_agent(r, run);
+        finish(r, run, "error", "the agent emitted too many events");
+        return;
+    }
+    /* An agent writes to its own run only: the ids are the server's. */
+    json_object_set_new(ev, "thread_id", json_string(run->thread_id));
+    json_object_set_new(ev, "run_id", json_string(run->id));
+    json_object_set_new(ev, "user_id", json_string(run->user_id));
+    hub_receipt_t rec;
+    if (hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK) {
+        r->_metrics->agent_lines_dropped++;
+        log_kv(LOG_WARN, "agent event refused", "run", run->id, "type", type, "reason", rec.error,
+               NULL);
+    }
+    json_decref(ev);
+}
+
+void runs_agent_ended(run_t *run, const char *reason)
+{
+    run->agent_running = false;
+    run->runs->agents_running--;
+    run->agent = NULL;
+    if (run->open)
+        finish(run->runs, run, "error",
+               reason ? reason : "the agent ended without agent_completed");
+    else if (reason && !run->_stop_sent)
+        log_kv(LOG_INFO, "agent ended", "run", run->id, "reason", reason, NULL);
+}
+
+typedef struct tick {
+    runs_t *r;
+    int64_t now;
+} tick_t;
+
+/* One run's deadlines; true when a finished run can be forgotten. */
+static bool tick_one(const void *value, void *arg)
+{
+    run_t *run = (run_t *)value;
+    tick_t *t = arg;
+    runs_t *r = t->r;
+    const config_t *cfg = r->_cfg;
+    char why[96];
+    if (run->open && t->now - run->started_ms >= cfg->run_timeout_ms) {
+        stop_agent(r, run);
+        snprintf(why, sizeof why, "the run took longer than %lld ms",
+                 (long long)cfg->run_timeout_ms);
+        finish(r, run, "timeout", why);
+    } else if (run->open && run->source == RUN_FROM_API &&
+               t->now - run->last_event_ms >= cfg->run_idle_timeout_ms) {
+        snprintf(why, sizeof why, "no event for %lld ms", (long long)cfg->run_idle_timeout_ms);
+        finish(r, run, "timeout", why);
+    } else if (run->open && run->source == RUN_FROM_AGENT) {
+        const hub_user_t *u = hub_user_find(r->_hub, run->user_id);
+        if (u && u->nconns > 0)
+            run->_orphan_since_ms = 0;
+        else if (!run->_orphan_since_ms)
+            run->_orphan_since_ms = t->now;
+        else if (t->now - run->_orphan_since_ms >= cfg->run_orphan_grace_ms) {
+            stop_agent(r, run);
+            finish(r, run, "cancelled", "the user has no connection left");
+        }
+    }
+    return !run->open && !run->agent_running &&
+           t->now - run->finished_ms >= cfg->history_ttl_ms;
+}
+
+void runs_tick(runs_t *r, int64_t now_ms)
+{
+    tick_t t = {r, now_ms};
+    map_remove_if(&r->_runs, tick_one, &t, run_free);
+}
+
+static bool shutdown_one(const void *value, void *arg)
+{
+    run_t *run = (run_t *)value;
+    runs_t *r = arg;
+    if (run->open && run->source == RUN_FROM_AGENT) {
+        stop_agent(r, run);
+        finish(r, run, "cancelled", "the server is shutting down");
+    }
+    return false;
+}
+
+void runs_shutdown(runs_t *r)
+{
+    map_remove_if(&r->_runs, shutdown_one, r, NULL);
+}

@@ -17,8 +17,8 @@
  *  - Exactly once per started run, when the agent is completely gone (process
  *    reaped, pipes and sockets closed, timers stopped), the backend calls
  *    runs_agent_ended(run, reason): reason is NULL for a clean end (exit 0,
- *    end of stream) or a short static or run-owned text. After that call the
- *    backend must not touch run again.
+ *    end of stream) or a short text, valid only during the call. After that
+ *    call the backend must not touch run again.
  *  - dispose(b): frees the backend; no run is active by then. */
 #ifndef AW_AGENT_H
 #define AW_AGENT_H
@@ -40,8 +40,8 @@ typedef struct agent_backend {
 
 typedef struct agent_options {
     uv_loop_t *loop;
-    int64_t kill_grace_ms;   /* between SIGTERM and SIGKILL, and graceful wait */
-    size_t max_line_bytes;   /* longer agent lines are dropped */
+    int64_t kill_grace_ms; /* between SIGTERM and SIGKILL, and graceful wait */
+    size_t max_line_bytes; /* longer agent lines are dropped */
 } agent_options_t;
 
 /* Makes the backend named by spec: "builtin:demo", "exec:<command>" or

@@ -17,8 +17,8 @@
 #include "runs.h"
 
 #define FIRST_STEP_MS 200 /* pauses between steps, so the run is visible unfolding */
-#define STEP_MS 150
-#define PIECE_BYTES 8
+#define STEP_MS       150
+#define PIECE_BYTES   8
 
 typedef struct demo_backend {
     agent_backend_t base; /* first: the backend is used through it */
@@ -33,7 +33,7 @@ typedef struct demo_run {
     json_t *tool_params, *tool_results;
     const char *tool;
     int step;
-    size_t sent;        /* answer bytes streamed so far */
+    size_t sent; /* answer bytes streamed so far */
     bool stopping;
 } demo_run_t;
 
@@ -188,8 +188,8 @@ static json_t *word_stats(const char *text)
         json_object_del(counts, best);
     }
     json_decref(counts);
-    return json_pack("{s:I, s:I, s:o}", "words", (json_int_t)words, "characters",
-                     (json_int_t)chars, "top_words", top);
+    return json_pack("{s:I, s:I, s:o}", "words", (json_int_t)words, "characters", (json_int_t)chars,
+                     "top_words", top);
 }
 
 /* ---- the run's steps ---- */

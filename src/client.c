@@ -6,10 +6,10 @@
 #include <string.h>
 
 #include "auth.h"
-#include "event.h"
-#include "runs.h"
 #include "aw.h"
+#include "event.h"
 #include "log.h"
+#include "runs.h"
 #include "server.h"
 
 typedef struct msg {

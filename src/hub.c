@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "aw.h"
-#include "frame.h"
 #include "event.h"
+#include "frame.h"
 #include "log.h"
 #include "runs.h"
 #include "session.h"

@@ -140,8 +140,7 @@ static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
     }
 }
 
-int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char *why,
-               size_t whylen)
+int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char *why, size_t whylen)
 {
     const char *run_id = json_string_value(json_object_get(ev, "run_id"));
     if (!run_id)
@@ -182,14 +181,14 @@ static void finish(runs_t *r, run_t *run, const char *status, const char *error)
 {
     if (!run->open)
         return;
-    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed",
-                           "thread_id", run->thread_id, "run_id", run->id, "status", status,
-                           "final_response", "", "error", error);
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed", "thread_id",
+                           run->thread_id, "run_id", run->id, "status", status, "final_response",
+                           "", "error", error);
     hub_receipt_t rec;
     int rc = ev ? hub_publish(r->_hub, run->user_id, ev, &rec) : AW_ENOMEM;
     json_decref(ev);
-    log_kv(LOG_INFO, "run ended by server", "run", run->id, "user", run->user_id, "status",
-           status, "error", error, NULL);
+    log_kv(LOG_INFO, "run ended by server", "run", run->id, "user", run->user_id, "status", status,
+           "error", error, NULL);
     if (rc != AW_OK) { /* could not publish: still never leave the run open */
         log_kv(LOG_ERROR, "cannot publish agent_completed", "run", run->id, "error",
                aw_strerror(rc), NULL);
@@ -212,9 +211,9 @@ static char *run_request(const run_t *run, const char *user_request, json_t *con
                          json_t *settings)
 {
     json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O}", "run_id", run->id, "thread_id",
-                            run->thread_id, "user_id", run->user_id, "user_request",
-                            user_request, "context", context ? context : json_object(),
-                            "settings", settings ? settings : json_object());
+                            run->thread_id, "user_id", run->user_id, "user_request", user_request,
+                            "context", context ? context : json_object(), "settings",
+                            settings ? settings : json_object());
     char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     return text;
@@ -243,8 +242,7 @@ int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out)
     return AW_OK;
 }
 
-void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context,
-                json_t *settings)
+void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings)
 {
     publish_started(r, run); /* opens the run through the gate */
     char *request = run_request(run, user_request, context, settings);
@@ -256,8 +254,8 @@ void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context
     }
     run->agent_running = true;
     r->agents_running++;
-    log_kv(LOG_INFO, "run started", "run", run->id, "thread", run->thread_id, "user",
-           run->user_id, "agent", r->backend->kind, NULL);
+    log_kv(LOG_INFO, "run started", "run", run->id, "thread", run->thread_id, "user", run->user_id,
+           "agent", r->backend->kind, NULL);
 }
 
 static void stop_agent(runs_t *r, run_t *run)
@@ -360,8 +358,7 @@ static bool tick_one(const void *value, void *arg)
             finish(r, run, "cancelled", "the user has no connection left");
         }
     }
-    return !run->open && !run->agent_running &&
-           t->now - run->finished_ms >= cfg->history_ttl_ms;
+    return !run->open && !run->agent_running && t->now - run->finished_ms >= cfg->history_ttl_ms;
 }
 
 void runs_tick(runs_t *r, int64_t now_ms)

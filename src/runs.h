@@ -21,7 +21,7 @@
 
 struct hub;
 
-#define RUN_ID_MAX 255
+#define RUN_ID_MAX         255
 #define RUN_MAX_OPEN_TOOLS 64
 
 enum run_source { RUN_FROM_API, RUN_FROM_AGENT };
@@ -32,12 +32,12 @@ typedef struct run {
     char thread_id[RUN_ID_MAX + 1];
     char user_id[RUN_ID_MAX + 1];
     enum run_source source;
-    bool open;            /* agent_started published, agent_completed not yet */
-    bool agent_running;   /* a backend holds the run (runs_agent_ended not yet called) */
+    bool open;          /* agent_started published, agent_completed not yet */
+    bool agent_running; /* a backend holds the run (runs_agent_ended not yet called) */
     int64_t started_ms, last_event_ms, finished_ms;
-    uint32_t events;      /* events published in this run */
+    uint32_t events; /* events published in this run */
     /* for backends */
-    void *agent;          /* the backend's per-run state */
+    void *agent; /* the backend's per-run state */
     struct runs *runs;
     /* private */
     char *_tools[RUN_MAX_OPEN_TOOLS]; /* open tool_executing names, oldest first */
@@ -49,11 +49,11 @@ typedef struct run {
 typedef struct runs {
     /* read-only */
     size_t open_runs;
-    size_t agents_running; /* runs a backend still holds */
+    size_t agents_running;    /* runs a backend still holds */
     agent_backend_t *backend; /* owned */
     /* private */
-    map_t _runs;      /* "user\nrun_id" -> run_t * (open and recently finished) */
-    map_t _per_user;  /* user -> open agent runs (uintptr_t) */
+    map_t _runs;     /* "user\nrun_id" -> run_t * (open and recently finished) */
+    map_t _per_user; /* user -> open agent runs (uintptr_t) */
     struct hub *_hub;
     const config_t *_cfg;
     metrics_t *_metrics;
@@ -79,8 +79,7 @@ int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out);
 /* Opens a reserved run with the server's agent_started and hands it to the
  * backend (or completes it with an error when the backend cannot start).
  * context and settings may be NULL. */
-void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context,
-                json_t *settings);
+void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings);
 
 /* A user's stop_agent. 0, AW_ENOTFOUND (no open run of this user). */
 int runs_stop(runs_t *r, const char *user, const char *run_id);

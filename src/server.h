@@ -13,9 +13,9 @@
 #include "frame.h"
 #include "hub.h"
 #include "idem.h"
-#include "runs.h"
 #include "jwt.h"
 #include "metrics.h"
+#include "runs.h"
 #include "tickets.h"
 
 struct session;

@@ -86,8 +86,12 @@ static void on_tick(uv_timer_t *t)
     trim_memory(srv);
     idem_sweep(&srv->idem, now);
     if (srv->draining) {
-        if ((srv->hub.nconns == 0 && srv->runs.agents_running == 0) ||
-            now >= srv->_drain_deadline) {
+        /* Agents were told to stop when the drain began; they get their
+         * kill ladder (grace, SIGTERM, SIGKILL) even past the deadline, so
+         * no process is left behind. */
+        int64_t agents_deadline = srv->_drain_deadline + 3 * srv->cfg->agent_kill_grace_ms + 1000;
+        bool agents_done = srv->runs.agents_running == 0 || now >= agents_deadline;
+        if (agents_done && (srv->hub.nconns == 0 || now >= srv->_drain_deadline)) {
             for (session_t *s = srv->_sessions; s; s = s->_next)
                 session_abort(s, "drain timeout");
             finish(srv);

@@ -30,7 +30,11 @@ before(async () => {
 after(async () => {
   for (const ctx of contexts) await withTimeout(ctx.close(), 10000, 'context to close').catch(() => {});
   await closeBrowser(browser);
-  if (server) await server.stop();
+  if (server) {
+    const exit = await server.stop();
+    // A clean exit after SIGTERM (with the sanitizers: no leak or error report).
+    assert.deepEqual(exit, { code: 0, signal: null }, `agentwire exit ${JSON.stringify(exit)}\n${server.describe()}`);
+  }
 });
 
 async function context() {

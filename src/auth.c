@@ -100,24 +100,47 @@ static int verify_entry(const jwt_verifier_t *v, const char *t, size_t n, int64_
     return auth_token(v, (const char *)buf, blen, now_ms, out);
 }
 
+/* Walks the entries of every Sec-WebSocket-Protocol header; returns true
+ * with the first one that match accepts. *offered tells whether any entry
+ * was seen at all. */
+static bool find_entry(const http_request_t *req, bool (*match)(const entry_t *e), entry_t *found,
+                       bool *offered)
+{
+    *offered = false;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, "Sec-WebSocket-Protocol") != 0)
+            continue;
+        const char *cur = req->headers[i].value;
+        while (next_entry(&cur, found)) {
+            *offered = true;
+            if (match(found))
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool is_jwt_auth(const entry_t *e)
+{
+    return entry_is(e, "jwt-auth");
+}
+
+static bool holds_token(const entry_t *e)
+{
+    size_t n;
+    return entry_token(e, &n) != NULL;
+}
+
 /* Chooses the subprotocol answer: jwt-auth if offered, else the credential's
  * own entry, else none. */
 static void pick_protocol(const http_request_t *req, const entry_t *cred, auth_result_t *out)
 {
     out->protocol[0] = '\0';
-    bool offered = false;
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, "Sec-WebSocket-Protocol") != 0)
-            continue;
-        const char *cur = req->headers[i].value;
-        entry_t e;
-        while (next_entry(&cur, &e)) {
-            offered = true;
-            if (entry_is(&e, "jwt-auth")) {
-                snprintf(out->protocol, sizeof out->protocol, "jwt-auth");
-                return;
-            }
-        }
+    bool offered;
+    entry_t e;
+    if (find_entry(req, is_jwt_auth, &e, &offered)) {
+        snprintf(out->protocol, sizeof out->protocol, "jwt-auth");
+        return;
     }
     if (offered && cred && cred->n < sizeof out->protocol)
         snprintf(out->protocol, sizeof out->protocol, "%.*s", (int)cred->n, cred->p);
@@ -141,20 +164,14 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
         }
         return auth_token(v, tok, strlen(tok), now_ms, out);
     }
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, "Sec-WebSocket-Protocol") != 0)
-            continue;
-        const char *cur = req->headers[i].value;
-        entry_t e;
-        while (next_entry(&cur, &e)) {
-            size_t n;
-            const char *tok = entry_token(&e, &n);
-            if (!tok)
-                continue;
-            out->place = "subprotocol";
-            pick_protocol(req, &e, out);
-            return verify_entry(v, tok, n, now_ms, out);
-        }
+    entry_t e;
+    bool offered;
+    if (find_entry(req, holds_token, &e, &offered)) {
+        size_t n;
+        const char *tok = entry_token(&e, &n);
+        out->place = "subprotocol";
+        pick_protocol(req, &e, out);
+        return verify_entry(v, tok, n, now_ms, out);
     }
     char buf[JWT_MAX_TOKEN + 1];
     int rc = http_query_get(req->query, "ticket", buf, sizeof buf);

@@ -210,10 +210,11 @@ static void publish_started(runs_t *r, run_t *run)
 static char *run_request(const run_t *run, const char *user_request, json_t *context,
                          json_t *settings)
 {
-    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O}", "run_id", run->id, "thread_id",
+    /* s:o takes over a reference: one of the caller's, or a new object */
+    json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "run_id", run->id, "thread_id",
                             run->thread_id, "user_id", run->user_id, "user_request", user_request,
-                            "context", context ? context : json_object(), "settings",
-                            settings ? settings : json_object());
+                            "context", context ? json_incref(context) : json_object(),
+                            "settings", settings ? json_incref(settings) : json_object());
     char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     return text;

@@ -184,11 +184,14 @@ static void on_stop_agent(msg_t *m)
         reply_error(m->s, m->message_id, ERR_INVALID_MESSAGE, "stop_agent needs run_id", true);
         return;
     }
-    if (runs_stop(&m->s->srv->runs, m->s->user->id, run_id) != AW_OK) {
+    runs_t *runs = &m->s->srv->runs;
+    if (!runs_is_open(runs, m->s->user->id, run_id)) {
         reply_error(m->s, m->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
         return;
     }
+    /* the ack first, then the run's agent_completed, as for start_agent */
     reply(m, json_pack("{s:s, s:s, s:s}", "type", "ack", "for", "stop_agent", "run_id", run_id));
+    runs_stop(runs, m->s->user->id, run_id);
 }
 
 typedef struct handler {

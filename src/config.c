@@ -308,7 +308,8 @@ void config_usage(FILE *out)
         if (o->env)
             fprintf(out, "  %-34s   env %s\n", "", o->env);
     }
-    fprintf(out, "\nDocumentation: README.md, docs/operations.md, docs/protocol.md, docs/agents.md\n");
+    fprintf(out,
+            "\nDocumentation: README.md, docs/operations.md, docs/protocol.md, docs/agents.md\n");
 }
 
 void config_dispose(config_t *cfg)

@@ -213,8 +213,8 @@ static char *run_request(const run_t *run, const char *user_request, json_t *con
     /* s:o takes over a reference: one of the caller's, or a new object */
     json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "run_id", run->id, "thread_id",
                             run->thread_id, "user_id", run->user_id, "user_request", user_request,
-                            "context", context ? json_incref(context) : json_object(),
-                            "settings", settings ? json_incref(settings) : json_object());
+                            "context", context ? json_incref(context) : json_object(), "settings",
+                            settings ? json_incref(settings) : json_object());
     char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     return text;
@@ -265,6 +265,12 @@ static void stop_agent(runs_t *r, run_t *run)
         run->_stop_sent = true;
         r->backend->stop(r->backend, run, false);
     }
+}
+
+bool runs_is_open(runs_t *r, const char *user, const char *run_id)
+{
+    run_t *run = run_find(r, user, run_id);
+    return run && run->open;
 }
 
 int runs_stop(runs_t *r, const char *user, const char *run_id)

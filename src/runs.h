@@ -81,7 +81,11 @@ int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out);
  * context and settings may be NULL. */
 void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings);
 
-/* A user's stop_agent. 0, AW_ENOTFOUND (no open run of this user). */
+/* Is run_id an open run of user? */
+bool runs_is_open(runs_t *r, const char *user, const char *run_id);
+
+/* A user's stop_agent: stops the agent and ends the run with status
+ * cancelled. 0, AW_ENOTFOUND (no open run of this user). */
 int runs_stop(runs_t *r, const char *user, const char *run_id);
 
 /* Backend callbacks: see agent.h. */

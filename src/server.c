@@ -121,9 +121,9 @@ void server_drain(server_t *srv)
     /* The listener stays open until the WebSockets are gone: load balancers
      * read /readyz (503 now) and late clients get a clear 503 draining
      * instead of a refused connection. */
+    runs_shutdown(&srv->runs); /* first: their agent_completed reaches the users */
     for (session_t *s = srv->_sessions; s; s = s->_next)
         session_close(s, WS_CLOSE_GOING_AWAY, "going_away");
-    runs_shutdown(&srv->runs);
     /* The tick finishes the drain; make it come soon. */
     uv_timer_start(&srv->_tick, on_tick, 10, (uint64_t)srv->tick_ms);
 }

@@ -216,6 +216,16 @@ static const handler_t handlers[] = {
 
 void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len)
 {
+    if (s->echo) {
+        frame_t *f = frame_ws(opcode, data, len);
+        if (!f) {
+            session_close(s, WS_CLOSE_INTERNAL, "out of memory");
+            return;
+        }
+        session_send(s, f);
+        frame_unref(f);
+        return;
+    }
     if (opcode != WS_OP_TEXT) {
         reply_error(s, NULL, ERR_INVALID_MESSAGE, "messages are JSON text frames", true);
         return;

@@ -77,6 +77,8 @@ static const option_t options[] = {
         (int64_t)1 << 30, "N", "largest HTTP request body (bigger: 413)"),
     NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024, 1 << 20,
         "N", "largest HTTP request head (bigger: 431)"),
+    STR("echo-path", "AGENTWIRE_ECHO_PATH", echo_path, NULL, "PATH",
+        "also serve an echo WebSocket at PATH (authenticated like /ws) for conformance tools"),
     STR("agent", "AGENTWIRE_AGENT", agent, "builtin:demo", "SPEC",
         "agent backend of user runs: builtin:demo, exec:COMMAND or http:URL"),
     STR("agent-name", "AGENTWIRE_AGENT_NAME", agent_name, NULL, "NAME",

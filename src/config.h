@@ -40,6 +40,7 @@ typedef struct config {
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
     int64_t max_header_bytes;
+    char *echo_path; /* echo WebSocket endpoint for conformance tools, NULL: off */
     char *agent;      /* backend spec: builtin:demo | exec:CMD | http:URL */
     char *agent_name; /* agent_name of runs; NULL: the backend's name */
     int64_t run_timeout_ms;

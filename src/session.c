@@ -158,7 +158,7 @@ int session_send(session_t *s, frame_t *f)
 
 int session_deliver(session_t *s, frame_t *f, uint64_t seq)
 {
-    if (s->state != SESSION_OPEN)
+    if (s->state != SESSION_OPEN || s->echo)
         return AW_ECLOSED;
     if (s->replay_next)
         return AW_OK; /* catching up: the pump reads this event from history */
@@ -534,7 +534,7 @@ static void http_input(session_t *s, const char *data, size_t len)
         s->srv->metrics.http_requests++;
         s->_keep_alive = req->keep_alive;
         s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
-        if (req->upgrade || upgrade_is_websocket_path(req->path)) {
+        if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
             upgrade_handle(s, req);
             if (s->state == SESSION_OPEN) {
                 http_reader_dispose(s->_http);
@@ -623,7 +623,7 @@ void session_tick(session_t *s, int64_t now)
             slow_consumer(s, behind);
             return;
         }
-        if (now >= s->_next_ping_ms) {
+        if (now >= s->_next_ping_ms && !s->echo) {
             s->_next_ping_ms = now + cfg->heartbeat_interval_ms;
             session_send(s, s->srv->ping_frame);
         }

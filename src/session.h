@@ -41,6 +41,7 @@ typedef struct session {
     int64_t connected_ms;
     int64_t token_exp_ms; /* token expiry plus leeway, 0: none */
     uint64_t replay_next; /* next seq to replay from history; 0: live */
+    bool echo;            /* the --echo-path endpoint: messages come back, no events */
 
     /* private: lists */
     struct session *_next, *_prev;           /* the server's sessions */

@@ -93,15 +93,21 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
         session_replay(s, since + 1, NULL);
 }
 
-bool upgrade_is_websocket_path(const char *path)
+static bool is_echo_path(const server_t *srv, const char *path)
 {
-    return strcmp(path, "/ws") == 0 || strcmp(path, "/api/v1/websocket") == 0;
+    return srv->cfg->echo_path && strcmp(path, srv->cfg->echo_path) == 0;
+}
+
+bool upgrade_is_websocket_path(const server_t *srv, const char *path)
+{
+    return strcmp(path, "/ws") == 0 || strcmp(path, "/api/v1/websocket") == 0 ||
+           is_echo_path(srv, path);
 }
 
 void upgrade_handle(session_t *s, const http_request_t *req)
 {
     server_t *srv = s->srv;
-    if (!upgrade_is_websocket_path(req->path)) {
+    if (!upgrade_is_websocket_path(srv, req->path)) {
         s->_keep_alive = false;
         session_respond_error(s, 404, "not_found",
                               "WebSocket endpoints are /ws and /api/v1/websocket");
@@ -163,5 +169,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
            auth.place, "#user_connections", (long long)s->user->nconns, has_since ? "#since" : NULL,
            (long long)since, NULL);
-    send_established(s, has_since, since, epoch);
+    s->echo = is_echo_path(srv, req->path);
+    if (!s->echo) /* the echo endpoint sends nothing of its own */
+        send_established(s, has_since, since, epoch);
 }

@@ -12,7 +12,9 @@
  * session closes once it is written. */
 void upgrade_handle(session_t *s, const http_request_t *req);
 
-/* True for the WebSocket endpoints, /ws and its alias /api/v1/websocket. */
-bool upgrade_is_websocket_path(const char *path);
+/* True for the WebSocket endpoints: /ws, its alias /api/v1/websocket, and
+ * the echo path when configured. */
+struct server;
+bool upgrade_is_websocket_path(const struct server *srv, const char *path);
 
 #endif

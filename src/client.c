@@ -28,21 +28,30 @@ static void reply(msg_t *m, json_t *obj)
     json_decref(obj);
 }
 
+/* Counts a bad message in the current window; closes with 1008 past the
+ * limit (returns true then). */
+static bool count_bad(session_t *s)
+{
+    int64_t now = aw_now_ms();
+    if (now - s->_bad_window_ms >= CLIENT_BAD_WINDOW_MS) {
+        s->_bad_window_ms = now;
+        s->_bad_msgs = 0;
+    }
+    if (++s->_bad_msgs > CLIENT_BAD_CLOSE) {
+        log_kv(LOG_INFO, "too many bad messages", "conn", s->id, "user", s->user->id, NULL);
+        session_close(s, WS_CLOSE_POLICY, "too many invalid messages");
+        return true;
+    }
+    return false;
+}
+
 /* An error reply; bad messages count towards the rate limit. */
 static void reply_error(session_t *s, json_t *message_id, enum metrics_error code, const char *text,
                         bool bad)
 {
-    int64_t now = aw_now_ms();
     if (bad) {
-        if (now - s->_bad_window_ms >= CLIENT_BAD_WINDOW_MS) {
-            s->_bad_window_ms = now;
-            s->_bad_msgs = 0;
-        }
-        if (++s->_bad_msgs > CLIENT_BAD_CLOSE) {
-            log_kv(LOG_INFO, "too many bad messages", "conn", s->id, "user", s->user->id, NULL);
-            session_close(s, WS_CLOSE_POLICY, "too many invalid messages");
+        if (count_bad(s))
             return;
-        }
         if (s->_bad_msgs > CLIENT_BAD_RATE_LIMIT) {
             code = ERR_RATE_LIMITED;
             text = "too many invalid messages; slow down or be disconnected";
@@ -260,4 +269,31 @@ void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t le
     reply_error(s, m.message_id, ERR_UNKNOWN_TYPE, "unknown message type", true);
 out:
     json_decref(root);
+}
+
+bool client_within_rate(session_t *s, bool is_ping)
+{
+    int64_t rate = s->srv->cfg->max_messages_per_second;
+    if (rate <= 0)
+        return true;
+    int64_t now = (int64_t)uv_now(s->srv->loop);
+    double burst = 2.0 * (double)rate;
+    if (!s->_rate_ms) {
+        s->_rate_tokens = burst;
+    } else {
+        s->_rate_tokens += (double)(now - s->_rate_ms) * (double)rate / 1000.0;
+        if (s->_rate_tokens > burst)
+            s->_rate_tokens = burst;
+    }
+    s->_rate_ms = now;
+    if (s->_rate_tokens >= 1.0) {
+        s->_rate_tokens -= 1.0;
+        return true;
+    }
+    s->srv->metrics.errors[ERR_RATE_LIMITED]++;
+    if (is_ping)
+        count_bad(s);
+    else
+        reply_error(s, NULL, ERR_RATE_LIMITED, "too many messages; slow down", true);
+    return false;
 }

@@ -16,4 +16,10 @@
 /* Handles one whole message (opcode WS_OP_TEXT or WS_OP_BINARY). */
 void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len);
 
+/* Takes one message or ping from the connection's rate budget
+ * (--max-messages-per-second, bursts of twice that). False when it is spent:
+ * the message is refused (rate_limited for messages, nothing for pings) and
+ * counts as a bad message, so a flood ends in close 1008. */
+bool client_within_rate(session_t *s, bool is_ping);
+
 #endif

@@ -61,6 +61,13 @@ static const option_t options[] = {
         "10", 1, 1000000, "N", "connections one user may hold (more: 429)"),
     NUM("max-connections-per-ip", "AGENTWIRE_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, "0",
         0, 10000000, "N", "connections one address may hold, 0 for no limit (more: 429)"),
+    NUM("max-connections", "AGENTWIRE_MAX_CONNECTIONS", max_connections, "0", 0, 10000000, "N",
+        "WebSockets in total, 0 for no limit but descriptors (more: 429; raw TCP past it + 64: "
+        "closed)"),
+    NUM("max-messages-per-second", "AGENTWIRE_MAX_MESSAGES_PER_SECOND", max_messages_per_second,
+        "100", 0, 10000000, "N",
+        "messages and pings one connection may send per second, bursts of twice that (0: no "
+        "limit)"),
     NUM("queue-limit-bytes", "AGENTWIRE_QUEUE_LIMIT_BYTES", queue_limit_bytes, "1048576", 1024,
         (int64_t)1 << 34, "N", "outgoing bytes queued per connection before close 4003"),
     NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms, "25000",

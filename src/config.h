@@ -31,7 +31,9 @@ typedef struct config {
 
     int64_t max_message_bytes;
     int64_t max_connections_per_user;
-    int64_t max_connections_per_ip; /* 0: no limit */
+    int64_t max_connections_per_ip;  /* 0: no limit */
+    int64_t max_connections;         /* WebSockets in total, 0: no limit */
+    int64_t max_messages_per_second; /* per connection, 0: no limit */
     int64_t queue_limit_bytes;
     int64_t heartbeat_interval_ms;
     int64_t handshake_timeout_ms;
@@ -40,7 +42,7 @@ typedef struct config {
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
     int64_t max_header_bytes;
-    char *echo_path; /* echo WebSocket endpoint for conformance tools, NULL: off */
+    char *echo_path;  /* echo WebSocket endpoint for conformance tools, NULL: off */
     char *agent;      /* backend spec: builtin:demo | exec:CMD | http:URL */
     char *agent_name; /* agent_name of runs; NULL: the backend's name */
     int64_t run_timeout_ms;

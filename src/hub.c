@@ -73,6 +73,8 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
 
 int hub_admit(const hub_t *h, const char *user_id, const char *ip)
 {
+    if (h->_cfg->max_connections > 0 && h->nconns >= (uint64_t)h->_cfg->max_connections)
+        return AW_ELIMIT;
     const hub_user_t *u = hub_user_find(h, user_id);
     if (u && u->nconns >= (uint64_t)h->_cfg->max_connections_per_user)
         return AW_ELIMIT;

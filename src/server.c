@@ -22,7 +22,8 @@ static void on_connection(uv_stream_t *listener, int status)
         log_kv(LOG_WARN, "accept failed", "error", uv_strerror(status), NULL);
         return;
     }
-    if (session_accept(srv, listener) != AW_OK)
+    int rc = session_accept(srv, listener);
+    if (rc != AW_OK && rc != AW_ELIMIT)
         log_kv(LOG_WARN, "accept failed", "error", "out of memory or descriptors", NULL);
 }
 

@@ -16,8 +16,9 @@
 #include "server.h"
 #include "upgrade.h"
 
-#define QUEUE_MIN   8
-#define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
+#define QUEUE_MIN     8
+#define SESSION_SPARE 64 /* TCP sessions allowed past --max-connections (HTTP API) */
+#define WRITE_BATCH   64 /* frames per writev: bounded so one writer cannot starve */
 
 static void on_close(uv_handle_t *h);
 static void replay_pump(session_t *s);
@@ -43,6 +44,13 @@ int session_accept(server_t *srv, uv_stream_t *listener)
     if (uv_accept(listener, (uv_stream_t *)&s->tcp) != 0) {
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_EIO;
+    }
+    uint64_t cap = (uint64_t)srv->cfg->max_connections;
+    if (cap && srv->nsessions >= cap + SESSION_SPARE) { /* room for API calls, no more */
+        log_kv(LOG_WARN, "connection refused: too many", "#sessions", (long long)srv->nsessions,
+               NULL);
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return AW_ELIMIT;
     }
     uv_tcp_nodelay(&s->tcp, 1);
     if (srv->cfg->send_buffer_bytes > 0) {
@@ -388,6 +396,14 @@ static void on_peer_close(session_t *s, const ws_frame_t *fr)
 
 static void on_frame(session_t *s, ws_frame_t *fr)
 {
+    bool ping = fr->opcode == WS_OP_PING;
+    bool whole = fr->fin && fr->opcode != WS_OP_PONG && fr->opcode != WS_OP_CLOSE;
+    if ((ping || whole) && s->state == SESSION_OPEN && !client_within_rate(s, ping)) {
+        free(s->_msg); /* over budget: refused (and counted), fragments too */
+        s->_msg = NULL;
+        s->_msg_len = s->_msg_cap = 0;
+        return;
+    }
     switch (fr->opcode) {
     case WS_OP_PING: {
         frame_t *pong = frame_ws(WS_OP_PONG, fr->payload, fr->len);

@@ -60,7 +60,9 @@ typedef struct session {
     int64_t _last_rx_ms;
     int64_t _deadline_ms; /* HTTP: request deadline; CLOSING: hard close */
     int64_t _next_ping_ms;
-    uint32_t _bad_msgs; /* unreadable messages in the current window */
+    double _rate_tokens; /* message budget left (token bucket) */
+    int64_t _rate_ms;    /* loop time of the last refill, 0: never */
+    uint32_t _bad_msgs;  /* unreadable messages in the current window */
     int64_t _bad_window_ms;
 
     /* private: output queue (ring of frame references) */

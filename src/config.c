@@ -104,6 +104,13 @@ static const option_t options[] = {
         600000, "MS", "time between SIGTERM and SIGKILL of an agent's process group"),
     NUM("agent-max-line-bytes", "AGENTWIRE_AGENT_MAX_LINE_BYTES", agent_max_line_bytes, "1048576",
         1024, 1 << 30, "N", "longest event line an agent may emit (longer: dropped)"),
+    STR("deflate", "AGENTWIRE_DEFLATE", deflate_name, "on", "on|off",
+        "accept permessage-deflate (RFC 7692) when a client offers it"),
+    NUM("deflate-min-bytes", "AGENTWIRE_DEFLATE_MIN_BYTES", deflate_min_bytes, "256", 0, 1 << 30,
+        "N", "events smaller than this are sent uncompressed"),
+    NUM("deflate-client-window-bits", "AGENTWIRE_DEFLATE_CLIENT_WINDOW_BITS",
+        deflate_client_window_bits, "15", 9, 15, "N",
+        "largest window a client may compress with, when it lets the server choose"),
     NUM("send-buffer-bytes", "AGENTWIRE_SEND_BUFFER_BYTES", send_buffer_bytes, "0", 0, 1 << 30, "N",
         "kernel send buffer per client socket, 0 for the kernel's autotuning"),
     NUM("history-size", "AGENTWIRE_HISTORY_SIZE", history_size, "1000", 1, 1000000, "N",
@@ -254,6 +261,10 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
     if (log_level_parse(cfg->log_level_name, &cfg->log_level) != AW_OK)
         return fail(err, errlen, "--log-level: expected debug, info, warn or error, got '%s'%s",
                     cfg->log_level_name, "");
+    if (strcmp(cfg->deflate_name, "on") != 0 && strcmp(cfg->deflate_name, "off") != 0)
+        return fail(err, errlen, "--deflate: expected on or off, got '%s'%s", cfg->deflate_name,
+                    "");
+    cfg->deflate = strcmp(cfg->deflate_name, "on") == 0;
     if (cfg->jwt_secret_file && (rc = read_secret(cfg->jwt_secret_file, &cfg->jwt_secret,
                                                   "--jwt-secret-file", err, errlen)) != AW_OK)
         return rc;

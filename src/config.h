@@ -52,6 +52,10 @@ typedef struct config {
     int64_t max_events_per_run;
     int64_t agent_kill_grace_ms;
     int64_t agent_max_line_bytes;
+    char *deflate_name;        /* "on" or "off" */
+    bool deflate;              /* permessage-deflate offered to clients */
+    int64_t deflate_min_bytes; /* events smaller than this go uncompressed */
+    int64_t deflate_client_window_bits;
     int64_t send_buffer_bytes; /* SO_SNDBUF of client sockets, 0: kernel default */
     int64_t history_size;
     int64_t history_ttl_ms;

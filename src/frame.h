@@ -14,10 +14,21 @@
 #include <stdint.h>
 
 typedef struct frame {
-    uint32_t refs; /* private: references held */
-    uint32_t len;  /* read-only: bytes in data */
+    uint32_t refs;        /* private: references held */
+    uint32_t len;         /* read-only: bytes in data */
+    struct frame **_vars; /* private: compressed variants by window bits (deflate.c) */
     uint8_t data[];
 } frame_t;
+
+/* Allocates a frame of len bytes (contents unset) with one reference. */
+frame_t *frame_alloc(size_t len);
+
+/* The variant cached for window bits wb (9..15), or NULL. */
+frame_t *frame_variant(const frame_t *f, uint8_t wb);
+
+/* Caches v (a reference is taken; v may be f itself, meaning "no better
+ * variant") as f's variant for wb. Freed with f. */
+void frame_set_variant(frame_t *f, uint8_t wb, frame_t *v);
 
 /* A server WebSocket frame (FIN set, unmasked) around payload[0..len).
  * Returns NULL when out of memory. */

@@ -185,6 +185,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         return AW_ENOMEM;
     }
     srv->hub.runs = &srv->runs;
+    deflater_init(&srv->deflater, (size_t)cfg->deflate_min_bytes);
     srv->ping_frame = frame_ws(WS_OP_PING, NULL, 0);
     if (!srv->ping_frame) {
         snprintf(err, errlen, "out of memory");
@@ -222,6 +223,7 @@ void server_dispose(server_t *srv)
 {
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
+    deflater_dispose(&srv->deflater);
     hub_dispose(&srv->hub);
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "deflate.h"
 #include "frame.h"
 #include "hub.h"
 #include "idem.h"
@@ -29,6 +30,7 @@ typedef struct server {
     tickets_t tickets;
     idem_t idem;
     runs_t runs;
+    deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
     bool draining;       /* SIGTERM/SIGINT seen: refuse, close, exit */
     int bound_port;      /* the port actually listened on */

@@ -164,12 +164,20 @@ int session_send(session_t *s, frame_t *f)
     return enqueue(s, f);
 }
 
+/* The bytes this session gets for a shared event frame: its compressed
+ * variant when deflate was negotiated (made once per event, see deflate.h). */
+static frame_t *wire_frame(session_t *s, frame_t *f)
+{
+    return s->deflate ? deflater_frame(&s->srv->deflater, f, s->zparams.server_window_bits) : f;
+}
+
 int session_deliver(session_t *s, frame_t *f, uint64_t seq)
 {
     if (s->state != SESSION_OPEN || s->echo)
         return AW_ECLOSED;
     if (s->replay_next)
         return AW_OK; /* catching up: the pump reads this event from history */
+    f = wire_frame(s, f);
     if (backlog(s) + f->len > watermark(s)) {
         s->replay_next = seq;
         replay_pump(s); /* sends it now if the backlog allows */
@@ -216,7 +224,7 @@ static void replay_pump(session_t *s)
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
             return;
         }
-        if (enqueue(s, f) != AW_OK) {
+        if (enqueue(s, wire_frame(s, f)) != AW_OK) {
             session_close(s, WS_CLOSE_INTERNAL, "out of memory");
             return;
         }
@@ -357,6 +365,7 @@ static void on_close(uv_handle_t *h)
     free(s->_rbuf);
     free(s->_msg);
     json_decref(s->_replay_ack);
+    deflate_inflate_free(s->_inflate);
     free(s);
 }
 
@@ -394,6 +403,40 @@ static void on_peer_close(session_t *s, const ws_frame_t *fr)
     s->_close_when_flushed = true;
 }
 
+static void ws_error(session_t *s, uint16_t code, int rc);
+
+/* A whole message: inflated when compressed (bounded by the message limit,
+ * so a small bomb cannot grow past it), UTF-8 checked if it was text, then
+ * handed to client.c. */
+static void message_done(session_t *s, uint8_t opcode, bool compressed, const uint8_t *data,
+                         size_t len)
+{
+    if (!compressed) {
+        client_message(s, opcode, data, len);
+        return;
+    }
+    uint8_t *plain;
+    size_t plen;
+    int rc = deflate_inflate(&s->_inflate, s->zparams.client_window_bits,
+                             s->zparams.client_no_context_takeover, data, len,
+                             (size_t)s->srv->cfg->max_message_bytes, &plain, &plen);
+    if (rc == AW_OK && opcode == WS_OP_TEXT && !utf8_valid(plain, plen))
+        rc = AW_EUTF8;
+    if (rc != AW_OK) {
+        if (rc == AW_EUTF8)
+            free(plain); /* inflated, but not text */
+        ws_error(s,
+                 rc == AW_ETOOBIG  ? WS_CLOSE_TOO_BIG
+                 : rc == AW_EUTF8  ? WS_CLOSE_INVALID_UTF8
+                 : rc == AW_ENOMEM ? WS_CLOSE_INTERNAL
+                                   : WS_CLOSE_PROTOCOL,
+                 rc);
+        return;
+    }
+    client_message(s, opcode, plain, plen);
+    free(plain);
+}
+
 static void on_frame(session_t *s, ws_frame_t *fr)
 {
     bool ping = fr->opcode == WS_OP_PING;
@@ -424,7 +467,7 @@ static void on_frame(session_t *s, ws_frame_t *fr)
     if (s->state != SESSION_OPEN)
         return; /* data after our close frame is read and dropped */
     if (fr->fin && fr->opcode != WS_OP_CONT) {
-        client_message(s, fr->opcode, fr->payload, fr->len);
+        message_done(s, fr->opcode, fr->compressed, fr->payload, fr->len);
         return;
     }
     if (fr->opcode != WS_OP_CONT)
@@ -434,7 +477,7 @@ static void on_frame(session_t *s, ws_frame_t *fr)
         return;
     }
     if (fr->fin) {
-        client_message(s, s->_msg_op, s->_msg, s->_msg_len);
+        message_done(s, s->_msg_op, fr->compressed, s->_msg, s->_msg_len);
         free(s->_msg);
         s->_msg = NULL;
         s->_msg_len = s->_msg_cap = 0;
@@ -669,13 +712,11 @@ void session_respond(session_t *s, int status, const char *content_type, const c
         session_abort(s, "response head too large");
         return;
     }
-    frame_t *f = malloc(sizeof *f + (size_t)n + len);
+    frame_t *f = frame_alloc((size_t)n + len);
     if (!f) {
         session_abort(s, "out of memory");
         return;
     }
-    f->refs = 1;
-    f->len = (uint32_t)((size_t)n + len);
     memcpy(f->data, head, (size_t)n);
     if (len)
         memcpy(f->data + n, body, len);

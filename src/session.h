@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "deflate.h"
 #include "frame.h"
 #include "http.h"
 #include "hub.h"
@@ -39,9 +40,11 @@ typedef struct session {
     char remote[64];  /* "ip:port" */
     hub_user_t *user; /* set once attached to the hub */
     int64_t connected_ms;
-    int64_t token_exp_ms; /* token expiry plus leeway, 0: none */
-    uint64_t replay_next; /* next seq to replay from history; 0: live */
-    bool echo;            /* the --echo-path endpoint: messages come back, no events */
+    int64_t token_exp_ms;     /* token expiry plus leeway, 0: none */
+    uint64_t replay_next;     /* next seq to replay from history; 0: live */
+    bool echo;                /* the --echo-path endpoint: messages come back, no events */
+    bool deflate;             /* permessage-deflate negotiated */
+    deflate_params_t zparams; /* its parameters */
 
     /* private: lists */
     struct session *_next, *_prev;           /* the server's sessions */
@@ -54,7 +57,8 @@ typedef struct session {
     ws_parser_t _ws;
     uint8_t *_rbuf; /* unparsed bytes of a partial frame, NULL when none */
     size_t _rlen;
-    uint8_t *_msg; /* fragments of a message being assembled */
+    z_stream *_inflate; /* the client's compression context, made on first use */
+    uint8_t *_msg;      /* fragments of a message being assembled */
     size_t _msg_len, _msg_cap;
     uint8_t _msg_op;
     int64_t _last_rx_ms;

@@ -98,6 +98,20 @@ static bool is_echo_path(const server_t *srv, const char *path)
     return srv->cfg->echo_path && strcmp(path, srv->cfg->echo_path) == 0;
 }
 
+/* permessage-deflate: the first acceptable offer of any
+ * Sec-WebSocket-Extensions header. */
+static bool negotiate_deflate(const server_t *srv, const http_request_t *req,
+                              deflate_params_t *params, char *resp, size_t resplen)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, "Sec-WebSocket-Extensions") == 0 &&
+            deflate_negotiate(req->headers[i].value, (uint8_t)srv->cfg->deflate_client_window_bits,
+                              params, resp, resplen))
+            return true;
+    }
+    return false;
+}
+
 bool upgrade_is_websocket_path(const server_t *srv, const char *path)
 {
     return strcmp(path, "/ws") == 0 || strcmp(path, "/api/v1/websocket") == 0 ||
@@ -142,12 +156,15 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         return;
     }
 
-    char head[sizeof auth.protocol + 256];
+    char ext[160] = "";
+    s->deflate = srv->cfg->deflate && negotiate_deflate(srv, req, &s->zparams, ext, sizeof ext);
+    char head[sizeof auth.protocol + 512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s\r\n",
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n",
                      accept, auth.protocol[0] ? "Sec-WebSocket-Protocol: " : "", auth.protocol,
-                     auth.protocol[0] ? "\r\n" : "");
+                     auth.protocol[0] ? "\r\n" : "", s->deflate ? "Sec-WebSocket-Extensions: " : "",
+                     ext, s->deflate ? "\r\n" : "");
     frame_t *f = frame_raw(head, (size_t)n);
     if (!f || !hub_attach(&srv->hub, s, auth.user, s->ip)) {
         frame_unref(f);
@@ -158,6 +175,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     session_send(s, f);
     frame_unref(f);
     ws_parser_init(&s->_ws, (uint64_t)srv->cfg->max_message_bytes, true);
+    s->_ws.allow_rsv1 = s->deflate;
     s->token_exp_ms = auth.expires_ms;
     s->_last_rx_ms = now;
     s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;

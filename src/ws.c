@@ -22,6 +22,7 @@
 /* What one frame header says; filled by read_header. */
 struct ws_head {
     bool fin;
+    bool rsv1;
     uint8_t opcode;
     bool masked;
     uint8_t mask[WS_MASK_LEN];
@@ -39,13 +40,15 @@ static bool opcode_known(uint8_t opcode)
     return opcode <= WS_OP_BINARY || (opcode >= WS_OP_CLOSE && opcode <= WS_OP_PONG);
 }
 
-/* Rules decided by the first byte: reserved bits (no extension is ever
- * negotiated), opcode, FIN on control frames and fragmentation order. */
+/* Rules decided by the first byte: reserved bits (RSV1 only on the first
+ * frame of a data message, and only with permessage-deflate), opcode, FIN on
+ * control frames and fragmentation order. */
 static int check_byte0(const ws_parser_t *p, uint8_t b0)
 {
     uint8_t opcode = b0 & 0x0F;
+    bool rsv1_ok = p->allow_rsv1 && (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY);
 
-    if (b0 & 0x70)
+    if ((b0 & 0x30) || ((b0 & 0x40) && !rsv1_ok))
         return AW_EPROTO;
     if (!opcode_known(opcode))
         return AW_EPROTO;
@@ -131,6 +134,7 @@ static int read_header(const ws_parser_t *p, const uint8_t *buf, size_t len, str
     if (rc != AW_OK)
         return rc;
     h->fin = buf[0] & 0x80;
+    h->rsv1 = buf[0] & 0x40;
     h->opcode = buf[0] & 0x0F;
     h->masked = buf[1] & 0x80;
     rc = read_length(buf, len, h);
@@ -167,17 +171,19 @@ static int read_close(ws_frame_t *f)
 
 /* Advances the open message by one data frame; text is validated as it comes
  * so a bad fragment fails at once rather than at FIN. */
-static int track_message(ws_parser_t *p, const ws_frame_t *f)
+static int track_message(ws_parser_t *p, ws_frame_t *f)
 {
     if (f->opcode != WS_OP_CONT) {
         p->_msg_opcode = f->opcode;
         p->_msg_len = 0;
+        p->_msg_compressed = f->rsv1;
         utf8_init(&p->_utf8);
     }
+    f->compressed = p->_msg_compressed;
     p->_msg_len += f->len;
     p->_in_message = !f->fin;
-    if (p->_msg_opcode != WS_OP_TEXT)
-        return AW_OK;
+    if (p->_msg_opcode != WS_OP_TEXT || f->compressed)
+        return AW_OK; /* compressed text is checked once inflated */
     if (!utf8_feed(&p->_utf8, f->payload, f->len))
         return AW_EUTF8;
     if (f->fin && !utf8_complete(&p->_utf8))
@@ -192,6 +198,7 @@ static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_
     memset(out, 0, sizeof(*out));
     out->opcode = h->opcode;
     out->fin = h->fin;
+    out->rsv1 = h->rsv1;
     out->len = n;
     out->payload = n ? buf + h->hlen : NULL;
     if (h->masked && n)

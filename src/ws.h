@@ -50,16 +50,22 @@ typedef struct ws_parser {
     /* public, set before parsing */
     uint64_t max_message; /* largest whole message (sum of fragments), bytes */
     bool expect_masked;   /* true on the server: unmasked client frames fail */
+    bool allow_rsv1;      /* permessage-deflate negotiated: RSV1 marks a compressed message */
     /* private */
-    bool _in_message;    /* a fragmented text/binary message is open */
-    uint8_t _msg_opcode; /* WS_OP_TEXT or WS_OP_BINARY of the open message */
-    uint64_t _msg_len;   /* bytes of the open message so far */
-    utf8_state_t _utf8;  /* validation across fragments of a text message */
+    bool _in_message;     /* a fragmented text/binary message is open */
+    uint8_t _msg_opcode;  /* WS_OP_TEXT or WS_OP_BINARY of the open message */
+    uint64_t _msg_len;    /* bytes of the open message so far */
+    utf8_state_t _utf8;   /* validation across fragments of a text message */
+    bool _msg_compressed; /* the open message had RSV1 on its first frame */
 } ws_parser_t;
 
 typedef struct ws_frame {
     uint8_t opcode;   /* enum ws_opcode; WS_OP_CONT for continuation frames */
     bool fin;         /* last frame of its message */
+    bool rsv1;        /* RSV1 was set (first frame of a compressed message) */
+    bool compressed;  /* data frame of a compressed message: its payload is deflate
+                         data, and UTF-8 was not checked (the caller inflates, then
+                         checks) */
     uint8_t *payload; /* unmasked, inside the caller's buffer; NULL when len 0 */
     size_t len;       /* payload bytes */
     /* for WS_OP_CLOSE: the peer's code (WS_CLOSE_NO_STATUS when the payload

@@ -5,6 +5,7 @@
 // is back near where it started.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { AgentwireClient } from '../../clients/js/agentwire.js';
@@ -13,7 +14,7 @@ import { useServer, api, metricValue, pollUntil, withTimeout } from './lib/harne
 const USERS = Number(process.env.CHAOS_USERS ?? 20);
 const PER_USER = Number(process.env.CHAOS_CLIENTS_PER_USER ?? 3);
 const EVENTS_PER_USER = Number(process.env.CHAOS_EVENTS_PER_USER ?? 600);
-const PAD = 2048; // bytes of filler per event, so a stalled reader fills its buffers
+const PAD = 2048; // random (incompressible) filler per event, so a stalled reader fills its buffers
 const BATCH = 200;
 const HISTORY_TTL_MS = 10000;
 
@@ -41,6 +42,9 @@ test('chaos: random cuts and stalled readers lose nothing and duplicate nothing'
         url: `ws://127.0.0.1:${srv.port}/ws`,
         getToken: () => srv.token(user),
         WebSocket,
+        // no permessage-deflate: a stalled reader must fill its buffers with
+        // the bytes of the stream, and ws inflates on a thread pool
+        webSocketOptions: { perMessageDeflate: false },
         backoffBaseMs: 20,
         backoffMaxMs: 300,
         heartbeat: false,
@@ -63,7 +67,7 @@ test('chaos: random cuts and stalled readers lose nothing and duplicate nothing'
       const batch = [];
       for (let i = k; i < Math.min(k + BATCH, total); i++) {
         const user = users[i % USERS];
-        batch.push({ user_id: user, type: 'progress_update', n: ++sent[user], pad: 'p'.repeat(PAD) });
+        batch.push({ user_id: user, type: 'progress_update', n: ++sent[user], pad: randomBytes((PAD * 3) / 4).toString('base64') });
       }
       const r = await api(srv, 'POST', '/api/v1/publish/batch', batch);
       assert.equal(r.status, 200);

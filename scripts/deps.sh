@@ -2,7 +2,8 @@
 # Installs what building and testing agentwire needs, when it is missing.
 #   scripts/deps.sh build   C toolchain and libraries (Debian packages)
 #   scripts/deps.sh test    the above, plus node, npm packages (npm ci) and test tools
-#                           (curl, and chromium for the browser tests)
+#                           (curl, chromium for the browser tests, and clang with its
+#                           libFuzzer runtime for scripts/fuzz.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ need=(build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libh
       zlib1g-dev libcmocka-dev libhiredis-dev)
 if [ "${1:-build}" = test ]; then
   need+=(curl)
+  # The fuzz step (scripts/fuzz.sh): clang and its libFuzzer runtime (compiler-rt).
+  need+=(clang libclang-rt-14-dev)
   command -v node >/dev/null 2>&1 || need+=(nodejs npm)
   # The browser tests (tests/browser) drive Debian's Chromium with playwright-core.
   [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -22,4 +22,7 @@ for kind in release asan; do
   echo "== $kind: browser tests (tests/browser, headless Chromium)"
   AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/browser/
 done
+# Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
+echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
+scripts/fuzz.sh 20
 echo "== all tests passed (release and asan)"

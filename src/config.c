@@ -106,7 +106,7 @@ static const option_t options[] = {
         1024, 1 << 30, "N", "longest event line an agent may emit (longer: dropped)"),
     STR("deflate", "AGENTWIRE_DEFLATE", deflate_name, "on", "on|off",
         "accept permessage-deflate (RFC 7692) when a client offers it"),
-    NUM("deflate-min-bytes", "AGENTWIRE_DEFLATE_MIN_BYTES", deflate_min_bytes, "256", 0, 1 << 30,
+    NUM("deflate-min-bytes", "AGENTWIRE_DEFLATE_MIN_BYTES", deflate_min_bytes, "128", 0, 1 << 30,
         "N", "events smaller than this are sent uncompressed"),
     NUM("deflate-client-window-bits", "AGENTWIRE_DEFLATE_CLIENT_WINDOW_BITS",
         deflate_client_window_bits, "15", 9, 15, "N",

@@ -104,6 +104,10 @@ static const option_t options[] = {
         600000, "MS", "time between SIGTERM and SIGKILL of an agent's process group"),
     NUM("agent-max-line-bytes", "AGENTWIRE_AGENT_MAX_LINE_BYTES", agent_max_line_bytes, "1048576",
         1024, 1 << 30, "N", "longest event line an agent may emit (longer: dropped)"),
+    STR("tls-cert", "AGENTWIRE_TLS_CERT", tls_cert, NULL, "FILE",
+        "serve TLS (https, wss) with this PEM certificate chain; reloaded on SIGHUP"),
+    STR("tls-key", "AGENTWIRE_TLS_KEY", tls_key, NULL, "FILE",
+        "the PEM private key of --tls-cert; reloaded on SIGHUP"),
     STR("deflate", "AGENTWIRE_DEFLATE", deflate_name, "on", "on|off",
         "accept permessage-deflate (RFC 7692) when a client offers it"),
     NUM("deflate-min-bytes", "AGENTWIRE_DEFLATE_MIN_BYTES", deflate_min_bytes, "128", 0, 1 << 30,
@@ -265,6 +269,8 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
         return fail(err, errlen, "--deflate: expected on or off, got '%s'%s", cfg->deflate_name,
                     "");
     cfg->deflate = strcmp(cfg->deflate_name, "on") == 0;
+    if (!cfg->tls_cert != !cfg->tls_key)
+        return fail(err, errlen, "--tls-cert and --tls-key go together%s%s", "", "");
     if (cfg->jwt_secret_file && (rc = read_secret(cfg->jwt_secret_file, &cfg->jwt_secret,
                                                   "--jwt-secret-file", err, errlen)) != AW_OK)
         return rc;

@@ -52,6 +52,7 @@ typedef struct config {
     int64_t max_events_per_run;
     int64_t agent_kill_grace_ms;
     int64_t agent_max_line_bytes;
+    char *tls_cert, *tls_key;  /* PEM files; both or neither */
     char *deflate_name;        /* "on" or "off" */
     bool deflate;              /* permessage-deflate offered to clients */
     int64_t deflate_min_bytes; /* events smaller than this go uncompressed */

@@ -100,6 +100,24 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* SIGHUP: reload the certificate and key. New connections use them; open
+ * ones keep the context they were made with. A bad file keeps the old one. */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    server_t *srv = sig->data;
+    (void)signum;
+    if (!srv->tls_on) {
+        log_kv(LOG_INFO, "SIGHUP: nothing to reload (no TLS)", NULL);
+        return;
+    }
+    char err[256];
+    if (tls_ctx_load(&srv->tls, srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof err) == AW_OK)
+        log_kv(LOG_INFO, "TLS certificate reloaded", "cert", srv->cfg->tls_cert, NULL);
+    else
+        log_kv(LOG_ERROR, "TLS reload failed; keeping the previous certificate", "error", err,
+               NULL);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     server_t *srv = sig->data;
@@ -186,6 +204,12 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     }
     srv->hub.runs = &srv->runs;
     deflater_init(&srv->deflater, (size_t)cfg->deflate_min_bytes);
+    if (cfg->tls_cert) {
+        int trc = tls_ctx_load(&srv->tls, cfg->tls_cert, cfg->tls_key, err, errlen);
+        if (trc != AW_OK)
+            return trc;
+        srv->tls_on = true;
+    }
     srv->ping_frame = frame_ws(WS_OP_PING, NULL, 0);
     if (!srv->ping_frame) {
         snprintf(err, errlen, "out of memory");
@@ -206,6 +230,9 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     srv->_sigterm.data = srv->_sigint.data = srv;
     uv_signal_start(&srv->_sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->_sigint, on_signal, SIGINT);
+    uv_signal_init(loop, &srv->_sighup);
+    srv->_sighup.data = srv;
+    uv_signal_start(&srv->_sighup, on_sighup, SIGHUP);
     return AW_OK;
 }
 
@@ -224,6 +251,7 @@ void server_dispose(server_t *srv)
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
     deflater_dispose(&srv->deflater);
+    tls_ctx_dispose(&srv->tls);
     hub_dispose(&srv->hub);
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);

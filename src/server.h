@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "runs.h"
 #include "tickets.h"
+#include "tls.h"
 
 struct session;
 
@@ -30,6 +31,8 @@ typedef struct server {
     tickets_t tickets;
     idem_t idem;
     runs_t runs;
+    tls_ctx_t tls;       /* certificate and key, reloaded on SIGHUP */
+    bool tls_on;         /* --tls-cert given: every connection is TLS */
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
     bool draining;       /* SIGTERM/SIGINT seen: refuse, close, exit */
@@ -39,7 +42,7 @@ typedef struct server {
 
     /* private */
     uv_tcp_t _listener;
-    uv_signal_t _sigterm, _sigint;
+    uv_signal_t _sigterm, _sigint, _sighup;
     uv_timer_t _tick;
     uv_check_t _flush_check;   /* runs after I/O: one write per dirty session */
     uv_idle_t _flush_idle;     /* keeps poll from blocking while flushes wait */

@@ -21,6 +21,8 @@
 #define WRITE_BATCH   64 /* frames per writev: bounded so one writer cannot starve */
 
 static void on_close(uv_handle_t *h);
+static void on_plain(void *arg, char *data, size_t len);
+static void tls_write_pending(session_t *s);
 static void replay_pump(session_t *s);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -45,10 +47,15 @@ int session_accept(server_t *srv, uv_stream_t *listener)
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_EIO;
     }
+    if (srv->tls_on && !(s->_tls = tls_conn_new(&srv->tls))) {
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return AW_ENOMEM;
+    }
     uint64_t cap = (uint64_t)srv->cfg->max_connections;
     if (cap && srv->nsessions >= cap + SESSION_SPARE) { /* room for API calls, no more */
         log_kv(LOG_WARN, "connection refused: too many", "#sessions", (long long)srv->nsessions,
                NULL);
+        tls_conn_free(s->_tls);
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_ELIMIT;
     }
@@ -257,6 +264,11 @@ static void on_write(uv_write_t *req, int status)
     s->_inflight = 0;
     s->_inflight_bytes = 0;
     s->_written += written;
+    if (s->_tls_out) { /* the bytes on the wire were this ciphertext */
+        written = s->_tls_out->len;
+        frame_unref(s->_tls_out);
+        s->_tls_out = NULL;
+    }
     if (s->_qlen == 0)
         queue_truncate(s, 0);
     if (status < 0) {
@@ -274,6 +286,21 @@ static void on_write(uv_write_t *req, int status)
         session_abort(s, NULL);
 }
 
+/* TLS: the batch of plaintext frames becomes one ciphertext buffer, written
+ * in their place; the frames stay queued (and counted) until it is written. */
+static int tls_encrypt_batch(session_t *s, uv_buf_t *bufs, uint32_t *n)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if (tls_conn_encrypt(s->_tls, bufs[i].base, bufs[i].len) != AW_OK)
+            return AW_EPROTO;
+    s->_tls_out = tls_conn_take_out(s->_tls);
+    if (!s->_tls_out)
+        return AW_ENOMEM;
+    bufs[0] = uv_buf_init((char *)s->_tls_out->data, s->_tls_out->len);
+    *n = 1;
+    return AW_OK;
+}
+
 void session_flush(session_t *s)
 {
     if (s->_inflight || s->_qlen == 0 || s->state == SESSION_GONE)
@@ -287,6 +314,12 @@ void session_flush(session_t *s)
     }
     s->_inflight = n;
     s->_wreq.data = s;
+    if (s->_tls && tls_encrypt_batch(s, bufs, &n) != AW_OK) {
+        s->_inflight = 0;
+        s->_inflight_bytes = 0;
+        session_abort(s, "TLS error");
+        return;
+    }
     int rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
     if (rc != 0) {
         s->_inflight = 0;
@@ -366,6 +399,7 @@ static void on_close(uv_handle_t *h)
     free(s->_msg);
     json_decref(s->_replay_ack);
     deflate_inflate_free(s->_inflate);
+    tls_conn_free(s->_tls);
     free(s);
 }
 
@@ -613,6 +647,49 @@ static void http_input(session_t *s, const char *data, size_t len)
     }
 }
 
+/* Bytes from the peer, decrypted when TLS is on. */
+static void on_plain(void *arg, char *data, size_t len)
+{
+    session_t *s = arg;
+    if (s->state == SESSION_HTTP)
+        http_input(s, data, len);
+    else if (s->state == SESSION_OPEN || s->state == SESSION_CLOSING)
+        ws_input(s, data, len);
+}
+
+typedef struct raw_write {
+    uv_write_t req;
+    frame_t *bytes;
+} raw_write_t;
+
+static void on_raw_write(uv_write_t *req, int status)
+{
+    raw_write_t *w = (raw_write_t *)req;
+    (void)status; /* a failure shows up on the next read or queued write */
+    frame_unref(w->bytes);
+    free(w);
+}
+
+/* Writes what TLS produced by itself (handshake, alerts, tickets) outside the
+ * frame queue; libuv keeps writes in the order they are issued, so records
+ * reach the peer in the order OpenSSL made them. */
+static void tls_write_pending(session_t *s)
+{
+    frame_t *out = tls_conn_take_out(s->_tls);
+    if (!out)
+        return;
+    raw_write_t *w = malloc(sizeof *w);
+    uv_buf_t b = uv_buf_init((char *)out->data, out->len);
+    if (!w || uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_raw_write) != 0) {
+        free(w);
+        frame_unref(out);
+        session_abort(s, "TLS write failed");
+        return;
+    }
+    w->bytes = out;
+    s->srv->metrics.bytes_sent += out->len;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     session_t *s = stream->data;
@@ -624,10 +701,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     s->srv->metrics.bytes_received += (uint64_t)nread;
     s->_last_rx_ms = aw_now_ms();
-    if (s->state == SESSION_HTTP)
-        http_input(s, buf->base, (size_t)nread);
-    else if (s->state == SESSION_OPEN || s->state == SESSION_CLOSING)
-        ws_input(s, buf->base, (size_t)nread);
+    if (!s->_tls) {
+        on_plain(s, buf->base, (size_t)nread);
+        return;
+    }
+    int rc = tls_conn_feed(s->_tls, buf->base, (size_t)nread, on_plain, s);
+    if (s->state != SESSION_GONE)
+        tls_write_pending(s); /* handshake records, alerts */
+    if (rc != AW_OK && s->state != SESSION_GONE)
+        session_abort(s, "TLS error");
 }
 
 /* ---- housekeeping ---- */

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "hub.h"
 #include "jwt.h"
+#include "tls.h"
 #include "ws.h"
 
 struct server;
@@ -57,6 +58,8 @@ typedef struct session {
     ws_parser_t _ws;
     uint8_t *_rbuf; /* unparsed bytes of a partial frame, NULL when none */
     size_t _rlen;
+    tls_conn_t *_tls;   /* TLS state when --tls-cert is set, else NULL */
+    frame_t *_tls_out;  /* ciphertext of the batch being written */
     z_stream *_inflate; /* the client's compression context, made on first use */
     uint8_t *_msg;      /* fragments of a message being assembled */
     size_t _msg_len, _msg_cap;

@@ -210,6 +210,38 @@ static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_
     return track_message(p, out);
 }
 
+/* Validates the part of a text payload that has arrived, so that invalid
+ * UTF-8 fails before the rest of the frame comes (fail fast, RFC 6455 8.1).
+ * Resumes where the previous call stopped: until the frame is whole, the
+ * caller feeds it again from its start. Returns AW_EAGAIN or AW_EUTF8. */
+static int check_partial_text(ws_parser_t *p, const uint8_t *buf, size_t len,
+                              const struct ws_head *h)
+{
+    bool cont = h->opcode == WS_OP_CONT;
+    bool text = h->opcode == WS_OP_TEXT || (cont && p->_msg_opcode == WS_OP_TEXT);
+    bool compressed = cont ? p->_msg_compressed : h->rsv1;
+    if (!text || compressed)
+        return AW_EAGAIN;
+    size_t avail = len - h->hlen;
+    if (p->_pv_len == 0) {
+        if (cont)
+            p->_pv_state = p->_utf8;
+        else
+            utf8_init(&p->_pv_state);
+    }
+    while (p->_pv_len < avail) {
+        uint8_t chunk[256];
+        size_t n = avail - p->_pv_len < sizeof chunk ? avail - p->_pv_len : sizeof chunk;
+        memcpy(chunk, buf + h->hlen + p->_pv_len, n);
+        if (h->masked)
+            ws_mask(chunk, n, h->mask, p->_pv_len);
+        if (!utf8_feed(&p->_pv_state, chunk, n))
+            return AW_EUTF8;
+        p->_pv_len += n;
+    }
+    return AW_EAGAIN;
+}
+
 static uint16_t close_code_for(int rc)
 {
     switch (rc) {
@@ -248,9 +280,11 @@ int ws_parse(ws_parser_t *p, uint8_t *buf, size_t len, ws_frame_t *out, size_t *
     else
         rc = read_header(p, buf, len, &h);
     if (rc == AW_OK && len - h.hlen < h.plen)
-        rc = AW_EAGAIN;
-    if (rc == AW_OK)
+        rc = check_partial_text(p, buf, len, &h);
+    else if (rc == AW_OK) {
+        p->_pv_len = 0; /* the frame is whole: validated in full below */
         rc = take_frame(p, buf, &h, out);
+    }
     if (rc == AW_OK)
         *consumed = h.hlen + (size_t)h.plen;
     if (close_code)

@@ -52,11 +52,13 @@ typedef struct ws_parser {
     bool expect_masked;   /* true on the server: unmasked client frames fail */
     bool allow_rsv1;      /* permessage-deflate negotiated: RSV1 marks a compressed message */
     /* private */
-    bool _in_message;     /* a fragmented text/binary message is open */
-    uint8_t _msg_opcode;  /* WS_OP_TEXT or WS_OP_BINARY of the open message */
-    uint64_t _msg_len;    /* bytes of the open message so far */
-    utf8_state_t _utf8;   /* validation across fragments of a text message */
-    bool _msg_compressed; /* the open message had RSV1 on its first frame */
+    bool _in_message;       /* a fragmented text/binary message is open */
+    uint8_t _msg_opcode;    /* WS_OP_TEXT or WS_OP_BINARY of the open message */
+    uint64_t _msg_len;      /* bytes of the open message so far */
+    utf8_state_t _utf8;     /* validation across fragments of a text message */
+    bool _msg_compressed;   /* the open message had RSV1 on its first frame */
+    size_t _pv_len;         /* bytes of the incomplete frame's payload checked so far */
+    utf8_state_t _pv_state; /* UTF-8 state after them */
 } ws_parser_t;
 
 typedef struct ws_frame {

@@ -20,7 +20,7 @@ export const FRAME_WAIT_MS = 5000;
 /** PROTOCOL section 3: after its close frame the server closes TCP within 2 s. */
 export const CLOSE_TCP_MS = 2000;
 /** Measurement slack on top of CLOSE_TCP_MS (timers, scheduling). */
-export const CLOSE_TCP_SLACK_MS = 150;
+export const CLOSE_TCP_SLACK_MS = 250;
 
 const toBuf = (p) => (p === undefined || p === null ? Buffer.alloc(0) : Buffer.isBuffer(p) ? p : typeof p === 'string' ? Buffer.from(p, 'utf8') : Buffer.from(p));
 

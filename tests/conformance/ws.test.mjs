@@ -1390,7 +1390,7 @@ group('10 misc', BIG_ARGS, (g) => {
     assert.equal(res.status, 401, `expected 401, got ${res.statusLine}: ${res.text}`);
     assert.equal(res.body && res.body.error, 'unauthorized', res.text);
   });
-  kase(g, '10.6', 'server-initiated close (API disconnect, 4002): TCP ends within 2 s though we never answer', async ({ open, srv }) => {
+  kase(g, '10.6', 'API disconnect of an echo connection: close 4002, then the server ends TCP though we never answer (the 2 s bound is 7.11.2)', async ({ open, srv }) => {
     const sub = randomId('conf');
     const ws = await open({ sub });
     await ws.text('hi');

@@ -18,6 +18,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import zlib from 'node:zlib';
@@ -37,6 +38,7 @@ import {
   expectRefusal,
   randomId,
   uniqueMessageId,
+  BIN,
 } from './lib/harness.mjs';
 
 const TEST_TIMEOUT_MS = 60000;
@@ -753,12 +755,13 @@ test('attack 4b too many connections in total: the 11th upgrade gets 429 and raw
   // MAX WebSockets + the keep-alive publisher, so (MAX + 64) - (MAX + 1) raw
   // sockets fit; the rest must be closed at accept.
   by.setHealthz(false);
-  await pollUntil(async () => metricValue(await metrics(srv), 'agentwire_connections') === MAX, { what: `${MAX} connections` });
-  // The /metrics request above used a connection: wait until it is gone (no event announces it).
-  const sessionsBefore = MAX + 1;
+  // A round trip on the keep-alive connection (no new connection): the
+  // refused handshakes' connections are gone once it is answered.
+  const mk = await ka.request('GET', '/metrics');
+  assert.equal(metricValue(mk.text, 'agentwire_connections'), MAX);
+  const sessionsBefore = MAX + 1; // the WebSockets and the keep-alive publisher
   const RAW = MAX + SPARE + 20;
   const expectClosed = RAW - (MAX + SPARE - sessionsBefore);
-  await sleep(50);
   const raws = [];
   const t0 = Date.now();
   await Promise.all(Array.from({ length: RAW }, async () => {
@@ -985,20 +988,39 @@ test('attack 6c ping flood with no rate limit from a client that never reads: po
 });
 
 /* ------------------------------------------------------------------ */
-/* 7. compression bombs (no permessage-deflate)                         */
+/* 7. compression bombs                                                 */
 /* ------------------------------------------------------------------ */
 
-test('attack 7 compression bomb, no-deflate case: permessage-deflate is not negotiated and an RSV1 (compressed) frame closes with 1002 uninflated', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const srv = await useServer(t, [...BASE_ARGS]);
+// permessage-deflate arrived in the server after this file was first
+// written (--deflate, default on). The no-deflate case runs with
+// --deflate off when the binary knows the flag, and as is otherwise; the
+// deflate-on case runs only when the binary knows the flag.
+const HAS_DEFLATE = (() => {
+  const r = spawnSync(BIN, ['--help'], { encoding: 'utf8', timeout: 5000 });
+  return `${r.stdout}${r.stderr}`.includes('--deflate ');
+})();
+
+/** A permessage-deflate payload (RFC 7692: sync-flushed, last 4 bytes removed). */
+function pmdCompress(buf) {
+  const out = zlib.deflateRawSync(buf, { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  assert.deepEqual([...out.subarray(-4)], [0, 0, 0xff, 0xff]);
+  return out.subarray(0, -4);
+}
+
+const DEFLATE_OFFER = { 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits' };
+
+test('attack 7a compression bomb, no-deflate case: without permessage-deflate the offer is declined and an RSV1 (compressed) frame closes with 1002 uninflated', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const srv = await useServer(t, [...BASE_ARGS, ...(HAS_DEFLATE ? ['--deflate', 'off'] : [])]);
+  say(t, `compression bomb (no deflate): server ${HAS_DEFLATE ? 'started with --deflate off' : 'has no permessage-deflate'}`);
   const pid = srv.proc.pid;
   const by = await startBystander(srv);
   await by.waitRounds(2);
   const before = rssKiB(pid);
 
   // 32 MiB of zeros deflate to ~32 KiB: under --max-message-bytes (64 KiB).
-  const bomb = zlib.deflateRawSync(Buffer.alloc(32 << 20));
+  const bomb = pmdCompress(Buffer.alloc(32 << 20));
   assert.ok(bomb.length < 65536, `bomb is ${bomb.length} bytes`);
-  const offer = { 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits; server_no_context_takeover' };
+  const offer = { 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits; server_no_context_takeover, permessage-deflate' };
   const N = 20;
   const bombers = await Promise.all(Array.from({ length: N }, () => RawWs.connect(srv, randomId('bomber'), { headers: offer })));
   for (const w of bombers) {
@@ -1008,14 +1030,14 @@ test('attack 7 compression bomb, no-deflate case: permessage-deflate is not nego
   const t0 = Date.now();
   for (const w of bombers) w.send(0x1, bomb, { rsv: 4 }); // RSV1 = "compressed"
   const closes = await Promise.all(bombers.map((w) => w.closeFrame(5000)));
-  say(t, `compression bomb: ${N} x ${bomb.length}-byte RSV1 frames (inflating to 32 MiB each) -> closes ${JSON.stringify([...new Set(closes.map((c) => c.code))])} within ${Date.now() - t0} ms`);
+  say(t, `compression bomb (no deflate): ${N} x ${bomb.length}-byte RSV1 frames (inflating to 32 MiB each) -> closes ${JSON.stringify([...new Set(closes.map((c) => c.code))])} within ${Date.now() - t0} ms`);
   assert.ok(closes.every((c) => c.code === 1002), JSON.stringify(closes.map((c) => c.code)));
   // A protocol error closes the TCP connection without waiting for the peer's close.
   await Promise.all(bombers.map((w) => w.waitClosed(5000)));
   // A single small RSV1 frame, and the RSV2 / RSV3 bits, are refused the same way.
   for (const rsv of [4, 2, 1]) {
     const w = await RawWs.connect(srv, randomId('rsv'), { headers: offer });
-    w.send(0x1, zlib.deflateRawSync(Buffer.from('{"type":"ping"}')), { rsv });
+    w.send(0x1, pmdCompress(Buffer.from('{"type":"ping"}')), { rsv });
     const c = await w.closeFrame(5000);
     assert.equal(c.code, 1002, `RSV bits ${rsv}`);
     assert.equal(w.frames.filter((f) => f.opcode === 1).length, 1, 'nothing but connection_established was sent');
@@ -1029,11 +1051,66 @@ test('attack 7 compression bomb, no-deflate case: permessage-deflate is not nego
   await lib.close();
 
   await by.waitRounds(2);
-  assertServed(t, 'compression bomb', await by.stop(), 4);
+  assertServed(t, 'compression bomb (no deflate)', await by.stop(), 4);
   const after = rssKiB(pid);
   // Nothing is ever inflated: growth far below one bomb's 32 MiB.
-  checkMemory(t, srv, 'compression_bomb', { before_kib: before, peak_kib: hwmKiB(pid), after_kib: after },
+  checkMemory(t, srv, 'compression_bomb_no_deflate', { before_kib: before, peak_kib: hwmKiB(pid), after_kib: after },
     { peakGrowth: 8192, afterGrowth: 8192 });
+});
+
+test('attack 7b compression bomb with permessage-deflate on: inflation stops at --max-message-bytes (close 1009), bad RSV1 use closes 1002', { timeout: TEST_TIMEOUT_MS, skip: HAS_DEFLATE ? false : 'this agentwire has no permessage-deflate (--deflate)' }, async (t) => {
+  const MAX_MSG = 65536;
+  const srv = await useServer(t, [...BASE_ARGS, '--deflate', 'on', '--max-message-bytes', String(MAX_MSG)]);
+  const pid = srv.proc.pid;
+  const by = await startBystander(srv);
+  await by.waitRounds(2);
+  const before = rssKiB(pid);
+
+  // Control: a compressed message is inflated and answered.
+  const ctl = await RawWs.connect(srv, randomId('deflate_ok'), { headers: DEFLATE_OFFER });
+  assert.match(ctl.headers['sec-websocket-extensions'] ?? '', /^permessage-deflate/, ctl.headText);
+  ctl.send(0x1, pmdCompress(Buffer.from(JSON.stringify({ type: 'ping', message_id: 'zipped' }))), { rsv: 4 });
+  const pong = await ctl.waitFrame((f) => f.opcode === 1 && f.payload.length > 0 && /pong/.test(
+    f.rsv & 4 ? zlib.inflateRawSync(Buffer.concat([f.payload, Buffer.from([0, 0, 0xff, 0xff])])).toString() : f.payload.toString()));
+  assert.ok(pong);
+  ctl.destroy();
+
+  // Bombs: 32 MiB of zeros in ~32 KiB, 20 connections at once.
+  const bomb = pmdCompress(Buffer.alloc(32 << 20));
+  assert.ok(bomb.length < MAX_MSG, `bomb is ${bomb.length} bytes`);
+  const N = 20;
+  const bombers = await Promise.all(Array.from({ length: N }, () => RawWs.connect(srv, randomId('bomber'), { headers: DEFLATE_OFFER })));
+  for (const w of bombers) assert.match(w.headers['sec-websocket-extensions'] ?? '', /^permessage-deflate/);
+  const t0 = Date.now();
+  for (const w of bombers) w.send(0x1, bomb, { rsv: 4 });
+  const closes = await Promise.all(bombers.map((w) => w.closeFrame(5000)));
+  say(t, `compression bomb (deflate on): ${N} x ${bomb.length}-byte messages inflating to 32 MiB -> closes ${JSON.stringify([...new Set(closes.map((c) => c.code))])} within ${Date.now() - t0} ms`);
+  assert.ok(closes.every((c) => c.code === 1009), JSON.stringify(closes.map((c) => c.code)));
+  for (const w of bombers) w.destroy();
+
+  // Misuse of RSV1: on a control frame, on a continuation, and not-deflate data.
+  const misuse = [
+    ['RSV1 on a ping', (w) => w.send(0x9, Buffer.from('x'), { rsv: 4 }), 1002],
+    ['RSV1 on a continuation', (w) => { w.send(0x1, Buffer.from('{"type":'), { fin: false }); w.send(0x0, Buffer.from('"ping"}'), { rsv: 4 }); }, 1002],
+    ['RSV1 with data that is not deflate', (w) => w.send(0x1, Buffer.from([0xff, 0xff, 0xff, 0xff, 0x00]), { rsv: 4 }), 1002],
+    ['RSV2 with the extension', (w) => w.send(0x1, Buffer.from('{"type":"ping"}'), { rsv: 2 }), 1002],
+  ];
+  for (const [name, act, code] of misuse) {
+    const w = await RawWs.connect(srv, randomId('misuse'), { headers: DEFLATE_OFFER });
+    act(w);
+    const c = await w.closeFrame(5000);
+    assert.equal(c.code, code, `${name}: close ${c.code}`);
+    w.destroy();
+  }
+
+  await by.waitRounds(2);
+  assertServed(t, 'compression bomb (deflate on)', await by.stop(), 4);
+  const after = rssKiB(pid);
+  // Each bomb costs at most --max-message-bytes of output plus a zlib
+  // inflate state (~44 KiB with a 32 KiB window).
+  const bound = N * (2 * MAX_MSG / 1024 + 64) + 8192;
+  checkMemory(t, srv, 'compression_bomb_deflate', { before_kib: before, peak_kib: hwmKiB(pid), after_kib: after },
+    { peakGrowth: bound, afterGrowth: bound });
 });
 
 /* ------------------------------------------------------------------ */
@@ -1050,16 +1127,19 @@ test('attack 8 a client that never reads: big events at a high rate close it wit
 
   const user = randomId('victim');
   const reader = await connectAs(srv, user);
-  const stalled = await connectAs(srv, user);
-  stalled.ws._socket.pause(); // takes nothing from here on
+  // A raw client that offers no compression, so every event costs its full
+  // size, and whose socket nothing resumes behind the test's back.
+  const stalled = await RawWs.connect(srv, user);
+  stalled.sock.pause(); // takes nothing from here on
   const stalledId = stalled.hello.connection_id;
 
   const EVENTS = 240;
   const BATCH = 8;
-  const PAD = 'x'.repeat(32 * 1024);
+  // Incompressible 32 KiB pads (the reader may negotiate permessage-deflate).
+  const pad = () => crypto.randomBytes(24 * 1024).toString('base64');
   const t0 = Date.now();
   for (let k = 0; k < EVENTS; k += BATCH) {
-    const batch = Array.from({ length: BATCH }, (_, i) => ({ user_id: user, type: 'big_event', n: k + i + 1, pad: PAD }));
+    const batch = Array.from({ length: BATCH }, (_, i) => ({ user_id: user, type: 'big_event', n: k + i + 1, pad: pad() }));
     const r = await api(srv, 'POST', '/api/v1/publish/batch', batch);
     assert.equal(r.status, 200, r.text.slice(0, 300));
   }
@@ -1088,9 +1168,10 @@ test('attack 8 a client that never reads: big events at a high rate close it wit
 
   // The client, reading again, finds its connection closed (with 4003 if the
   // close frame got to the kernel before the server gave up on it).
-  stalled.ws._socket.resume();
-  const seen = await stalled.waitClose(10000);
-  say(t, `never-reads: the stalled client, reading again, saw close ${JSON.stringify(seen)} after ${stalled.events().length} events`);
+  stalled.sock.resume();
+  await stalled.waitClosed(10000);
+  const seenClose = stalled.frames.find((f) => f.opcode === 8);
+  say(t, `never-reads: the stalled client, reading again, got ${stalled.frames.filter((f) => f.opcode === 1).length - 1} events then ${seenClose ? `close ${seenClose.code}` : `no close frame (TCP closed${stalled.buf.length ? ` mid-frame, ${stalled.buf.length} bytes of a partial frame` : ''})`}`);
 
   await by.waitRounds(2);
   assertServed(t, 'never reads', await by.stop(), 4);

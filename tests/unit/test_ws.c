@@ -1478,6 +1478,64 @@ static void test_caller_bugs(void **state)
     assert_int_equal(ws_parse(&p, buf, 6, &f, &used, NULL), AW_OK);
 }
 
+/* Invalid UTF-8 in the part of a text frame that has arrived fails at once,
+ * before the rest of the frame; valid prefixes wait (AW_EAGAIN) and the whole
+ * frame then parses; compressed payloads are not checked here. */
+static void test_utf8_fail_fast_mid_frame(void **state)
+{
+    (void)state;
+    static const uint8_t mask[4] = {0x11, 0x22, 0x33, 0x44};
+    uint8_t bad[21] = {0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83,
+                       0xCE, 0xBC, 0xCE, 0xB5, 0xF4, 0x90};
+    memset(bad + 13, 'a', 8);
+    uint8_t buf[64];
+    size_t n = ws_client_frame(buf, WS_OP_TEXT, true, 0, mask, bad, sizeof bad);
+    ws_parser_t p;
+    ws_frame_t f;
+    size_t used;
+    uint16_t code;
+    ws_parser_init(&p, 1024, true);
+    /* header + 11 valid payload bytes: wait */
+    assert_int_equal(ws_parse(&p, buf, 6 + 11, &f, &used, &code), AW_EAGAIN);
+    /* + F4 90 (above U+10FFFF): fail now, frame incomplete */
+    assert_int_equal(ws_parse(&p, buf, 6 + 13, &f, &used, &code), AW_EUTF8);
+    assert_int_equal(code, WS_CLOSE_INVALID_UTF8);
+
+    /* a valid text arriving byte by byte, then whole */
+    const char *good = "a\xce\xba\xe2\x82\xac\xf0\x9f\x98\x80"
+                       "b";
+    n = ws_client_frame(buf, WS_OP_TEXT, true, 0, mask, (const uint8_t *)good, strlen(good));
+    ws_parser_init(&p, 1024, true);
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(ws_parse(&p, buf, k, &f, &used, &code), AW_EAGAIN);
+    assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_OK);
+    assert_memory_equal(f.payload, good, strlen(good));
+
+    /* a continuation keeps the message's state: E2 82 | AC is valid split */
+    ws_parser_init(&p, 1024, true);
+    const uint8_t part1[] = {'x', 0xE2, 0x82};
+    n = ws_client_frame(buf, WS_OP_TEXT, false, 0, mask, part1, sizeof part1);
+    assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_OK);
+    const uint8_t part2[] = {0xAC, 'y', 0xFF, 'z'};
+    n = ws_client_frame(buf, WS_OP_CONT, true, 0, mask, part2, sizeof part2);
+    assert_int_equal(ws_parse(&p, buf, 6 + 2, &f, &used, &code), AW_EAGAIN);
+    assert_int_equal(ws_parse(&p, buf, 6 + 3, &f, &used, &code), AW_EUTF8);
+
+    /* with permessage-deflate, a compressed payload is not UTF-8 checked */
+    ws_parser_init(&p, 1024, true);
+    p.allow_rsv1 = true;
+    n = ws_client_frame(buf, WS_OP_TEXT, true, 4, mask, bad, sizeof bad);
+    assert_int_equal(ws_parse(&p, buf, 6 + 13, &f, &used, &code), AW_EAGAIN);
+    assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_OK);
+    assert_true(f.rsv1 && f.compressed);
+    /* RSV1 is refused on control and continuation frames, and without deflate */
+    n = ws_client_frame(buf, WS_OP_PING, true, 4, mask, NULL, 0);
+    assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_EPROTO);
+    ws_parser_init(&p, 1024, true);
+    n = ws_client_frame(buf, WS_OP_TEXT, true, 4, mask, (const uint8_t *)"a", 1);
+    assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1527,6 +1585,7 @@ int main(void)
         cmocka_unit_test(test_conversation_splits),
         cmocka_unit_test(test_one_frame_per_call),
         cmocka_unit_test(test_caller_bugs),
+        cmocka_unit_test(test_utf8_fail_fast_mid_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

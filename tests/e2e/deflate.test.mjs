@@ -102,7 +102,7 @@ test('the handshake answers a deflate offer with server_no_context_takeover', T,
 });
 
 test('a large event arrives compressed (RSV1) and inflates to the event; small ones are plain', T, async (t) => {
-  const srv = await useServer(t);
+  const srv = await useServer(t, ['--deflate-min-bytes', '512']);
   const { reader, sock } = await rawDeflateClient(srv, 'd2');
   const text = 'agentwire '.repeat(400);
   await publish(srv, { user_id: 'd2', type: 'note', text });
@@ -114,7 +114,7 @@ test('a large event arrives compressed (RSV1) and inflates to the event; small o
   assert.equal(ev.seq, 1);
   await publish(srv, { user_id: 'd2', type: 'note', text: 'hi' });
   const small = await reader.next();
-  assert.equal(small.rsv1, false, 'below --deflate-min-bytes: sent plain');
+  assert.equal(small.rsv1, false, 'below --deflate-min-bytes (512): sent plain');
   assert.equal(JSON.parse(small.payload).seq, 2);
   sock.destroy();
 });

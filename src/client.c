@@ -239,36 +239,53 @@ void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t le
         reply_error(s, NULL, ERR_INVALID_MESSAGE, "messages are JSON text frames", true);
         return;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(root)) {
-        json_decref(root);
-        reply_error(s, NULL, ERR_INVALID_JSON, "a message must be a JSON object", true);
+    client_msg_t cm;
+    client_read_error_t err;
+    if (client_read(data, len, &cm, &err) != AW_OK) {
+        reply_error(s, err.message_id, err.code, err.text, true);
+        json_decref(cm.root);
         return;
     }
-    msg_t m = {.s = s, .root = root};
-    m.message_id = json_object_get(root, "message_id");
-    if (m.message_id && !json_is_string(m.message_id)) {
-        m.message_id = NULL;
-        reply_error(s, NULL, ERR_INVALID_MESSAGE, "message_id must be a string", true);
-        goto out;
-    }
-    m.type = json_string_value(json_object_get(root, "type"));
-    if (!m.type) {
-        reply_error(s, m.message_id, ERR_INVALID_MESSAGE, "a message needs a string type", true);
-        goto out;
-    }
-    json_t *payload = json_object_get(root, "payload");
-    m.args = json_is_object(payload) ? payload : root;
+    msg_t m = {
+        .s = s, .root = cm.root, .args = cm.args, .type = cm.type, .message_id = cm.message_id};
     for (size_t i = 0; i < AW_ARRAY_LEN(handlers); i++) {
         if (strcmp(m.type, handlers[i].type) == 0) {
             handlers[i].fn(&m);
-            goto out;
+            json_decref(cm.root);
+            return;
         }
     }
     reply_error(s, m.message_id, ERR_UNKNOWN_TYPE, "unknown message type", true);
-out:
-    json_decref(root);
+    json_decref(cm.root);
+}
+
+int client_read(const uint8_t *data, size_t len, client_msg_t *out, client_read_error_t *err)
+{
+    memset(out, 0, sizeof *out);
+    memset(err, 0, sizeof *err);
+    json_error_t jerr;
+    out->root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(out->root)) {
+        err->code = ERR_INVALID_JSON;
+        err->text = "a message must be a JSON object";
+        return AW_EINVAL;
+    }
+    json_t *id = json_object_get(out->root, "message_id");
+    if (id && !json_is_string(id)) {
+        err->code = ERR_INVALID_MESSAGE;
+        err->text = "message_id must be a string";
+        return AW_EINVAL;
+    }
+    out->message_id = err->message_id = id;
+    out->type = json_string_value(json_object_get(out->root, "type"));
+    if (!out->type) {
+        err->code = ERR_INVALID_MESSAGE;
+        err->text = "a message needs a string type";
+        return AW_EINVAL;
+    }
+    json_t *payload = json_object_get(out->root, "payload");
+    out->args = json_is_object(payload) ? payload : out->root;
+    return AW_OK;
 }
 
 bool client_within_rate(session_t *s, bool is_ping)

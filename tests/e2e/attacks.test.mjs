@@ -487,8 +487,9 @@ test('attack 1 slowloris: 200 connections trickling a request head are closed at
   assert.ok(maxLife <= TIMEOUT_MS + 1500, `a slowloris connection lived ${maxLife} ms, timeout ${TIMEOUT_MS} ms`);
   assert.ok(conns.every((c) => c.received === 0), 'the server answers a timed-out head with nothing');
   assert.ok(conns.every((c) => c.sent < head.length), 'no head was completed');
-  const timeouts = srv.logs.filter((l) => l.msg === 'request timeout').length;
-  assert.equal(timeouts, N, 'one "request timeout" log line per slowloris connection');
+  const timeoutLines = () => srv.logs.filter((l) => l.msg === 'request timeout').length;
+  await pollUntil(() => timeoutLines() >= N, { timeoutMs: 5000, what: `${N} request timeout log lines` });
+  assert.equal(timeoutLines(), N, 'one "request timeout" log line per slowloris connection');
 
   await by.waitRounds(2);
   assertServed(t, 'slowloris', await by.stop(), 4);
@@ -702,7 +703,10 @@ test('attack 4a too many connections per IP: the 6th upgrade from one address ge
     expectRefusal(srv.url, { localAddress: ATTACKER, headers: { Authorization: `Bearer ${srv.token(randomId('ipatk'))}` } })));
   assert.ok(burst.every((r) => r.status === 429 && r.body?.error === 'too_many_connections'), JSON.stringify(burst.map((r) => r.status)));
   // The refusals are logged with their reason.
-  const refusals = srv.logs.filter((l) => l.msg === 'refused' && l.reason === 'too_many_connections');
+  // (stderr is read asynchronously: the lines may trail the HTTP answers)
+  const refusalLines = () => srv.logs.filter((l) => l.msg === 'refused' && l.reason === 'too_many_connections');
+  await pollUntil(() => refusalLines().length >= 31, { timeoutMs: 5000, what: '31 refusal log lines' });
+  const refusals = refusalLines();
   assert.equal(refusals.length, 31);
   assert.ok(refusals.every((l) => String(l.remote).startsWith(`${ATTACKER}:`)));
 
@@ -781,8 +785,9 @@ test('attack 4b too many connections in total: the 11th upgrade gets 429 and raw
   say(t, `max-connections: ${RAW} raw sockets, ${closedNow} closed at accept within ${quickMs} ms (expected ${expectClosed})`);
   assert.equal(closedNow, expectClosed, `raw sockets closed at accept: ${closedNow}, expected ${expectClosed}`);
   assert.ok(quickMs < 1500, `closed at accept, not by the ${HANDSHAKE_MS} ms handshake timeout (${quickMs} ms)`);
-  const refusedLogs = srv.logs.filter((l) => l.msg === 'connection refused: too many').length;
-  assert.equal(refusedLogs, expectClosed, 'one "connection refused: too many" log line per socket closed at accept');
+  const refusedLines = () => srv.logs.filter((l) => l.msg === 'connection refused: too many').length;
+  await pollUntil(() => refusedLines() >= expectClosed, { timeoutMs: 5000, what: 'the accept refusal log lines' });
+  assert.equal(refusedLines(), expectClosed, 'one "connection refused: too many" log line per socket closed at accept');
 
   // The existing WebSockets keep working during the saturation.
   for (const c of held) await c.sync();
@@ -918,6 +923,8 @@ test('attack 6a ping frame flood: 5000 pings get pongs within budget, then are d
   const dropped = labelled(m1, 'agentwire_errors_total', 'code', 'rate_limited') - labelled(m0, 'agentwire_errors_total', 'code', 'rate_limited');
   assert.ok(dropped >= 20, `dropped pings counted as rate_limited (${dropped})`);
   assert.ok(labelled(m1, 'agentwire_closes_total', 'code', '1008') >= 1);
+  await pollUntil(() => srv.logs.some((l) => l.msg === 'disconnect' && l.conn === w.hello.connection_id),
+    { timeoutMs: 5000, what: 'the disconnect log line' });
   const disc = srv.logs.find((l) => l.msg === 'disconnect' && l.conn === w.hello.connection_id);
   assert.equal(disc?.code, 1008, `disconnect log: ${JSON.stringify(disc)}`);
 

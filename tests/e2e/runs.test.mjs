@@ -321,8 +321,9 @@ test('exec backend with examples/agent_exec.py: the request reaches the agent, e
   assert.equal(events[3].results.letters, letters);
   assert.equal(done.final_response, `Your request has ${letters} letters, ${events[3].results.vowels} of them vowels.`);
   assert.equal(concatPartials(events).trim(), done.final_response);
-  assert.ok(srv.logs.some((l) => l.msg === 'agent stderr' && String(l.line).includes(`run ${ack.run_id}`)),
-    'the agent\'s stderr went to the server log');
+  // stderr lines are read asynchronously: wait for the line rather than race it
+  await pollUntil(() => srv.logs.some((l) => l.msg === 'agent stderr' && String(l.line).includes(`run ${ack.run_id}`)),
+    { timeoutMs: 5000, what: 'the agent\'s stderr in the server log' });
   await assertRunCounters(srv, 1, { success: 1 });
 });
 
@@ -617,7 +618,9 @@ test('garbage lines between valid events are dropped and counted; the run goes o
   assert.equal(concatPartials(events), 'ab');
   const after = metricValue(await metrics(srv), 'agentwire_agent_lines_dropped_total');
   assert.equal(after - before, GARBAGE, `agentwire_agent_lines_dropped_total went ${before} -> ${after}`);
-  const logged = srv.logs.filter((l) => l.run === ack.run_id && /agent line dropped|agent event refused/.test(l.msg));
+  const droppedLines = () => srv.logs.filter((l) => l.run === ack.run_id && /agent line dropped|agent event refused/.test(l.msg));
+  await pollUntil(() => droppedLines().length >= GARBAGE, { timeoutMs: 5000, what: 'the dropped-line log lines' });
+  const logged = droppedLines();
   assert.equal(logged.length, GARBAGE, `each dropped line is logged: ${JSON.stringify(logged).slice(0, 1500)}`);
 });
 
@@ -639,7 +642,9 @@ test('a line longer than --agent-max-line-bytes is dropped and the run goes on',
   assert.equal(events[1].content, 'short');
   // docs/agents.md only says such a line is dropped; the server logs it (it does
   // not count it in agentwire_agent_lines_dropped_total, which counts invalid events)
-  const logged = srv.logs.filter((l) => l.run === ack.run_id && /too long/.test(l.msg));
+  const longLines = () => srv.logs.filter((l) => l.run === ack.run_id && /too long/.test(l.msg));
+  await pollUntil(() => longLines().length >= 2, { timeoutMs: 5000, what: 'the too-long log lines' });
+  const logged = longLines();
   assert.equal(logged.length, 2, `both long lines are logged: ${JSON.stringify(srv.logs.filter((l) => l.run === ack.run_id))}`);
   assert.ok(logged.every((l) => l.bytes > 1024), JSON.stringify(logged));
 });
@@ -1037,6 +1042,8 @@ test('drain: SIGTERM during an exec run ends it cancelled before the 1001 close;
   const exit = await withTimeout(srv.exited, 15000, 'agentwire to exit after SIGTERM');
   assert.deepEqual(exit, { code: 0, signal: null });
   await waitGone(pid, 'the agent of the drained server');
+  await pollUntil(() => srv.logs.some((l) => l.msg === 'run ended by server' && l.run === ack.run_id),
+    { timeoutMs: 5000, what: 'the run-ended log line' });
   const ended = srv.logs.find((l) => l.msg === 'run ended by server' && l.run === ack.run_id);
   assert.equal(ended && ended.status, 'cancelled', 'the server ended the run cancelled');
   // The history went with the process: the client must have received it.

@@ -5,8 +5,10 @@
  * Input: byte 0 configures the run:
  *   bits 0-1  mode: 0 verify the rest as a token with HS256, 1 with EdDSA,
  *             2 sign-then-verify with HS256, 3 with EdDSA (the rest is
- *             "<header JSON>\n<payload JSON>"; the target encodes and signs
- *             it with the fixed key, so the claim checks see fuzzed claims)
+ *             "<header JSON>\n<payload JSON>", or a payload alone under the
+ *             default header; the target encodes and signs it with the fixed
+ *             key, so the claim checks see fuzzed claims; in mode 2 with the
+ *             default header, jwt_sign_hs256 must produce the same token)
  *   bit 2     require issuer "https://issuer.example"
  *   bit 3     require audience "agentwire"
  *   bits 4-6  the clock (now_s), from a table with the extremes
@@ -351,6 +353,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tok = make_token(ed, data + 2, size - 2, &len);
     else
         tok = (char *)fz_dup(data + 2, len = size - 2); /* exact size, not NUL-terminated */
+
+    /* mode 2 with the default header: jwt_sign_hs256 must make the same token
+     * (it signs JSON objects only, and reads claims as a C string) */
+    if (mode == 2 && !memchr(data + 2, '\n', size - 2) && !memchr(data + 2, '\0', size - 2)) {
+        char *claims = malloc(size - 2 + 1), *signed_tok = malloc(len + 1);
+        FUZZ_CHECK(claims && signed_tok);
+        memcpy(claims, data + 2, size - 2);
+        claims[size - 2] = '\0';
+        json_t *obj = load_obj(data + 2, size - 2);
+        int src = jwt_sign_hs256(signed_tok, len + 1, HS_SECRET, strlen(HS_SECRET), claims);
+        FUZZ_CHECK(src == (obj ? 0 : AW_EINVAL));
+        if (src == 0)
+            FUZZ_CHECK(strlen(signed_tok) == len && memcmp(signed_tok, tok, len) == 0);
+        if (obj) /* one byte short: refused, and the output is an empty string */
+            FUZZ_CHECK(jwt_sign_hs256(signed_tok, len, HS_SECRET, strlen(HS_SECRET), claims) ==
+                           AW_ETOOBIG &&
+                       signed_tok[0] == '\0');
+        json_decref(obj);
+        free(claims);
+        free(signed_tok);
+    }
 
     jwt_claims_t out;
     memset(&out, 0xA5, sizeof(out));

@@ -46,8 +46,6 @@ const STRICT = process.env.CONFORMANCE_STRICT === '1';
 /** Bound for the TCP end after a close the server starts outside its housekeeping
  * tick (1 s): cases about something else use it; 7.11.x assert the 2 s rule. */
 const LATE_TCP_MS = 3000;
-const TIMING_BUG = 'after a close frame it sends on its own (not answering the client), the server ends TCP ' +
-  'only at the first housekeeping tick (every 1000 ms) past the 2 s deadline, i.e. 2.0-3.0 s after the close frame';
 const MiB = 1024 * 1024;
 
 let caseCount = 0;
@@ -764,9 +762,6 @@ group('5 fragmentation', BIG_ARGS, (g) => {
 // Empty fragments get their own server: on the sanitizer build the server
 // aborts on them (see EMPTY_FRAGMENT_BUG), which must not take the other
 // fragmentation cases down with it.
-const EMPTY_FRAGMENT_BUG = 'an empty fragment of a fragmented message reaches msg_append (src/session.c:386) with a NULL ' +
-  'payload, and memcpy(dst, NULL, 0) is undefined behaviour: the UBSan build reports "null pointer passed as argument" ' +
-  'and, with halt_on_error=1, the server process dies (release builds echo correctly)';
 
 group('5 fragmentation: empty fragments', BIG_ARGS, (g) => {
   kase(g, '5.18', 'empty first fragment, empty middle fragment, then data', async ({ open }) => {
@@ -778,7 +773,7 @@ group('5 fragmentation: empty fragments', BIG_ARGS, (g) => {
     ]));
     await expectEcho(ws, OP.TEXT, u8('data'));
     await finish(ws);
-  }, { knownBug: EMPTY_FRAGMENT_BUG });
+  });
   kase(g, '5.19', 'three empty fragments make an empty text message', async ({ open }) => {
     const ws = await open();
     await ws.write(Buffer.concat([
@@ -788,7 +783,7 @@ group('5 fragmentation: empty fragments', BIG_ARGS, (g) => {
     ]));
     await expectEcho(ws, OP.TEXT, Buffer.alloc(0));
     await finish(ws);
-  }, { knownBug: EMPTY_FRAGMENT_BUG });
+  });
   kase(g, '5.25', 'non-empty first fragment, empty final continuation', async ({ open }) => {
     const ws = await open();
     await ws.write(Buffer.concat([
@@ -797,7 +792,7 @@ group('5 fragmentation: empty fragments', BIG_ARGS, (g) => {
     ]));
     await expectEcho(ws, OP.BINARY, b(1, 2, 3));
     await finish(ws);
-  }, { knownBug: EMPTY_FRAGMENT_BUG });
+  });
   kase(g, '5.26', 'the server survived the empty fragments and exits cleanly on SIGTERM (no sanitizer report)', async ({ srv }) => {
     const alive = srv.exitInfo;
     const res = await srv.stop();
@@ -805,7 +800,7 @@ group('5 fragmentation: empty fragments', BIG_ARGS, (g) => {
     assert.equal(alive, null, `the server died during the empty-fragment cases: ${JSON.stringify(alive)}`);
     assert.equal(report, null, `sanitizer report: ${report && srv.stderr.slice(report.index, report.index + 600)}`);
     assert.deepEqual({ code: res.code, killed: res.killed }, { code: 0, killed: false });
-  }, { knownBug: EMPTY_FRAGMENT_BUG });
+  });
 }, { checkExit: false });
 
 /* ================================================================== */
@@ -982,7 +977,7 @@ group('6 UTF-8', BIG_ARGS, (g) => {
     // header (2) + mask (4) + "κόσμε" (11) + F4 90: the 0x90 decides
     await ws.write(frame.subarray(0, 6 + 13));
     await expectClose(ws, 1007, { timeoutMs: 3000 });
-  }, { knownBug: 'UTF-8 is validated only once a whole frame has arrived (ws_parse returns EAGAIN until the payload is complete), so a frame whose received prefix is already invalid is not failed until its last byte comes' });
+  });
   kase(g, '6.5.6', 'a fragment ending in the middle of a valid character is not refused: ping answered, then the rest completes it', async ({ open }) => {
     const ws = await open();
     const p = u8('κόσμε😀');
@@ -1162,14 +1157,14 @@ group('7 server-initiated close, silent client (default limits)', DEFAULT_ARGS, 
     do f = await ws.nextFrame(5000, 'close 1008'); while (f.opcode === OP.PONG);
     ws.frames.unshift(f);
     await expectClose(ws, 1008);
-  }, { knownBug: TIMING_BUG });
+  });
   kase(g, '7.11.2', 'close 4002 from the disconnect API: TCP ends within 2 s of the close frame', async ({ open, srv }) => {
     const sub = randomId('conf');
     const ws = await open({ sub });
     const res = await api(srv, 'POST', `/api/v1/users/${sub}/disconnect`);
     assert.equal(res.status, 200, res.text);
     await expectClose(ws, 4002);
-  }, { knownBug: TIMING_BUG });
+  });
   kase(g, '7.11.3', 'close 1008 after a data flood: TCP ends within 2 s of the close frame', async ({ open }) => {
     const ws = await open();
     await ws.write(Buffer.concat(Array.from({ length: 300 }, (_, i) => encodeFrame({ opcode: OP.BINARY, payload: u8(String(i)) }))));
@@ -1177,7 +1172,7 @@ group('7 server-initiated close, silent client (default limits)', DEFAULT_ARGS, 
     do f = await ws.nextFrame(5000, 'close 1008'); while (f.opcode !== OP.CLOSE);
     ws.frames.unshift(f);
     await expectClose(ws, 1008);
-  }, { knownBug: TIMING_BUG });
+  });
   kase(g, '7.11.4', 'close 4001 at token expiry: TCP ends within 2 s of the close frame', async ({ open, srv }) => {
     const sub = randomId('conf');
     const ws = await open({ sub, token: srv.token(sub, { exp: nowS() + 2 }) });

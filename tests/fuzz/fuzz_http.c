@@ -285,8 +285,8 @@ static void check_request(const http_reader_t *r, const http_request_t *q, fz_re
 
 /* Reads s[0..n) in pieces (one piece when whole); records every request and
  * how the stream ended. */
-static void run(const uint8_t *s, size_t n, size_t max_head, size_t max_body, int pieces,
-                bool move, fz_rng_t *g, fz_rec_t *rec)
+static void run(const uint8_t *s, size_t n, size_t max_head, size_t max_body, int pieces, bool move,
+                fz_rng_t *g, fz_rec_t *rec)
 {
     http_reader_t *r = malloc(sizeof(*r));
     FUZZ_CHECK(r != NULL);

@@ -52,8 +52,8 @@ static const uint8_t ED_SEED[32] = {
 #define AUDIENCE "agentwire"
 
 static const int64_t clocks[8] = {
-    1700000000,         /* 2023-11-14: seeds with exp 4102444800 are valid here */
-    4102444800,         /* 2100-01-01: exactly the seeds' exp */
+    1700000000, /* 2023-11-14: seeds with exp 4102444800 are valid here */
+    4102444800, /* 2100-01-01: exactly the seeds' exp */
     0,          -1, INT64_MAX, INT64_MIN, 1700000000 - 31, 4102444800 + 29,
 };
 static const int64_t leeways[4] = {30, 0, 86400, INT64_MAX};
@@ -75,8 +75,8 @@ static void setup(void)
     char *pem;
     long len = BIO_get_mem_data(bio, &pem);
     char err[128];
-    FUZZ_CHECK(jwt_verifier_init_pem(&ed_verifier, JWT_EDDSA, pem, (size_t)len, err,
-                                     sizeof(err)) == 0);
+    FUZZ_CHECK(jwt_verifier_init_pem(&ed_verifier, JWT_EDDSA, pem, (size_t)len, err, sizeof(err)) ==
+               0);
     BIO_free(bio);
 }
 

@@ -136,8 +136,7 @@ static int validate_checked(json_t *ev)
         if (len == 0)
             FUZZ_CHECK(small[0] == 0x5A);
         else if (rc != AW_OK)
-            FUZZ_CHECK(memchr(small, '\0', len) != NULL &&
-                       strncmp(small, msg, len - 1) == 0);
+            FUZZ_CHECK(memchr(small, '\0', len) != NULL && strncmp(small, msg, len - 1) == 0);
         free(small);
     }
 

@@ -1,8 +1,10 @@
 /* fuzz_ws.c -- libFuzzer target for the RFC 6455 codec (src/ws.c).
  *
  * Input: byte 0 configures the parser (bit 0: expect_masked, bits 1-3: the
- * message limit, bit 4: one split point or many small chunks), bytes 1-2 seed
- * the split points, the rest is the byte stream a client sends.
+ * message limit, bit 4: one split point or many small chunks, bits 5-7: the
+ * extra checks below), bytes 1-2 seed the split points and bit 7 of byte 1
+ * also sets allow_rsv1 (permessage-deflate negotiated), the rest is the byte
+ * stream a client sends.
  *
  * The stream is parsed twice with fresh parsers: whole (one buffer, frames
  * consumed in place) and split (bytes arrive in pieces and are appended to the
@@ -30,6 +32,8 @@ static const uint64_t limits[8] = {0, 1, 125, 126, 1000, 65535, 65536, UINT64_MA
  * parser's private state). */
 typedef struct model {
     bool masked;
+    bool deflate;    /* allow_rsv1 */
+    bool compressed; /* the open message started with RSV1 */
     uint64_t max_message;
     bool in_message;
     uint8_t msg_opcode;
@@ -77,13 +81,17 @@ static void check_frame(model_t *m, const uint8_t *buf, size_t avail, const ws_f
         FUZZ_CHECK(f->payload == buf + hlen);
     FUZZ_CHECK(f->opcode == (buf[0] & 0x0F));
     FUZZ_CHECK(f->fin == !!(buf[0] & 0x80));
-    FUZZ_CHECK((buf[0] & 0x70) == 0);
+    FUZZ_CHECK((buf[0] & 0x30) == 0); /* RSV2, RSV3: no extension uses them */
+    FUZZ_CHECK(f->rsv1 == !!(buf[0] & 0x40));
+    if (f->rsv1) /* RSV1: only with permessage-deflate, on a message's first frame */
+        FUZZ_CHECK(m->deflate && (f->opcode == WS_OP_TEXT || f->opcode == WS_OP_BINARY));
 
     switch (f->opcode) {
     case WS_OP_CLOSE:
     case WS_OP_PING:
     case WS_OP_PONG:
         FUZZ_CHECK(f->fin && f->len <= WS_MAX_CONTROL_PAYLOAD);
+        FUZZ_CHECK(!f->rsv1 && !f->compressed);
         if (f->opcode == WS_OP_CLOSE) {
             if (f->len == 0) {
                 FUZZ_CHECK(f->close_code == WS_CLOSE_NO_STATUS);
@@ -109,10 +117,12 @@ static void check_frame(model_t *m, const uint8_t *buf, size_t avail, const ws_f
             m->msg_opcode = f->opcode;
             m->msg_len = 0;
             m->text.len = 0;
+            m->compressed = f->rsv1;
         }
+        FUZZ_CHECK(f->compressed == m->compressed);
         m->msg_len += f->len;
         FUZZ_CHECK(m->msg_len <= m->max_message);
-        if (m->msg_opcode == WS_OP_TEXT) {
+        if (m->msg_opcode == WS_OP_TEXT && !m->compressed) { /* inflated text: checked later */
             size_t bad_at;
             bool complete;
             fz_rec_add(&m->text, f->payload, f->len);
@@ -129,6 +139,8 @@ static void check_frame(model_t *m, const uint8_t *buf, size_t avail, const ws_f
 
     fz_rec_u64(rec, f->opcode);
     fz_rec_u64(rec, f->fin);
+    fz_rec_u64(rec, f->rsv1);
+    fz_rec_u64(rec, f->compressed);
     fz_rec_u64(rec, used);
     fz_rec_bytes(rec, f->payload, f->len);
     if (f->opcode == WS_OP_CLOSE) {
@@ -160,15 +172,20 @@ static int parse_one(ws_parser_t *p, model_t *m, uint8_t *buf, size_t len, size_
     return rc;
 }
 
-static void model_init(model_t *m, bool masked, uint64_t max_message)
+/* A fresh parser and model for one run. */
+static void start(ws_parser_t *p, model_t *m, bool masked, uint64_t max_message, bool deflate)
 {
+    ws_parser_init(p, max_message, masked);
+    p->allow_rsv1 = deflate;
     memset(m, 0, sizeof(*m));
     m->masked = masked;
+    m->deflate = deflate;
     m->max_message = max_message;
 }
 
 /* Whole: every byte is there from the start. */
-static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, fz_rec_t *rec)
+static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, bool deflate,
+                      fz_rec_t *rec)
 {
     ws_parser_t p;
     model_t m;
@@ -176,8 +193,7 @@ static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, fz_
     size_t off = 0, used;
     int rc;
 
-    ws_parser_init(&p, max, masked);
-    model_init(&m, masked, max);
+    start(&p, &m, masked, max, deflate);
     while ((rc = parse_one(&p, &m, buf + off, n - off, &used, rec)) == AW_OK)
         off += used;
     fz_rec_u64(rec, (uint64_t)(int64_t)rc);
@@ -188,8 +204,8 @@ static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, fz_
 
 /* Split: pieces arrive one at a time; the unconsumed rest is kept in an
  * exact-size buffer and the next piece appended to it. */
-static void run_split(const uint8_t *s, size_t n, bool masked, uint64_t max, bool many,
-                      fz_rng_t *g, fz_rec_t *rec)
+static void run_split(const uint8_t *s, size_t n, bool masked, uint64_t max, bool deflate,
+                      bool many, fz_rng_t *g, fz_rec_t *rec)
 {
     ws_parser_t p;
     model_t m;
@@ -198,8 +214,7 @@ static void run_split(const uint8_t *s, size_t n, bool masked, uint64_t max, boo
     size_t single = n ? fz_rng_range(g, 0, n) : 0;
     int rc = AW_EAGAIN;
 
-    ws_parser_init(&p, max, masked);
-    model_init(&m, masked, max);
+    start(&p, &m, masked, max, deflate);
     while (off < n && rc == AW_EAGAIN) {
         size_t piece;
         if (many)
@@ -259,7 +274,7 @@ static void check_roundtrip(const uint8_t *s, size_t n)
     if (n < 6)
         return;
     uint8_t opcode = s[0] & 0x0F, rsv = (s[0] >> 4) & 7;
-    bool fin = s[0] & 0x80, use_mask = s[1] & 1;
+    bool fin = s[0] & 0x80, use_mask = s[1] & 1, deflate = s[1] & 2;
     const uint8_t *mask = s + 2, *payload = s + 6;
     size_t len = n - 6;
     uint8_t *frame = malloc(WS_MAX_HEADER + len);
@@ -273,21 +288,27 @@ static void check_roundtrip(const uint8_t *s, size_t n)
     size_t bad_at;
     bool complete;
     bool control = opcode >= WS_OP_CLOSE;
-    /* what RFC 6455 allows as the first frame a fresh parser sees */
-    bool legal = rsv == 0 && opcode != WS_OP_CONT &&
+    /* what RFC 6455 (and RFC 7692 when deflate) allows as the first frame a
+     * fresh parser sees: RSV1 alone, on a text or binary frame, marks a
+     * compressed message whose text is checked only once inflated */
+    bool data_frame = opcode == WS_OP_TEXT || opcode == WS_OP_BINARY;
+    bool compressed = rsv == 4 && deflate && data_frame;
+    bool legal = (rsv == 0 || compressed) && opcode != WS_OP_CONT &&
                  (opcode <= WS_OP_BINARY || (opcode >= WS_OP_CLOSE && opcode <= WS_OP_PONG)) &&
                  (!control || (fin && len <= WS_MAX_CONTROL_PAYLOAD));
     fz_utf8_scan(payload, len, &bad_at, &complete);
-    if (legal && opcode == WS_OP_TEXT)
+    if (legal && opcode == WS_OP_TEXT && !compressed)
         legal = bad_at == SIZE_MAX && (complete || !fin);
     if (legal && opcode == WS_OP_CLOSE && len > 0)
         legal = len >= 2 && ref_close_code_ok((uint16_t)(payload[0] << 8 | payload[1])) &&
                 fz_utf8_valid(payload + 2, len - 2);
     ws_parser_init(&p, UINT64_MAX, use_mask);
+    p.allow_rsv1 = deflate;
     int rc = ws_parse(&p, frame, flen, &f, &used, NULL);
     FUZZ_CHECK((rc == AW_OK) == legal);
     if (rc == AW_OK) {
         FUZZ_CHECK(used == flen && f.len == len && f.opcode == opcode && f.fin == fin);
+        FUZZ_CHECK(f.rsv1 == compressed && f.compressed == compressed);
         FUZZ_CHECK(len == 0 || memcmp(f.payload, payload, len) == 0);
     }
     free(frame);
@@ -342,6 +363,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 3)
         return 0;
     const bool masked = data[0] & 1;
+    const bool deflate = data[1] & 0x80;
     const uint64_t max = limits[(data[0] >> 1) & 7];
     const bool many = data[0] & 0x10;
     const uint8_t *s = data + 3;
@@ -350,8 +372,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_rec_t whole = {0}, split = {0};
 
     fz_rng_seed(&g, (uint64_t)data[1] << 8 | data[2]);
-    run_whole(s, n, masked, max, &whole);
-    run_split(s, n, masked, max, many, &g, &split);
+    run_whole(s, n, masked, max, deflate, &whole);
+    run_split(s, n, masked, max, deflate, many, &g, &split);
     FUZZ_CHECK(fz_rec_eq(&whole, &split));
     fz_rec_free(&whole);
     fz_rec_free(&split);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of tests/fuzz/corpus/<target>/ (the files are
 committed; run this only to regenerate them after changing a target's input
-layout). Needs Python 3 and, for the EdDSA tokens, the 'cryptography' package.
+layout; it overwrites its own files and leaves others alone). Needs Python 3
+and, for the EdDSA tokens, the 'cryptography' package.
 
 Each target's input layout is described at the top of its fuzz_<target>.c;
 the leading configuration bytes written here follow it.
@@ -11,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import struct
 import sys
 
@@ -114,7 +114,8 @@ def http():
 
 # ---- ws: [config, seed, seed] + stream --------------------------------------
 # config bit 0: expect_masked, bits 1-3: limit index (0, 1, 125, 126, 1000,
-# 65535, 65536, max), bit 4: many pieces, bits 5-7: extra checks.
+# 65535, 65536, max), bit 4: many pieces, bits 5-7: extra checks. Bit 7 of
+# the first seed byte: allow_rsv1 (permessage-deflate negotiated).
 
 def frame(opcode, payload=b"", fin=True, mask=None, rsv=0):
     b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
@@ -173,6 +174,23 @@ def ws():
     }
     for name, (cfg, data) in seeds.items():
         write("ws", name, bytes([cfg, 0x5a, 0xa5]) + data)
+    # permessage-deflate (RFC 7692 section 7.2.3.1: "Hello" compressed)
+    hello = b"\xf2\x48\xcd\xc9\xc9\x07\x00"
+    deflate = {
+        "deflate_text": (MAX | 1, frame(1, hello, mask=K, rsv=4)),
+        "deflate_fragmented": (MAX | 1 | 0x10, frame(1, hello[:3], fin=False, mask=K, rsv=4) +
+                               frame(9, b"", mask=K) + frame(0, hello[3:], mask=K)),
+        "deflate_binary_then_plain_text": (MAX | 1, frame(2, hello, mask=K, rsv=4) +
+                                           frame(1, "plain \u00e9".encode(), mask=K)),
+        "deflate_rsv1_on_continuation": (MAX | 1, frame(1, b"a", fin=False, mask=K) +
+                                         frame(0, hello, mask=K, rsv=4)),
+        "deflate_rsv1_on_ping": (MAX | 1, frame(9, b"", mask=K, rsv=4)),
+        "deflate_rsv2": (MAX | 1, frame(1, hello, mask=K, rsv=2)),
+        "deflate_not_utf8_ok": (M1000 | 1, frame(1, b"\xff\xfe\x00", mask=K, rsv=4)),
+        "deflate_roundtrip": (0x40 | MAX, b"\xc1\x02" + b"\x37\xfa\x21\x3d" + hello),
+    }
+    for name, (cfg, data) in deflate.items():
+        write("ws", name, bytes([cfg, 0xda, 0xa5]) + data)
 
 
 # ---- utf8: the text itself --------------------------------------------------
@@ -341,8 +359,7 @@ def publish_body():
 
 
 def main():
-    for t in ("http", "ws", "utf8", "jwt", "client_message", "publish_body"):
-        shutil.rmtree(os.path.join(CORPUS, t), ignore_errors=True)
+    # Files are (over)written, never deleted: seeds added by hand stay.
     http()
     ws()
     utf8()

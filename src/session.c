@@ -463,12 +463,7 @@ static void message_done(session_t *s, uint8_t opcode, bool compressed, const ui
     if (rc != AW_OK) {
         if (rc == AW_EUTF8)
             free(plain); /* inflated, but not text */
-        ws_error(s,
-                 rc == AW_ETOOBIG  ? WS_CLOSE_TOO_BIG
-                 : rc == AW_EUTF8  ? WS_CLOSE_INVALID_UTF8
-                 : rc == AW_ENOMEM ? WS_CLOSE_INTERNAL
-                                   : WS_CLOSE_PROTOCOL,
-                 rc);
+        ws_error(s, ws_close_code_for(rc), rc);
         return;
     }
     client_message(s, opcode, plain, plen);
@@ -529,6 +524,7 @@ static void ws_error(session_t *s, uint16_t code, int rc)
     uv_read_stop((uv_stream_t *)&s->tcp);
     const char *reason = code == WS_CLOSE_TOO_BIG        ? "message too big"
                          : code == WS_CLOSE_INVALID_UTF8 ? "invalid utf-8"
+                         : code == WS_CLOSE_INTERNAL     ? "internal error"
                                                          : "protocol error";
     session_close(s, code, reason);
     s->_close_when_flushed = true; /* the peer broke the protocol: do not wait */

@@ -242,7 +242,7 @@ static int check_partial_text(ws_parser_t *p, const uint8_t *buf, size_t len,
     return AW_EAGAIN;
 }
 
-static uint16_t close_code_for(int rc)
+uint16_t ws_close_code_for(int rc)
 {
     switch (rc) {
     case AW_OK:
@@ -288,7 +288,7 @@ int ws_parse(ws_parser_t *p, uint8_t *buf, size_t len, ws_frame_t *out, size_t *
     if (rc == AW_OK)
         *consumed = h.hlen + (size_t)h.plen;
     if (close_code)
-        *close_code = close_code_for(rc);
+        *close_code = ws_close_code_for(rc);
     return rc;
 }
 

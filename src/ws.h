@@ -104,6 +104,10 @@ size_t ws_frame_header(uint8_t *out, uint8_t opcode, bool fin, uint64_t len);
  * payload stays within 125 bytes). Returns the payload length. out >= 125. */
 size_t ws_close_payload(uint8_t *out, uint16_t code, const char *reason);
 
+/* The close code that answers a codec result: 1002 for AW_EPROTO, 1007 for
+ * AW_EUTF8, 1009 for AW_ETOOBIG, 0 for AW_OK/AW_EAGAIN, 1011 otherwise. */
+uint16_t ws_close_code_for(int rc);
+
 /* True for codes a peer may send in a close frame (RFC 6455 section 7.4). */
 bool ws_close_code_valid(uint16_t code);
 

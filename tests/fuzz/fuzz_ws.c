@@ -48,23 +48,6 @@ static bool ref_close_code_ok(uint16_t c)
     return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1011) || (c >= 3000 && c <= 4999);
 }
 
-static uint16_t code_for(int rc)
-{
-    switch (rc) {
-    case AW_OK:
-    case AW_EAGAIN:
-        return 0;
-    case AW_EPROTO:
-        return WS_CLOSE_PROTOCOL;
-    case AW_EUTF8:
-        return WS_CLOSE_INVALID_UTF8;
-    case AW_ETOOBIG:
-        return WS_CLOSE_TOO_BIG;
-    default:
-        return WS_CLOSE_INTERNAL;
-    }
-}
-
 /* Checks one frame returned from buf[0..avail) and records it. */
 static void check_frame(model_t *m, const uint8_t *buf, size_t avail, const ws_frame_t *f,
                         size_t used, fz_rec_t *rec)
@@ -158,7 +141,7 @@ static int parse_one(ws_parser_t *p, model_t *m, uint8_t *buf, size_t len, size_
     uint8_t *before = fz_dup(buf, len);
     int rc = ws_parse(p, buf, len, &f, used, &code);
 
-    FUZZ_CHECK(code == code_for(rc));
+    FUZZ_CHECK(code == ws_close_code_for(rc));
     FUZZ_CHECK(rc == AW_OK || rc == AW_EAGAIN || rc == AW_EPROTO || rc == AW_EUTF8 ||
                rc == AW_ETOOBIG);
     if (rc == AW_OK) {
@@ -197,7 +180,7 @@ static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, boo
     while ((rc = parse_one(&p, &m, buf + off, n - off, &used, rec)) == AW_OK)
         off += used;
     fz_rec_u64(rec, (uint64_t)(int64_t)rc);
-    fz_rec_u64(rec, code_for(rc));
+    fz_rec_u64(rec, ws_close_code_for(rc));
     fz_rec_free(&m.text);
     free(buf);
 }
@@ -238,7 +221,7 @@ static void run_split(const uint8_t *s, size_t n, bool masked, uint64_t max, boo
     if (rc == AW_EAGAIN) /* no more bytes: ask once more, as whole does at its end */
         rc = parse_one(&p, &m, pending, plen, &used, rec);
     fz_rec_u64(rec, (uint64_t)(int64_t)rc);
-    fz_rec_u64(rec, code_for(rc));
+    fz_rec_u64(rec, ws_close_code_for(rc));
     free(pending);
     fz_rec_free(&m.text);
 }

@@ -21,11 +21,6 @@ void log_setup(enum log_format format, enum log_level level)
     log_min = level;
 }
 
-bool log_enabled(enum log_level level)
-{
-    return level >= log_min;
-}
-
 int log_level_parse(const char *s, enum log_level *out)
 {
     for (size_t i = 0; i < AW_ARRAY_LEN(level_names); i++) {

@@ -7,13 +7,11 @@
 #ifndef AW_LOG_H
 #define AW_LOG_H
 
-#include <stdbool.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 void log_setup(enum log_format format, enum log_level level);
-bool log_enabled(enum log_level level);
 void log_kv(enum log_level level, const char *msg, ...);
 
 /* Parse names ("debug", "info", "warn", "error"; "json", "text"). 0 or AW_EINVAL. */

@@ -264,7 +264,7 @@ bool client_within_rate(session_t *s, bool is_ping)
     int64_t rate = s->srv->cfg->max_messages_per_second;
     if (rate <= 0)
         return true;
-    int64_t now = (int64_t)uv_now(s->srv->loop);
+    int64_t now = (int64_t)uv_now(s->lp->loop);
     double burst = 2.0 * (double)rate;
     if (!s->_rate_ms) {
         s->_rate_tokens = burst;

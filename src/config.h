@@ -33,6 +33,7 @@ typedef struct config {
     int64_t max_connections_per_user;
     int64_t max_connections_per_ip;  /* 0: no limit */
     int64_t max_connections;         /* WebSockets in total, 0: no limit */
+    int64_t threads;                 /* event loops, 0: one per core */
     int64_t max_messages_per_second; /* per connection, 0: no limit */
     int64_t queue_limit_bytes;
     int64_t heartbeat_interval_ms;

@@ -7,7 +7,6 @@
 #ifndef AW_LOG_H
 #define AW_LOG_H
 
-
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 

@@ -11,6 +11,7 @@
 #include "aw.h"
 #include "event.h"
 #include "hub.h"
+#include "lock.h"
 #include "log.h"
 
 static const char *const statuses[] = {"success", "error", "cancelled", "timeout"};
@@ -124,6 +125,38 @@ static int track_tool(run_t *run, const char *type, const char *tool, char *why,
     return conflict(why, whylen, "tool_completed answers no open tool_executing of %s%s", tool, "");
 }
 
+/* Agents live on the main loop (lock.h): a call from another loop is handed
+ * over, and checked again there, since the run may have moved on. */
+typedef struct agent_call {
+    runs_t *r;
+    run_t *run;
+    char *request;
+    bool graceful;
+} agent_call_t;
+
+static void stop_on_main(void *arg)
+{
+    agent_call_t *c = arg;
+    if (c->run->agent_running)
+        c->r->backend->stop(c->r->backend, c->run, c->graceful);
+    free(c);
+}
+
+static void backend_stop(runs_t *r, run_t *run, bool graceful)
+{
+    if (aw_on_main_thread()) {
+        r->backend->stop(r->backend, run, graceful);
+        return;
+    }
+    agent_call_t *c = malloc(sizeof *c);
+    if (!c || aw_on_main(stop_on_main, c) != AW_OK) {
+        free(c);
+        log_kv(LOG_ERROR, "cannot stop agent: out of memory", "run", run->id, NULL);
+        return;
+    }
+    *c = (agent_call_t){.r = r, .run = run, .graceful = graceful};
+}
+
 static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
 {
     run->open = false;
@@ -136,7 +169,7 @@ static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
         user_runs_add(r, run->user_id, -1);
     if (run->agent_running && !run->_stop_sent) {
         run->_stop_sent = true;
-        r->backend->stop(r->backend, run, true); /* the agent said it is done */
+        backend_stop(r, run, true); /* the agent said it is done */
     }
 }
 
@@ -243,10 +276,8 @@ int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out)
     return AW_OK;
 }
 
-void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings)
+static void start_agent(runs_t *r, run_t *run, char *request)
 {
-    publish_started(r, run); /* opens the run through the gate */
-    char *request = run_request(run, user_request, context, settings);
     int rc = request ? r->backend->start(r->backend, run, request, strlen(request)) : AW_ENOMEM;
     free(request);
     if (rc != AW_OK) {
@@ -259,11 +290,39 @@ void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context
            "agent", r->backend->kind, NULL);
 }
 
+static void start_on_main(void *arg)
+{
+    agent_call_t *c = arg;
+    if (c->run->open) /* not cancelled while it was handed over */
+        start_agent(c->r, c->run, c->request);
+    else
+        free(c->request);
+    free(c);
+}
+
+void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings)
+{
+    publish_started(r, run); /* opens the run through the gate */
+    char *request = run_request(run, user_request, context, settings);
+    if (aw_on_main_thread()) {
+        start_agent(r, run, request);
+        return;
+    }
+    agent_call_t *c = malloc(sizeof *c);
+    if (c)
+        *c = (agent_call_t){.r = r, .run = run, .request = request};
+    if (!c || aw_on_main(start_on_main, c) != AW_OK) {
+        free(c);
+        start_agent(r, run, NULL); /* completes the run with an error */
+        free(request);
+    }
+}
+
 static void stop_agent(runs_t *r, run_t *run)
 {
     if (run->agent_running) {
         run->_stop_sent = true;
-        r->backend->stop(r->backend, run, false);
+        backend_stop(r, run, false);
     }
 }
 
@@ -283,7 +342,16 @@ int runs_stop(runs_t *r, const char *user, const char *run_id)
     return AW_OK;
 }
 
+static void agent_line(run_t *run, const char *line, size_t len);
+
 void runs_agent_line(run_t *run, const char *line, size_t len)
+{
+    aw_lock(); /* backends call from the main loop's own callbacks */
+    agent_line(run, line, len);
+    aw_unlock();
+}
+
+static void agent_line(run_t *run, const char *line, size_t len)
 {
     runs_t *r = run->runs;
     if (!run->open)
@@ -322,6 +390,7 @@ void runs_agent_line(run_t *run, const char *line, size_t len)
 
 void runs_agent_ended(run_t *run, const char *reason)
 {
+    aw_lock();
     run->agent_running = false;
     run->runs->agents_running--;
     run->agent = NULL;
@@ -330,6 +399,7 @@ void runs_agent_ended(run_t *run, const char *reason)
                reason ? reason : "the agent ended without agent_completed");
     else if (reason && !run->_stop_sent)
         log_kv(LOG_INFO, "agent ended", "run", run->id, "reason", reason, NULL);
+    aw_unlock();
 }
 
 typedef struct tick {

@@ -3,26 +3,113 @@
  * of sessions but nothing of their protocol. */
 #include "server.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "aw.h"
+#include "lock.h"
 #include "log.h"
 #include "session.h"
 #include "ws.h"
 
 #define TRIM_STEP_BYTES ((size_t)8 << 20)
 
+/* ---- the lock (lock.h) ---- */
+
+typedef struct server_task {
+    struct server_task *next;
+    void (*fn)(void *arg);
+    void *arg;
+} server_task_t;
+
+static server_t *the_server; /* set by server_init: the lock and main-loop work need it */
+static bool threaded;        /* more than one loop: the lock is real */
+static uv_mutex_t big_lock;
+static _Thread_local int lock_depth;
+static _Thread_local server_loop_t *this_loop;
+
+void aw_lock(void)
+{
+    if (threaded && lock_depth++ == 0)
+        uv_mutex_lock(&big_lock);
+}
+
+void aw_unlock(void)
+{
+    if (threaded && --lock_depth == 0)
+        uv_mutex_unlock(&big_lock);
+}
+
+int aw_lock_release(void)
+{
+    int depth = lock_depth;
+    if (threaded && depth > 0) {
+        lock_depth = 0;
+        uv_mutex_unlock(&big_lock);
+    }
+    return depth;
+}
+
+void aw_lock_restore(int depth)
+{
+    if (threaded && depth > 0) {
+        uv_mutex_lock(&big_lock);
+        lock_depth = depth;
+    }
+}
+
+server_loop_t *server_current_loop(void)
+{
+    return this_loop;
+}
+
+bool aw_on_main_thread(void)
+{
+    return !threaded || (this_loop && this_loop->index == 0);
+}
+
+int aw_on_main(void (*fn)(void *arg), void *arg)
+{
+    if (aw_on_main_thread()) {
+        aw_lock();
+        fn(arg);
+        aw_unlock();
+        return AW_OK;
+    }
+    server_task_t *t = malloc(sizeof *t);
+    if (!t)
+        return AW_ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    aw_lock();
+    server_loop_t *lp0 = &the_server->loops[0];
+    t->next = NULL;
+    server_task_t **tail = &lp0->_tasks;
+    while (*tail) /* rare (agent starts and stops), so a walk is fine */
+        tail = &(*tail)->next;
+    *tail = t;
+    aw_unlock();
+    uv_async_send(&lp0->_wake);
+    return AW_OK;
+}
+
+/* ---- per-loop callbacks ---- */
+
 static void on_connection(uv_stream_t *listener, int status)
 {
-    server_t *srv = listener->data;
+    server_loop_t *lp = listener->data;
     if (status < 0) {
         log_kv(LOG_WARN, "accept failed", "error", uv_strerror(status), NULL);
         return;
     }
-    int rc = session_accept(srv, listener);
+    aw_lock();
+    int rc = session_accept(lp, listener);
+    aw_unlock();
     if (rc != AW_OK && rc != AW_ELIMIT)
         log_kv(LOG_WARN, "accept failed", "error", "out of memory or descriptors", NULL);
 }
@@ -31,13 +118,15 @@ static void on_connection(uv_stream_t *listener, int status)
  * writes them in one vectored write. */
 static void on_flush(uv_check_t *check)
 {
-    server_t *srv = check->data;
-    while (srv->_flush_head) {
-        session_t *s = srv->_flush_head;
-        server_cancel_flush(srv, s);
+    server_loop_t *lp = check->data;
+    aw_lock();
+    while (lp->_flush_head) {
+        session_t *s = lp->_flush_head;
+        server_cancel_flush(s);
         session_flush(s);
     }
-    uv_idle_stop(&srv->_flush_idle);
+    uv_idle_stop(&lp->_flush_idle);
+    aw_unlock();
 }
 
 static void on_idle(uv_idle_t *idle)
@@ -52,10 +141,53 @@ static void close_handle(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void drain_loop(server_loop_t *lp);
+
+/* Work other loops handed to this one: closes, a drain, a stop, and on loop
+ * 0 the agent calls (aw_on_main). Wakes for flushes need nothing here: the
+ * check phase after this poll writes them. */
+static void on_wake(uv_async_t *a)
+{
+    server_loop_t *lp = a->data;
+    server_t *srv = lp->srv;
+    aw_lock();
+    if (srv->_stopping) {
+        uv_walk(lp->loop, close_handle, NULL);
+        aw_unlock();
+        return;
+    }
+    if (srv->draining && !lp->_drain_seen)
+        drain_loop(lp);
+    while (lp->_close_head) {
+        session_t *s = lp->_close_head;
+        lp->_close_head = s->_close_next;
+        s->_close_queued = false;
+        session_close(s, s->_close_req_code, s->_close_req_reason);
+    }
+    while (lp->_tasks) {
+        server_task_t *t = lp->_tasks;
+        lp->_tasks = t->next;
+        t->fn(t->arg);
+        free(t);
+    }
+    if (lp->_flush_head && !uv_is_active((uv_handle_t *)&lp->_flush_idle))
+        uv_idle_start(&lp->_flush_idle, on_idle);
+    aw_unlock();
+}
+
+static void wake_all(server_t *srv)
+{
+    for (unsigned i = 0; i < srv->nloops; i++)
+        if (&srv->loops[i] != this_loop)
+            uv_async_send(&srv->loops[i]._wake);
+}
+
 static void finish(server_t *srv)
 {
     log_kv(LOG_INFO, "stopped", "#connections_left", (long long)srv->nsessions, NULL);
-    uv_walk(srv->loop, close_handle, NULL);
+    srv->_stopping = true;
+    wake_all(srv);
+    uv_walk(srv->loops[0].loop, close_handle, NULL);
 }
 
 /* Gives freed memory back to the system after a large drop in what the
@@ -75,29 +207,40 @@ static void trim_memory(server_t *srv)
 
 static void on_tick(uv_timer_t *t)
 {
-    server_t *srv = t->data;
+    server_loop_t *lp = t->data;
+    server_t *srv = lp->srv;
     int64_t now = aw_now_ms();
-    for (session_t *s = srv->_sessions, *next; s; s = next) {
+    aw_lock();
+    for (session_t *s = lp->_sessions, *next; s; s = next) {
         next = s->_next; /* session_tick may close s; it stays linked until its close cb */
         session_tick(s, now);
     }
-    tickets_sweep(&srv->tickets, now);
-    hub_sweep(&srv->hub, now);
-    runs_tick(&srv->runs, now);
-    trim_memory(srv);
-    idem_sweep(&srv->idem, now);
-    if (srv->draining) {
+    if (srv->draining && !lp->_drain_seen)
+        drain_loop(lp);
+    if (srv->draining && now >= srv->_drain_deadline && lp->index != 0) {
+        for (session_t *s = lp->_sessions; s; s = s->_next)
+            session_abort(s, "drain timeout");
+    }
+    if (lp->index == 0) {
+        tickets_sweep(&srv->tickets, now);
+        hub_sweep(&srv->hub, now);
+        runs_tick(&srv->runs, now);
+        trim_memory(srv);
+        idem_sweep(&srv->idem, now);
+    }
+    if (lp->index == 0 && srv->draining) {
         /* Agents were told to stop when the drain began; they get their
          * kill ladder (grace, SIGTERM, SIGKILL) even past the deadline, so
          * no process is left behind. */
         int64_t agents_deadline = srv->_drain_deadline + 3 * srv->cfg->agent_kill_grace_ms + 1000;
         bool agents_done = srv->runs.agents_running == 0 || now >= agents_deadline;
         if (agents_done && (srv->hub.nconns == 0 || now >= srv->_drain_deadline)) {
-            for (session_t *s = srv->_sessions; s; s = s->_next)
+            for (session_t *s = lp->_sessions; s; s = s->_next)
                 session_abort(s, "drain timeout");
             finish(srv);
         }
     }
+    aw_unlock();
 }
 
 /* SIGHUP: reload the certificate and key. New connections use them; open
@@ -106,8 +249,10 @@ static void on_sighup(uv_signal_t *sig, int signum)
 {
     server_t *srv = sig->data;
     (void)signum;
+    aw_lock();
     if (!srv->tls_on) {
         log_kv(LOG_INFO, "SIGHUP: nothing to reload (no TLS)", NULL);
+        aw_unlock();
         return;
     }
     char err[256];
@@ -116,59 +261,121 @@ static void on_sighup(uv_signal_t *sig, int signum)
     else
         log_kv(LOG_ERROR, "TLS reload failed; keeping the previous certificate", "error", err,
                NULL);
+    aw_unlock();
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
 {
     server_t *srv = sig->data;
+    aw_lock();
     if (srv->draining) {
         log_kv(LOG_WARN, "second signal: stopping now", NULL);
         srv->_drain_deadline = 0;
-        return;
+    } else {
+        log_kv(LOG_INFO, "draining", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM",
+               "#connections", (long long)srv->nsessions, NULL);
+        server_drain(srv);
     }
-    log_kv(LOG_INFO, "draining", "signal", signum == SIGINT ? "SIGINT" : "SIGTERM", "#connections",
-           (long long)srv->nsessions, NULL);
-    server_drain(srv);
+    aw_unlock();
+}
+
+/* This loop's part of a drain: close its connections with 1001 and tick
+ * soon, so the drain ends promptly. */
+static void drain_loop(server_loop_t *lp)
+{
+    lp->_drain_seen = true;
+    for (session_t *s = lp->_sessions; s; s = s->_next)
+        session_close(s, WS_CLOSE_GOING_AWAY, "going_away");
+    uv_timer_start(&lp->_tick, on_tick, 10, (uint64_t)lp->srv->tick_ms);
 }
 
 void server_drain(server_t *srv)
 {
     if (srv->draining)
         return;
+    aw_lock();
     srv->draining = true;
     srv->_drain_deadline = aw_now_ms() + srv->cfg->drain_timeout_ms;
-    /* The listener stays open until the WebSockets are gone: load balancers
+    /* The listeners stay open until the WebSockets are gone: load balancers
      * read /readyz (503 now) and late clients get a clear 503 draining
      * instead of a refused connection. */
     runs_shutdown(&srv->runs); /* first: their agent_completed reaches the users */
-    for (session_t *s = srv->_sessions; s; s = s->_next)
-        session_close(s, WS_CLOSE_GOING_AWAY, "going_away");
-    /* The tick finishes the drain; make it come soon. */
-    uv_timer_start(&srv->_tick, on_tick, 10, (uint64_t)srv->tick_ms);
+    drain_loop(this_loop ? this_loop : &srv->loops[0]);
+    wake_all(srv); /* the other loops drain their own connections */
+    aw_unlock();
 }
 
-static int listen_on(server_t *srv, char *err, size_t errlen)
+/* A listening socket on the configured address. With several loops each
+ * binds its own with SO_REUSEPORT (the first one picks the port when it is
+ * 0), so the kernel balances accepted connections across them. */
+static int listen_on(server_loop_t *lp, char *err, size_t errlen)
 {
+    server_t *srv = lp->srv;
     const config_t *cfg = srv->cfg;
     struct sockaddr_storage sa;
-    if (uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&sa) != 0 &&
-        uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&sa) != 0) {
+    int port = lp->index == 0 ? cfg->listen_port : srv->bound_port;
+    if (uv_ip4_addr(cfg->listen_host, port, (struct sockaddr_in *)&sa) != 0 &&
+        uv_ip6_addr(cfg->listen_host, port, (struct sockaddr_in6 *)&sa) != 0) {
         snprintf(err, errlen, "--listen: '%s' is not an IPv4 or IPv6 address", cfg->listen_host);
         return AW_EINVAL;
     }
-    uv_tcp_init(srv->loop, &srv->_listener);
-    srv->_listener.data = srv;
-    int rc = uv_tcp_bind(&srv->_listener, (struct sockaddr *)&sa, 0);
+    uv_tcp_init(lp->loop, &lp->_listener);
+    lp->_listener.data = lp;
+    int rc = 0;
+    if (srv->nloops > 1) {
+        int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+            rc = uv_translate_sys_error(errno);
+            if (fd >= 0)
+                close(fd);
+        } else {
+            rc = uv_tcp_open(&lp->_listener, fd);
+        }
+    }
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->_listener, 1024, on_connection);
+        rc = uv_tcp_bind(&lp->_listener, (struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&lp->_listener, 1024, on_connection);
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen, uv_strerror(rc));
         return AW_EIO;
     }
     int len = sizeof sa;
-    uv_tcp_getsockname(&srv->_listener, (struct sockaddr *)&sa, &len);
+    uv_tcp_getsockname(&lp->_listener, (struct sockaddr *)&sa, &len);
     srv->bound_port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
                                                      : ((struct sockaddr_in *)&sa)->sin_port);
+    return AW_OK;
+}
+
+static int loop_init(server_t *srv, unsigned index, uv_loop_t *loop, char *err, size_t errlen)
+{
+    server_loop_t *lp = &srv->loops[index];
+    lp->srv = srv;
+    lp->index = index;
+    lp->loop = loop;
+    if (!loop) {
+        lp->loop = malloc(sizeof *lp->loop);
+        if (!lp->loop || uv_loop_init(lp->loop) != 0) {
+            free(lp->loop);
+            lp->loop = NULL;
+            snprintf(err, errlen, "cannot make event loop %u", index);
+            return AW_ENOMEM;
+        }
+    }
+    int rc = listen_on(lp, err, errlen);
+    if (rc != AW_OK)
+        return rc;
+    uv_timer_init(lp->loop, &lp->_tick);
+    lp->_tick.data = lp;
+    uv_timer_start(&lp->_tick, on_tick, (uint64_t)srv->tick_ms, (uint64_t)srv->tick_ms);
+    uv_check_init(lp->loop, &lp->_flush_check);
+    lp->_flush_check.data = lp;
+    uv_check_start(&lp->_flush_check, on_flush);
+    uv_idle_init(lp->loop, &lp->_flush_idle);
+    uv_async_init(lp->loop, &lp->_wake, on_wake);
+    lp->_wake.data = lp;
     return AW_OK;
 }
 
@@ -177,16 +384,34 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+static unsigned loop_count(const config_t *cfg)
+{
+    if (cfg->threads > 0)
+        return (unsigned)cfg->threads;
+    unsigned n = uv_available_parallelism();
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
 int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, size_t errlen)
 {
     memset(srv, 0, sizeof *srv);
-    srv->loop = loop;
     srv->cfg = cfg;
+    the_server = srv;
     int64_t shortest = cfg->heartbeat_interval_ms < cfg->handshake_timeout_ms
                            ? cfg->heartbeat_interval_ms
                            : cfg->handshake_timeout_ms;
-    /* One timer for all sessions: deadlines are checked at tick granularity. */
+    /* One timer per loop for all its sessions: deadlines are checked at tick
+     * granularity. */
     srv->tick_ms = clamp64(shortest / 4, 10, 1000);
+    srv->nloops = loop_count(cfg);
+    srv->loops = calloc(srv->nloops, sizeof *srv->loops);
+    if (!srv->loops) {
+        snprintf(err, errlen, "out of memory");
+        return AW_ENOMEM;
+    }
+    threaded = srv->nloops > 1;
+    if (threaded)
+        uv_mutex_init(&big_lock);
     agent_options_t aopts = {
         .loop = loop,
         .kill_grace_ms = cfg->agent_kill_grace_ms,
@@ -215,16 +440,12 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;
     }
-    int rc = listen_on(srv, err, errlen);
-    if (rc != AW_OK)
-        return rc;
-    uv_timer_init(loop, &srv->_tick);
-    srv->_tick.data = srv;
-    uv_timer_start(&srv->_tick, on_tick, (uint64_t)srv->tick_ms, (uint64_t)srv->tick_ms);
-    uv_check_init(loop, &srv->_flush_check);
-    srv->_flush_check.data = srv;
-    uv_check_start(&srv->_flush_check, on_flush);
-    uv_idle_init(loop, &srv->_flush_idle);
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        int rc = loop_init(srv, i, i == 0 ? loop : NULL, err, errlen);
+        if (rc != AW_OK)
+            return rc;
+    }
+    this_loop = &srv->loops[0];
     uv_signal_init(loop, &srv->_sigterm);
     uv_signal_init(loop, &srv->_sigint);
     srv->_sigterm.data = srv->_sigint.data = srv;
@@ -236,18 +457,42 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     return AW_OK;
 }
 
+static void loop_thread(void *arg)
+{
+    server_loop_t *lp = arg;
+    this_loop = lp;
+    uv_run(lp->loop, UV_RUN_DEFAULT);
+}
+
 int server_run(server_t *srv)
 {
     char addr[96];
     snprintf(addr, sizeof addr, "%s%s%s:%d", strchr(srv->cfg->listen_host, ':') ? "[" : "",
              srv->cfg->listen_host, strchr(srv->cfg->listen_host, ':') ? "]" : "", srv->bound_port);
-    log_kv(LOG_INFO, "listening", "addr", addr, NULL);
-    uv_run(srv->loop, UV_RUN_DEFAULT);
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        if (uv_thread_create(&srv->loops[i]._thread, loop_thread, &srv->loops[i]) != 0) {
+            log_kv(LOG_ERROR, "cannot start a loop thread", NULL);
+            return AW_EIO;
+        }
+    }
+    log_kv(LOG_INFO, "listening", "addr", addr, "#threads", (long long)srv->nloops, NULL);
+    uv_run(srv->loops[0].loop, UV_RUN_DEFAULT);
+    for (unsigned i = 1; i < srv->nloops; i++)
+        uv_thread_join(&srv->loops[i]._thread);
     return AW_OK;
 }
 
 void server_dispose(server_t *srv)
 {
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        server_loop_t *lp = &srv->loops[i];
+        if (lp->loop) {
+            uv_run(lp->loop, UV_RUN_NOWAIT); /* close callbacks of its handles */
+            uv_loop_close(lp->loop);
+            free(lp->loop);
+        }
+    }
+    free(srv->loops);
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
     deflater_dispose(&srv->deflater);
@@ -256,6 +501,8 @@ void server_dispose(server_t *srv)
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);
     jwt_verifier_dispose(&srv->jwt);
+    if (threaded)
+        uv_mutex_destroy(&big_lock);
 }
 
 void server_conn_id(server_t *srv, char *out, size_t len)
@@ -263,56 +510,80 @@ void server_conn_id(server_t *srv, char *out, size_t len)
     snprintf(out, len, "c_%s%08llx", srv->hub._node, (unsigned long long)++srv->_next_conn);
 }
 
-void server_add_session(server_t *srv, session_t *s)
+void server_add_session(server_loop_t *lp, session_t *s)
 {
     s->_prev = NULL;
-    s->_next = srv->_sessions;
-    if (srv->_sessions)
-        srv->_sessions->_prev = s;
-    srv->_sessions = s;
-    srv->nsessions++;
+    s->_next = lp->_sessions;
+    if (lp->_sessions)
+        lp->_sessions->_prev = s;
+    lp->_sessions = s;
+    lp->nsessions++;
+    lp->srv->nsessions++;
 }
 
-void server_remove_session(server_t *srv, session_t *s)
+void server_remove_session(server_loop_t *lp, session_t *s)
 {
     if (s->_prev)
         s->_prev->_next = s->_next;
     else
-        srv->_sessions = s->_next;
+        lp->_sessions = s->_next;
     if (s->_next)
         s->_next->_prev = s->_prev;
-    srv->nsessions--;
+    lp->nsessions--;
+    lp->srv->nsessions--;
+    if (s->_close_queued) {
+        session_t **pp = &lp->_close_head;
+        while (*pp != s)
+            pp = &(*pp)->_close_next;
+        *pp = s->_close_next;
+        s->_close_queued = false;
+    }
 }
 
-void server_want_flush(server_t *srv, session_t *s)
+void server_want_flush(session_t *s)
 {
     if (s->_flush_queued)
         return;
+    server_loop_t *lp = s->lp;
     s->_flush_queued = true;
     s->_flush_prev = NULL;
-    s->_flush_next = srv->_flush_head;
-    if (srv->_flush_head)
-        srv->_flush_head->_flush_prev = s;
-    srv->_flush_head = s;
-    if (!uv_is_active((uv_handle_t *)&srv->_flush_idle))
-        uv_idle_start(&srv->_flush_idle, on_idle);
+    s->_flush_next = lp->_flush_head;
+    if (lp->_flush_head)
+        lp->_flush_head->_flush_prev = s;
+    lp->_flush_head = s;
+    if (lp != this_loop)
+        uv_async_send(&lp->_wake); /* its check phase writes it */
+    else if (!uv_is_active((uv_handle_t *)&lp->_flush_idle))
+        uv_idle_start(&lp->_flush_idle, on_idle);
 }
 
-void server_cancel_flush(server_t *srv, session_t *s)
+void server_cancel_flush(session_t *s)
 {
     if (!s->_flush_queued)
         return;
+    server_loop_t *lp = s->lp;
     if (s->_flush_prev)
         s->_flush_prev->_flush_next = s->_flush_next;
     else
-        srv->_flush_head = s->_flush_next;
+        lp->_flush_head = s->_flush_next;
     if (s->_flush_next)
         s->_flush_next->_flush_prev = s->_flush_prev;
     s->_flush_queued = false;
 }
 
-char *server_readbuf(server_t *srv, size_t *len)
+void server_request_close(session_t *s)
 {
-    *len = sizeof srv->_readbuf;
-    return srv->_readbuf;
+    if (s->_close_queued)
+        return;
+    server_loop_t *lp = s->lp;
+    s->_close_queued = true;
+    s->_close_next = lp->_close_head;
+    lp->_close_head = s;
+    uv_async_send(&lp->_wake);
+}
+
+char *server_readbuf(server_loop_t *lp, size_t *len)
+{
+    *len = sizeof lp->_readbuf;
+    return lp->_readbuf;
 }

@@ -1,7 +1,12 @@
-/* server.h -- the process's one event loop and everything it owns: the
- * listener, signals, the periodic tick, the write flush, drain, and the
- * modules' state (hub, tickets, idempotency cache, metrics). A session
- * belongs to exactly one server (one loop). */
+/* server.h -- the process's event loops and everything they share: the
+ * listeners, signals, the periodic tick, the write flush, drain, and the
+ * modules' state (hub, tickets, idempotency cache, metrics).
+ *
+ * Threads: with --threads 1 everything runs on one loop. With more, every
+ * loop runs its callbacks under one process-wide lock (lock.h), released
+ * only around the socket system calls, which is where fan-out spends its
+ * time; what one loop must do to another loop's session (wake it to write,
+ * close it) is handed over, never done from the wrong thread. */
 #ifndef AW_SERVER_H
 #define AW_SERVER_H
 
@@ -21,10 +26,37 @@
 #include "tls.h"
 
 struct session;
+struct server;
+struct server_task;
+
+/* One event loop and the connections it owns. Loop 0 runs on the main
+ * thread and also owns signals, agents and the process-wide housekeeping;
+ * loops 1..n-1 run on their own threads. Each has its own listener on the
+ * same port (SO_REUSEPORT), so the kernel spreads connections over them. A
+ * session belongs to the loop that accepted it until it is freed: only that
+ * thread touches its socket. */
+typedef struct server_loop {
+    struct server *srv;
+    uv_loop_t *loop;
+    unsigned index;
+    size_t nsessions; /* read-only */
+    /* private */
+    uv_thread_t _thread;
+    uv_tcp_t _listener;
+    uv_timer_t _tick;
+    uv_check_t _flush_check;   /* runs after I/O: one write per dirty session */
+    uv_idle_t _flush_idle;     /* keeps poll from blocking while flushes wait */
+    uv_async_t _wake;          /* other loops queued work for this one */
+    struct session *_sessions; /* every session of this loop, intrusive list */
+    struct session *_flush_head;
+    struct session *_close_head; /* closes asked for by other loops */
+    struct server_task *_tasks;  /* loop 0: work posted by other loops */
+    bool _drain_seen;
+    char _readbuf[65536]; /* shared by all reads: libuv reads one stream at a time */
+} server_loop_t;
 
 typedef struct server {
     /* read-only after server_init */
-    uv_loop_t *loop;
     const config_t *cfg;
     jwt_verifier_t jwt;
     hub_t hub;
@@ -35,24 +67,20 @@ typedef struct server {
     bool tls_on;         /* --tls-cert given: every connection is TLS */
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
-    bool draining;       /* SIGTERM/SIGINT seen: refuse, close, exit */
-    int bound_port;      /* the port actually listened on */
-    int64_t tick_ms;     /* period of the housekeeping tick */
-    frame_t *ping_frame; /* one shared ping frame for every heartbeat */
+    bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */
+    int bound_port;       /* the port actually listened on */
+    int64_t tick_ms;      /* period of the housekeeping tick */
+    frame_t *ping_frame;  /* one shared ping frame for every heartbeat */
+    server_loop_t *loops; /* loops[0] is the main thread's */
+    unsigned nloops;
+    size_t nsessions; /* read-only: sessions of all loops */
 
     /* private */
-    uv_tcp_t _listener;
     uv_signal_t _sigterm, _sigint, _sighup;
-    uv_timer_t _tick;
-    uv_check_t _flush_check;   /* runs after I/O: one write per dirty session */
-    uv_idle_t _flush_idle;     /* keeps poll from blocking while flushes wait */
-    struct session *_sessions; /* every session, intrusive list */
-    size_t nsessions;          /* read-only */
-    struct session *_flush_head;
     int64_t _drain_deadline;
     size_t _trim_mark; /* bytes held at the last trim, or the peak since */
     uint64_t _next_conn;
-    char _readbuf[65536]; /* shared by all reads: libuv reads one stream at a time */
+    bool _stopping; /* drained: every loop closes its handles */
 } server_t;
 
 /* Sets up the loop and modules and starts listening. On failure returns a
@@ -71,13 +99,22 @@ void server_drain(server_t *srv);
 /* Next connection id ("c_" + hex), written to out (size >= 24). */
 void server_conn_id(server_t *srv, char *out, size_t len);
 
-/* Session list and flush list maintenance (session.c calls these). */
-void server_add_session(server_t *srv, struct session *s);
-void server_remove_session(server_t *srv, struct session *s);
-void server_want_flush(server_t *srv, struct session *s);
-void server_cancel_flush(server_t *srv, struct session *s);
+/* Session list and flush list maintenance (session.c calls these); the
+ * session's own loop is s->lp. server_want_flush may be called from any loop:
+ * another loop's session is woken to write on its own thread. */
+void server_add_session(server_loop_t *lp, struct session *s);
+void server_remove_session(server_loop_t *lp, struct session *s);
+void server_want_flush(struct session *s);
+void server_cancel_flush(struct session *s);
+
+/* Asks the session's own loop to close it with code and reason (used when
+ * another loop decides the close: API disconnect, slow consumer). */
+void server_request_close(struct session *s);
+
+/* The loop this thread runs, NULL outside the server's threads. */
+server_loop_t *server_current_loop(void);
 
 /* The loop-shared read buffer (see _readbuf). */
-char *server_readbuf(server_t *srv, size_t *len);
+char *server_readbuf(server_loop_t *lp, size_t *len);
 
 #endif

@@ -12,6 +12,7 @@
 #include "api.h"
 #include "aw.h"
 #include "client.h"
+#include "lock.h"
 #include "log.h"
 #include "server.h"
 #include "upgrade.h"
@@ -31,17 +32,19 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     session_t *s = h->data;
     (void)suggested;
     size_t len;
-    buf->base = server_readbuf(s->srv, &len);
+    buf->base = server_readbuf(s->lp, &len);
     buf->len = buf->base ? len : 0;
 }
 
-int session_accept(server_t *srv, uv_stream_t *listener)
+int session_accept(server_loop_t *lp, uv_stream_t *listener)
 {
+    server_t *srv = lp->srv;
     session_t *s = calloc(1, sizeof *s);
     if (!s)
         return AW_ENOMEM;
     s->srv = srv;
-    uv_tcp_init(srv->loop, &s->tcp);
+    s->lp = lp;
+    uv_tcp_init(lp->loop, &s->tcp);
     s->tcp.data = s;
     if (uv_accept(listener, (uv_stream_t *)&s->tcp) != 0) {
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
@@ -84,7 +87,7 @@ int session_accept(server_t *srv, uv_stream_t *listener)
     s->state = SESSION_HTTP;
     s->connected_ms = s->_last_rx_ms = aw_now_ms();
     s->_deadline_ms = s->connected_ms + srv->cfg->handshake_timeout_ms;
-    server_add_session(srv, s);
+    server_add_session(lp, s);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
     return AW_OK;
 }
@@ -133,15 +136,15 @@ static int enqueue(session_t *s, frame_t *f)
 {
     if (!queue_push(s, f))
         return AW_ENOMEM;
-    server_want_flush(s->srv, s);
+    server_want_flush(s);
     return AW_OK;
 }
 
-/* Bytes owed to the peer that the kernel has not taken yet. */
+/* Bytes owed to the peer that the kernel has not taken yet. Any loop may
+ * ask, so libuv's count of unwritten bytes is read from the owner's copy. */
 static size_t backlog(const session_t *s)
 {
-    return s->_qbytes - s->_inflight_bytes +
-           uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+    return s->_qbytes - s->_inflight_bytes + s->_wq_bytes;
 }
 
 /* Half the queue limit: live events past it are read from history instead
@@ -248,9 +251,17 @@ void session_replay(session_t *s, uint64_t from, json_t *ack)
     replay_pump(s);
 }
 
+static void write_done(session_t *s, int status);
+
 static void on_write(uv_write_t *req, int status)
 {
-    session_t *s = req->data;
+    aw_lock();
+    write_done(req->data, status);
+    aw_unlock();
+}
+
+static void write_done(session_t *s, int status)
+{
     size_t written = 0;
     for (uint32_t i = 0; i < s->_inflight; i++) {
         frame_t *f = s->_q[s->_qhead];
@@ -263,6 +274,7 @@ static void on_write(uv_write_t *req, int status)
     }
     s->_inflight = 0;
     s->_inflight_bytes = 0;
+    s->_wq_bytes = 0;
     s->_written += written;
     if (s->_tls_out) { /* the bytes on the wire were this ciphertext */
         written = s->_tls_out->len;
@@ -320,12 +332,19 @@ void session_flush(session_t *s)
         session_abort(s, "TLS error");
         return;
     }
+    /* The system call runs without the lock: frames in flight stay queued
+     * (nothing truncates them) and only this loop touches the socket. */
+    int depth = aw_lock_release();
     int rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
+    size_t wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+    aw_lock_restore(depth);
     if (rc != 0) {
         s->_inflight = 0;
         s->_inflight_bytes = 0;
         session_abort(s, uv_err_name(rc));
+        return;
     }
+    s->_wq_bytes = wq;
 }
 
 /* ---- closing ---- */
@@ -350,12 +369,20 @@ void session_abort(session_t *s, const char *reason)
         log_disconnect(s, reason ? reason : "closed");
     }
     s->state = SESSION_GONE;
-    server_cancel_flush(s->srv, s);
+    server_cancel_flush(s);
     uv_close((uv_handle_t *)&s->tcp, on_close);
 }
 
 void session_close(session_t *s, uint16_t code, const char *reason)
 {
+    if (s->lp != server_current_loop()) { /* its own loop closes it (server.h) */
+        if (s->state == SESSION_OPEN && !s->_close_queued) {
+            s->_close_req_code = code;
+            s->_close_req_reason = reason;
+            server_request_close(s);
+        }
+        return;
+    }
     if (s->state == SESSION_HTTP) {
         if (s->_qlen == 0)
             session_abort(s, reason);
@@ -379,7 +406,7 @@ void session_close(session_t *s, uint16_t code, const char *reason)
         return;
     }
     frame_unref(f);
-    server_want_flush(s->srv, s);
+    server_want_flush(s);
     if (s->_close_received)
         s->_close_when_flushed = true;
     log_kv(LOG_DEBUG, "close sent", "conn", s->id, "#code", (long long)code, "reason", reason,
@@ -389,10 +416,11 @@ void session_close(session_t *s, uint16_t code, const char *reason)
 static void on_close(uv_handle_t *h)
 {
     session_t *s = h->data;
+    aw_lock();
     queue_truncate(s, 0);
     if (s->user)
         hub_detach(&s->srv->hub, s, s->ip); /* unlinked only now: see hub.c */
-    server_remove_session(s->srv, s);
+    server_remove_session(s->lp, s);
     if (s->_http) {
         http_reader_dispose(s->_http);
         free(s->_http);
@@ -403,6 +431,7 @@ static void on_close(uv_handle_t *h)
     deflate_inflate_free(s->_inflate);
     tls_conn_free(s->_tls);
     free(s);
+    aw_unlock();
 }
 
 /* ---- WebSocket input ---- */
@@ -666,7 +695,9 @@ static void on_raw_write(uv_write_t *req, int status)
 {
     raw_write_t *w = (raw_write_t *)req;
     (void)status; /* a failure shows up on the next read or queued write */
+    aw_lock();
     frame_unref(w->bytes);
+    aw_unlock();
     free(w);
 }
 
@@ -690,11 +721,19 @@ static void tls_write_pending(session_t *s)
     s->srv->metrics.bytes_sent += out->len;
 }
 
+static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf);
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    session_t *s = stream->data;
     if (nread == 0)
         return;
+    aw_lock();
+    read_done(stream->data, nread, buf);
+    aw_unlock();
+}
+
+static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf)
+{
     if (nread < 0) {
         session_abort(s, nread == UV_EOF ? "peer closed" : uv_err_name((int)nread));
         return;

@@ -23,6 +23,7 @@
 #include "ws.h"
 
 struct server;
+struct server_loop;
 
 enum session_state {
     SESSION_HTTP,    /* reading HTTP requests */
@@ -34,6 +35,7 @@ enum session_state {
 typedef struct session {
     uv_tcp_t tcp; /* private; tcp.data is the session */
     struct server *srv;
+    struct server_loop *lp; /* the loop that owns the socket */
     /* read-only */
     enum session_state state;
     char id[24];      /* connection id, "c_..." */
@@ -52,6 +54,10 @@ typedef struct session {
     struct session *_user_next, *_user_prev; /* the hub's user list */
     struct session *_flush_next, *_flush_prev;
     bool _flush_queued;
+    struct session *_close_next; /* the loop's list of closes asked by others */
+    bool _close_queued;
+    uint16_t _close_req_code; /* the close asked for */
+    const char *_close_req_reason;
 
     /* private: input */
     http_reader_t *_http; /* only while in the HTTP phase */
@@ -81,6 +87,7 @@ typedef struct session {
     uint64_t _written;        /* bytes whose write completed */
     uint64_t _tick_written;   /* _written at the last tick */
     size_t _tick_write_queue; /* libuv's unwritten bytes at the last tick */
+    size_t _wq_bytes;         /* libuv's unwritten bytes, as the owner loop last saw */
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */
     bool _keep_alive;    /* the current HTTP request allows another */
@@ -89,8 +96,8 @@ typedef struct session {
     uint16_t _close_code; /* code we sent or will send */
 } session_t;
 
-/* Accepts a connection from the listener into a new session. */
-int session_accept(struct server *srv, uv_stream_t *listener);
+/* Accepts a connection from the loop's listener into a new session. */
+int session_accept(struct server_loop *lp, uv_stream_t *listener);
 
 /* Queues a frame that is not an event (replies, control frames, the
  * upgrade response); takes its own reference. A queue past its limit turns

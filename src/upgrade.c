@@ -142,7 +142,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_FORBIDDEN_ORIGIN, 403, "Origin is not allowed", NULL);
         return;
     }
-    static auth_result_t auth; /* large (holds a subprotocol); the loop is single-threaded */
+    static auth_result_t auth; /* large (holds a subprotocol); used under the lock (lock.h) */
     int64_t now = aw_now_ms();
     if (auth_handshake(&srv->jwt, &srv->tickets, req, now, &auth) != AW_OK) {
         char detail[160];

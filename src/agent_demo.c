@@ -14,6 +14,7 @@
 
 #include "agent.h"
 #include "aw.h"
+#include "jalloc.h"
 #include "runs.h"
 
 #define FIRST_STEP_MS 200 /* pauses between steps, so the run is visible unfolding */
@@ -196,7 +197,7 @@ static json_t *word_stats(const char *text)
 
 static void emit(demo_run_t *d, json_t *ev)
 {
-    char *line = json_dumps(ev, JSON_COMPACT);
+    char *line = jalloc_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     if (line)
         runs_agent_line(d->run, line, strlen(line));

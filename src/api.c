@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "aw.h"
 #include "event.h"
+#include "jalloc.h"
 #include "log.h"
 #include "server.h"
 #include "web.h"
@@ -229,7 +230,7 @@ static void on_history(session_t *s, const http_request_t *req)
         return;
     }
     json_t *head = json_pack("{s:s}", "user_id", user);
-    char *head_text = json_dumps(head, JSON_COMPACT);
+    char *head_text = jalloc_dumps(head, JSON_COMPACT);
     json_decref(head);
     /* head_text is {"user_id":"…"}: reopen it to append the other fields */
     fprintf(f, "%.*s,\"epoch\":", (int)(strlen(head_text) - 1), head_text);

@@ -87,9 +87,10 @@ hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
 
 /* Publishes ev to user_id: the one entry of every event. Validates it
  * (AW_EINVAL: invalid_event), passes it through the run-order gate
- * (AW_ECONFLICT: run_order), then stamps seq, epoch, event_id, timestamp and
- * user_id into ev (which the caller still owns), serializes it once and
- * queues the frame on every open session of the user. out->error says why a
+ * (AW_ECONFLICT: run_order), then serializes it once with seq, epoch,
+ * event_id, timestamp and user_id stamped (ev, which the caller still owns,
+ * loses any fields of those names) and queues the frame on every open
+ * session of the user. out->error says why a
  * publish was refused. 0, AW_EINVAL, AW_ECONFLICT or AW_ENOMEM. */
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
 

@@ -8,6 +8,7 @@
 
 #include "aw.h"
 #include "config.h"
+#include "jalloc.h"
 #include "log.h"
 #include "server.h"
 
@@ -96,6 +97,7 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
+    jalloc_install(); /* first: every JSON value comes from it (jalloc.h) */
     static config_t cfg;
     static server_t srv;
     char err[512] = "";
@@ -138,5 +140,6 @@ int main(int argc, char **argv)
     server_dispose(&srv);
     uv_loop_close(loop);
     config_dispose(&cfg);
+    jalloc_release();
     return 0;
 }

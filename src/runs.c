@@ -11,6 +11,7 @@
 #include "aw.h"
 #include "event.h"
 #include "hub.h"
+#include "jalloc.h"
 #include "lock.h"
 #include "log.h"
 
@@ -248,7 +249,7 @@ static char *run_request(const run_t *run, const char *user_request, json_t *con
                             run->thread_id, "user_id", run->user_id, "user_request", user_request,
                             "context", context ? json_incref(context) : json_object(), "settings",
                             settings ? json_incref(settings) : json_object());
-    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    char *text = req ? jalloc_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
     return text;
 }

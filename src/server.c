@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "aw.h"
+#include "jalloc.h"
 #include "lock.h"
 #include "log.h"
 #include "session.h"
@@ -462,6 +463,7 @@ static void loop_thread(void *arg)
     server_loop_t *lp = arg;
     this_loop = lp;
     uv_run(lp->loop, UV_RUN_DEFAULT);
+    jalloc_release();
 }
 
 int server_run(server_t *srv)

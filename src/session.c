@@ -12,6 +12,7 @@
 #include "api.h"
 #include "aw.h"
 #include "client.h"
+#include "jalloc.h"
 #include "lock.h"
 #include "log.h"
 #include "server.h"
@@ -115,7 +116,9 @@ static bool queue_push(session_t *s, frame_t *f)
     return true;
 }
 
-/* Drops queued frames from index `from` (frames before it are in flight). */
+/* Drops queued frames from index `from` (frames before it are in flight).
+ * An empty queue gives its ring back; a busy connection keeps it between
+ * writes and the tick takes it back once the connection is idle. */
 static void queue_truncate(session_t *s, uint32_t from)
 {
     while (s->_qlen > from) {
@@ -125,7 +128,7 @@ static void queue_truncate(session_t *s, uint32_t from)
         frame_unref(f);
         s->_qlen--;
     }
-    if (s->_qlen == 0) {
+    if (s->_qlen == 0 && s->_q) {
         free(s->_q);
         s->_q = NULL;
         s->_qcap = s->_qhead = 0;
@@ -198,7 +201,7 @@ int session_deliver(session_t *s, frame_t *f, uint64_t seq)
 
 int session_send_json(session_t *s, const json_t *obj)
 {
-    char *text = json_dumps(obj, JSON_COMPACT);
+    char *text = jalloc_dumps(obj, JSON_COMPACT);
     if (!text)
         return AW_ENOMEM;
     frame_t *f = frame_ws(WS_OP_TEXT, text, strlen(text));
@@ -251,16 +254,9 @@ void session_replay(session_t *s, uint64_t from, json_t *ack)
     replay_pump(s);
 }
 
-static void write_done(session_t *s, int status);
-
-static void on_write(uv_write_t *req, int status)
-{
-    aw_lock();
-    write_done(req->data, status);
-    aw_unlock();
-}
-
-static void write_done(session_t *s, int status)
+/* The frames of the batch just written leave the queue; returns the bytes
+ * that went on the wire (the ciphertext under TLS). */
+static size_t release_inflight(session_t *s)
 {
     size_t written = 0;
     for (uint32_t i = 0; i < s->_inflight; i++) {
@@ -281,21 +277,25 @@ static void write_done(session_t *s, int status)
         frame_unref(s->_tls_out);
         s->_tls_out = NULL;
     }
-    if (s->_qlen == 0)
-        queue_truncate(s, 0);
+    return written;
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    session_t *s = req->data;
+    aw_lock();
+    size_t written = release_inflight(s);
     if (status < 0) {
         if (s->state != SESSION_GONE)
             session_abort(s, uv_err_name(status));
-        return;
+    } else {
+        s->srv->metrics.bytes_sent += written;
+        if (s->state != SESSION_GONE) {
+            replay_pump(s);
+            session_flush(s);
+        }
     }
-    s->srv->metrics.bytes_sent += written;
-    if (s->state == SESSION_GONE)
-        return;
-    replay_pump(s);
-    if (s->_qlen > 0)
-        session_flush(s);
-    else if (s->_close_when_flushed)
-        session_abort(s, NULL);
+    aw_unlock();
 }
 
 /* TLS: the batch of plaintext frames becomes one ciphertext buffer, written
@@ -313,38 +313,78 @@ static int tls_encrypt_batch(session_t *s, uv_buf_t *bufs, uint32_t *n)
     return AW_OK;
 }
 
+/* Skips the first `done` bytes of bufs; returns how many buffers remain. */
+static uint32_t bufs_advance(uv_buf_t *bufs, uint32_t n, size_t done)
+{
+    uint32_t i = 0;
+    while (i < n && done >= bufs[i].len)
+        done -= bufs[i++].len;
+    if (i < n) {
+        bufs[i].base += done;
+        bufs[i].len -= done;
+    }
+    memmove(bufs, bufs + i, (n - i) * sizeof *bufs);
+    return n - i;
+}
+
 void session_flush(session_t *s)
 {
-    if (s->_inflight || s->_qlen == 0 || s->state == SESSION_GONE)
-        return;
-    uv_buf_t bufs[WRITE_BATCH];
-    uint32_t n = s->_qlen < WRITE_BATCH ? s->_qlen : WRITE_BATCH;
-    for (uint32_t i = 0; i < n; i++) {
-        frame_t *f = s->_q[(s->_qhead + i) % s->_qcap];
-        bufs[i] = uv_buf_init((char *)f->data, f->len);
-        s->_inflight_bytes += f->len;
+    while (!s->_inflight && s->_qlen > 0 && s->state != SESSION_GONE) {
+        uv_buf_t bufs[WRITE_BATCH];
+        uint32_t n = s->_qlen < WRITE_BATCH ? s->_qlen : WRITE_BATCH;
+        size_t total = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            frame_t *f = s->_q[(s->_qhead + i) % s->_qcap];
+            bufs[i] = uv_buf_init((char *)f->data, f->len);
+            total += f->len;
+        }
+        s->_inflight = n;
+        s->_inflight_bytes = total;
+        s->_wreq.data = s;
+        if (s->_tls) {
+            if (tls_encrypt_batch(s, bufs, &n) != AW_OK) {
+                s->_inflight = 0;
+                s->_inflight_bytes = 0;
+                session_abort(s, "TLS error");
+                return;
+            }
+            total = bufs[0].len;
+        }
+        /* The system calls run without the lock: frames in flight stay
+         * queued (nothing truncates them) and only this loop touches the
+         * socket. Most batches fit in the socket buffer at once; the rest
+         * is left to libuv, which finishes it when the socket drains. */
+        int depth = aw_lock_release();
+        int rc = uv_try_write((uv_stream_t *)&s->tcp, bufs, n);
+        size_t wq = 0;
+        if (rc == UV_EAGAIN)
+            rc = 0;
+        if (rc >= 0 && (size_t)rc < total) {
+            n = bufs_advance(bufs, n, (size_t)rc);
+            rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
+            wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+            aw_lock_restore(depth);
+            if (rc != 0) {
+                s->_inflight = 0;
+                s->_inflight_bytes = 0;
+                session_abort(s, uv_err_name(rc));
+                return;
+            }
+            s->_wq_bytes = wq;
+            return; /* on_write continues */
+        }
+        aw_lock_restore(depth);
+        if (rc < 0) {
+            s->_inflight = 0;
+            s->_inflight_bytes = 0;
+            session_abort(s, uv_err_name(rc));
+            return;
+        }
+        s->srv->metrics.bytes_sent += release_inflight(s);
+        replay_pump(s);
     }
-    s->_inflight = n;
-    s->_wreq.data = s;
-    if (s->_tls && tls_encrypt_batch(s, bufs, &n) != AW_OK) {
-        s->_inflight = 0;
-        s->_inflight_bytes = 0;
-        session_abort(s, "TLS error");
-        return;
-    }
-    /* The system call runs without the lock: frames in flight stay queued
-     * (nothing truncates them) and only this loop touches the socket. */
-    int depth = aw_lock_release();
-    int rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
-    size_t wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
-    aw_lock_restore(depth);
-    if (rc != 0) {
-        s->_inflight = 0;
-        s->_inflight_bytes = 0;
-        session_abort(s, uv_err_name(rc));
-        return;
-    }
-    s->_wq_bytes = wq;
+    if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE)
+        session_abort(s, NULL);
 }
 
 /* ---- closing ---- */
@@ -778,6 +818,8 @@ static bool made_progress(session_t *s)
 void session_tick(session_t *s, int64_t now)
 {
     const config_t *cfg = s->srv->cfg;
+    if (s->_qlen == 0 && s->_q)
+        queue_truncate(s, 0); /* idle: the ring goes back (see queue_truncate) */
     switch (s->state) {
     case SESSION_HTTP:
         if (now >= s->_deadline_ms) {
@@ -847,7 +889,7 @@ void session_respond(session_t *s, int status, const char *content_type, const c
 
 void session_respond_json(session_t *s, int status, const json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text = jalloc_dumps(body, JSON_COMPACT);
     if (!text) {
         session_abort(s, "out of memory");
         return;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "aw.h"
+#include "frame.h"
 #include "hub.h"
 
 static config_t cfg;
@@ -37,16 +38,54 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The event as it went out: the frame retained in the user's history. */
+static json_t *sent_event(hub_t *h, const char *user, uint64_t seq)
+{
+    hub_user_t *u = hub_user_find(h, user);
+    assert_non_null(u);
+    frame_t *f = history_get(&u->history, seq);
+    assert_non_null(f);
+    size_t len;
+    const uint8_t *p = frame_ws_payload(f, &len);
+    json_error_t err;
+    json_t *ev = json_loadb((const char *)p, len, JSON_REJECT_DUPLICATES, &err);
+    assert_non_null(ev);
+    return ev;
+}
+
 static uint64_t publish(hub_t *h, const char *user, hub_receipt_t *r)
 {
-    json_t *ev = json_pack("{s:s, s:s, s:s}", "type", "note", "user_id", "someone-else", "x", "y");
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:i}", "type", "note", "user_id", "someone-else",
+                           "x", "y", "event_id", "forged", "seq", 999);
     assert_int_equal(hub_publish(h, user, ev, r), AW_OK);
-    /* the envelope is stamped into the event: user_id is the recipient */
-    assert_string_equal(json_string_value(json_object_get(ev, "user_id")), user);
-    assert_int_equal(json_integer_value(json_object_get(ev, "seq")), (json_int_t)r->seq);
-    assert_string_equal(json_string_value(json_object_get(ev, "epoch")), r->epoch);
     json_decref(ev);
+    /* the envelope is the server's: user_id is the recipient, forged
+     * envelope fields are replaced, the publisher's own fields stay */
+    json_t *out = sent_event(h, user, r->seq);
+    assert_string_equal(json_string_value(json_object_get(out, "user_id")), user);
+    assert_int_equal(json_integer_value(json_object_get(out, "seq")), (json_int_t)r->seq);
+    assert_string_equal(json_string_value(json_object_get(out, "epoch")), r->epoch);
+    assert_string_equal(json_string_value(json_object_get(out, "event_id")), r->event_id);
+    assert_true(json_is_integer(json_object_get(out, "timestamp")));
+    assert_string_equal(json_string_value(json_object_get(out, "type")), "note");
+    assert_string_equal(json_string_value(json_object_get(out, "x")), "y");
+    assert_int_equal(json_object_size(out), 7);
+    json_decref(out);
     return r->seq;
+}
+
+static void test_envelope_escapes_user_id(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    assert_int_equal(publish(h, "we\\ird \"user\" ü", &r), 1);
+    /* an event with no field besides the envelope's */
+    json_t *ev = json_pack("{s:s}", "type", "ping");
+    assert_int_equal(hub_publish(h, "x", ev, &r), AW_OK);
+    json_decref(ev);
+    json_t *out = sent_event(h, "x", 1);
+    assert_int_equal(json_object_size(out), 6);
+    json_decref(out);
 }
 
 static void test_seq_per_user(void **state)
@@ -110,6 +149,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_seq_per_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_escapes_user_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_changes_when_stream_forgotten, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_limits, setup, teardown),

@@ -306,6 +306,7 @@ static void on_metrics(session_t *s)
         .history_bytes = h->history.bytes,
         .history_evicted = h->history.evicted,
     };
+    server_sum_counters(srv);
     char *text = metrics_render(&srv->metrics, &g, &len);
     if (!text) {
         respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");

@@ -18,7 +18,7 @@ frame_t *frame_alloc(size_t len)
     frame_t *f = malloc(sizeof *f + len);
     if (!f)
         return NULL;
-    f->refs = 1;
+    atomic_init(&f->refs, 1);
     f->len = (uint32_t)len;
     f->_vars = NULL;
     return f;
@@ -50,7 +50,7 @@ frame_t *frame_raw(const void *bytes, size_t len)
 
 void frame_unref(frame_t *f)
 {
-    if (!f || --f->refs != 0)
+    if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (f->_vars) {
         for (size_t i = 0; i < VARIANTS; i++)

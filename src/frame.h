@@ -5,18 +5,20 @@
  * queue that holds it takes one (frame_ref) and drops it when the bytes have
  * been written or the queue is discarded (frame_unref); history will take one
  * while it retains the event. At zero the frame is freed. Fan-out to N
- * connections therefore copies no payload bytes. The loop is single-threaded,
- * so the count is a plain integer. */
+ * connections therefore copies no payload bytes. Event frames are shared by
+ * the queues of several loops (threads), so the count is atomic; the bytes
+ * and the variants are never written after the frame is handed out. */
 #ifndef AW_FRAME_H
 #define AW_FRAME_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct frame {
-    uint32_t refs;        /* private: references held */
-    uint32_t len;         /* read-only: bytes in data */
-    struct frame **_vars; /* private: compressed variants by window bits (deflate.c) */
+    _Atomic uint32_t refs; /* private: references held */
+    uint32_t len;          /* read-only: bytes in data */
+    struct frame **_vars;  /* private: compressed variants by window bits (deflate.c) */
     uint8_t data[];
 } frame_t;
 
@@ -42,7 +44,7 @@ const uint8_t *frame_ws_payload(const frame_t *f, size_t *len);
 
 static inline frame_t *frame_ref(frame_t *f)
 {
-    f->refs++;
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
     return f;
 }
 

@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "log.h"
 #include "runs.h"
+#include "server.h"
 #include "session.h"
 #include "ws.h"
 
@@ -103,6 +104,7 @@ hub_user_t *hub_attach(hub_t *h, session_t *s, const char *user_id, const char *
         h->nusers_live++;
     h->nconns++;
     s->user = u;
+    s->_last_seq = u->seq; /* events from here on are live for it */
     return u;
 }
 
@@ -223,9 +225,24 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
         log_kv(LOG_WARN, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
     out->recipients = 0;
+    server_loop_t *here = server_current_loop();
+    bool drained = false;
     for (session_t *s = u->_conns; s; s = s->_user_next) {
-        /* queued, or read from history by a session that is behind */
-        if (session_deliver(s, f, out->seq) == AW_OK)
+        if (s->echo)
+            continue;
+        frame_t *wf = session_wire_frame(s, f);
+        int rc;
+        if (!here || s->lp == here) {
+            /* earlier events from other loops first, so this one is not
+             * queued ahead of them */
+            if (!drained && here)
+                server_drain_inbox(here);
+            drained = true;
+            rc = session_deliver(s, wf, out->seq); /* queued, or caught up from history */
+        } else {
+            rc = server_post_delivery(s, wf, out->seq); /* its own loop queues it */
+        }
+        if (rc == AW_OK)
             out->recipients++;
     }
     h->_metrics->events_delivered += out->recipients;
@@ -238,7 +255,7 @@ size_t hub_disconnect_user(hub_t *h, const char *user_id, uint16_t code, const c
     hub_user_t *u = hub_user_find(h, user_id);
     size_t n = 0;
     for (session_t *s = u ? u->_conns : NULL; s; s = s->_user_next) {
-        if (s->state == SESSION_OPEN) {
+        if (s->state == SESSION_OPEN) { /* states change under the lock only */
             session_close(s, code, reason);
             n++;
         }

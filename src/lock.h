@@ -1,10 +1,10 @@
 /* lock.h -- the one lock of a server with several event loops.
  *
  * Every callback that touches shared state (hub, history, runs, tickets,
- * metrics, sessions' queues) runs with the lock held; only the socket system
- * calls run without it. The lock is reentrant per thread, and costs nothing
- * with one loop (--threads 1). Agents run on the main loop: other loops hand
- * their agent calls over with aw_on_main. */
+ * metrics) runs with the lock held. The delivery path does not: a session's
+ * queue and socket belong to its own loop (server.h). The lock is reentrant
+ * per thread, and costs nothing with one loop (--threads 1). Agents run on
+ * the main loop: other loops hand their agent calls over with aw_on_main. */
 #ifndef AW_LOCK_H
 #define AW_LOCK_H
 
@@ -12,11 +12,6 @@
 
 void aw_lock(void);
 void aw_unlock(void);
-
-/* Releases the lock however deep this thread holds it, and takes it back to
- * the same depth: for a system call that other loops need not wait for. */
-int aw_lock_release(void);
-void aw_lock_restore(int depth);
 
 /* Is this the main loop's thread (the one that owns agents and signals)? */
 bool aw_on_main_thread(void);

@@ -91,6 +91,9 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
         "Agent output lines that were not valid events.", (long long)m->agent_lines_dropped);
     one(f, "agentwire_http_requests_total", "counter", "HTTP requests read.",
         (long long)m->http_requests);
+    one(f, "agentwire_connections_refused_at_accept_total", "counter",
+        "TCP connections closed at accept: past --max-connections or the descriptor limit.",
+        (long long)m->refused_tcp);
     head(f, "agentwire_errors_total", "counter", "Error replies sent, by code.");
     for (size_t i = 0; i < ERR_COUNT; i++)
         fprintf(f, "agentwire_errors_total{code=\"%s\"} %llu\n", error_names[i],

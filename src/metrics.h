@@ -52,7 +52,8 @@ typedef struct metrics {
     uint64_t events_replayed;        /* history frames queued for resumes */
     uint64_t bytes_sent, bytes_received;
     uint64_t http_requests;
-    uint64_t runs_started;        /* agent runs started by users */
+    uint64_t refused_tcp;  /* connections closed at accept: over the limit or the descriptors */
+    uint64_t runs_started; /* agent runs started by users */
     uint64_t runs_completed[4];   /* by final status: success, error, cancelled, timeout */
     uint64_t agent_lines_dropped; /* agent lines that were not valid events */
     int64_t queue_bytes;          /* gauge: bytes waiting in all queues */

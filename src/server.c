@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@
 #include "ws.h"
 
 #define TRIM_STEP_BYTES ((size_t)8 << 20)
+#define ACCEPT_BURST    128 /* connections accepted per loop turn before other work */
+#define FD_RESERVE      256 /* descriptors kept for listeners, agents and one burst */
+#define SESSION_SPARE   64  /* TCP sessions allowed past --max-connections (HTTP API) */
 
 /* ---- the lock (lock.h) ---- */
 
@@ -44,24 +48,6 @@ void aw_unlock(void)
 {
     if (threaded && --lock_depth == 0)
         uv_mutex_unlock(&big_lock);
-}
-
-int aw_lock_release(void)
-{
-    int depth = lock_depth;
-    if (threaded && depth > 0) {
-        lock_depth = 0;
-        uv_mutex_unlock(&big_lock);
-    }
-    return depth;
-}
-
-void aw_lock_restore(int depth)
-{
-    if (threaded && depth > 0) {
-        uv_mutex_lock(&big_lock);
-        lock_depth = depth;
-    }
 }
 
 server_loop_t *server_current_loop(void)
@@ -101,18 +87,37 @@ int aw_on_main(void (*fn)(void *arg), void *arg)
 
 /* ---- per-loop callbacks ---- */
 
+static void on_idle(uv_idle_t *idle);
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     server_loop_t *lp = listener->data;
     if (status < 0) {
-        log_kv(LOG_WARN, "accept failed", "error", uv_strerror(status), NULL);
+        /* One line a second at most: a client retrying in a loop would
+         * otherwise turn every failure into a line. */
+        lp->_accept_fails++;
+        int64_t now = aw_now_ms();
+        if (now - lp->_accept_log_ms >= 1000) {
+            log_kv(LOG_WARN, "accept failed", "error", uv_strerror(status), "#failures",
+                   (long long)lp->_accept_fails, NULL);
+            lp->_accept_log_ms = now;
+            lp->_accept_fails = 0;
+        }
         return;
     }
+    if (lp->_accepts >= ACCEPT_BURST) {
+        /* Not accepting now makes libuv stop polling the listener until
+         * the check phase accepts it: a connection storm gets a bounded
+         * share of each turn, and open connections keep being served. */
+        lp->_accept_deferred = true;
+        if (!uv_is_active((uv_handle_t *)&lp->_flush_idle))
+            uv_idle_start(&lp->_flush_idle, on_idle);
+        return;
+    }
+    lp->_accepts++;
     aw_lock();
-    int rc = session_accept(lp, listener);
+    session_accept(lp, listener);
     aw_unlock();
-    if (rc != AW_OK && rc != AW_ELIMIT)
-        log_kv(LOG_WARN, "accept failed", "error", "out of memory or descriptors", NULL);
 }
 
 /* The end of a loop turn: every session that queued frames during the turn
@@ -120,14 +125,22 @@ static void on_connection(uv_stream_t *listener, int status)
 static void on_flush(uv_check_t *check)
 {
     server_loop_t *lp = check->data;
-    aw_lock();
+    lp->_accepts = 0;
+    if (lp->_accept_deferred) {
+        lp->_accept_deferred = false;
+        lp->_accepts = 1;
+        aw_lock();
+        session_accept(lp, (uv_stream_t *)&lp->_listener); /* polls the listener again */
+        aw_unlock();
+    }
+    /* No lock: queues and sockets are this loop's own (server.h). */
+    server_drain_inbox(lp);
     while (lp->_flush_head) {
         session_t *s = lp->_flush_head;
         server_cancel_flush(s);
         session_flush(s);
     }
     uv_idle_stop(&lp->_flush_idle);
-    aw_unlock();
 }
 
 static void on_idle(uv_idle_t *idle)
@@ -157,6 +170,7 @@ static void on_wake(uv_async_t *a)
         aw_unlock();
         return;
     }
+    server_drain_inbox(lp); /* first: events published before a close or drain go out before it */
     if (srv->draining && !lp->_drain_seen)
         drain_loop(lp);
     while (lp->_close_head) {
@@ -171,8 +185,6 @@ static void on_wake(uv_async_t *a)
         t->fn(t->arg);
         free(t);
     }
-    if (lp->_flush_head && !uv_is_active((uv_handle_t *)&lp->_flush_idle))
-        uv_idle_start(&lp->_flush_idle, on_idle);
     aw_unlock();
 }
 
@@ -196,6 +208,7 @@ static void finish(server_t *srv)
  * the heap is fragmented, so a burst would otherwise pin its peak RSS. */
 static void trim_memory(server_t *srv)
 {
+    server_sum_counters(srv);
     size_t held = srv->hub.history.bytes + (size_t)srv->metrics.queue_bytes;
     if (held > srv->_trim_mark)
         srv->_trim_mark = held;
@@ -216,6 +229,7 @@ static void on_tick(uv_timer_t *t)
         next = s->_next; /* session_tick may close s; it stays linked until its close cb */
         session_tick(s, now);
     }
+    server_drain_inbox(lp);
     if (srv->draining && !lp->_drain_seen)
         drain_loop(lp);
     if (srv->draining && now >= srv->_drain_deadline && lp->index != 0) {
@@ -377,6 +391,7 @@ static int loop_init(server_t *srv, unsigned index, uv_loop_t *loop, char *err, 
     uv_idle_init(lp->loop, &lp->_flush_idle);
     uv_async_init(lp->loop, &lp->_wake, on_wake);
     lp->_wake.data = lp;
+    uv_mutex_init(&lp->_inbox_lock);
     return AW_OK;
 }
 
@@ -405,6 +420,15 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
      * granularity. */
     srv->tick_ms = clamp64(shortest / 4, 10, 1000);
     srv->nloops = loop_count(cfg);
+    /* Sessions past the descriptor limit could not be served: they are
+     * accepted and closed at once instead, before accept itself fails. */
+    struct rlimit rl;
+    size_t fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                     ? (size_t)rl.rlim_cur
+                     : (size_t)1 << 20;
+    srv->tcp_cap = fds > 2 * FD_RESERVE ? fds - FD_RESERVE : fds / 2;
+    if (cfg->max_connections > 0 && (size_t)cfg->max_connections + SESSION_SPARE < srv->tcp_cap)
+        srv->tcp_cap = (size_t)cfg->max_connections + SESSION_SPARE; /* room for API calls */
     srv->loops = calloc(srv->nloops, sizeof *srv->loops);
     if (!srv->loops) {
         snprintf(err, errlen, "out of memory");
@@ -494,6 +518,15 @@ void server_dispose(server_t *srv)
             free(lp->loop);
         }
     }
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        server_loop_t *lp = &srv->loops[i];
+        for (size_t j = 0; j < lp->_inbox_len; j++)
+            frame_unref(lp->_inbox[j].f);
+        free(lp->_inbox);
+        free(lp->_spare);
+        if (lp->loop)
+            uv_mutex_destroy(&lp->_inbox_lock);
+    }
     free(srv->loops);
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
@@ -553,9 +586,7 @@ void server_want_flush(session_t *s)
     if (lp->_flush_head)
         lp->_flush_head->_flush_prev = s;
     lp->_flush_head = s;
-    if (lp != this_loop)
-        uv_async_send(&lp->_wake); /* its check phase writes it */
-    else if (!uv_is_active((uv_handle_t *)&lp->_flush_idle))
+    if (!uv_is_active((uv_handle_t *)&lp->_flush_idle))
         uv_idle_start(&lp->_flush_idle, on_idle);
 }
 
@@ -582,6 +613,82 @@ void server_request_close(session_t *s)
     s->_close_next = lp->_close_head;
     lp->_close_head = s;
     uv_async_send(&lp->_wake);
+}
+
+int server_post_delivery(session_t *s, frame_t *f, uint64_t seq)
+{
+    server_loop_t *lp = s->lp;
+    uv_mutex_lock(&lp->_inbox_lock);
+    if (lp->_inbox_len == lp->_inbox_cap) {
+        size_t cap = lp->_inbox_cap ? lp->_inbox_cap * 2 : 256;
+        delivery_t *p = realloc(lp->_inbox, cap * sizeof *p);
+        if (!p) {
+            uv_mutex_unlock(&lp->_inbox_lock);
+            return AW_ENOMEM;
+        }
+        lp->_inbox = p;
+        lp->_inbox_cap = cap;
+    }
+    bool was_empty = lp->_inbox_len == 0;
+    lp->_inbox[lp->_inbox_len++] = (delivery_t){.s = s, .f = frame_ref(f), .seq = seq};
+    uv_mutex_unlock(&lp->_inbox_lock);
+    if (was_empty)
+        uv_async_send(&lp->_wake);
+    return AW_OK;
+}
+
+void server_drain_inbox(server_loop_t *lp)
+{
+    if (!threaded)
+        return;
+    for (;;) {
+        /* Take the whole inbox and leave the spare array in its place, so
+         * other loops go on posting while this one delivers. */
+        uv_mutex_lock(&lp->_inbox_lock);
+        size_t n = lp->_inbox_len;
+        delivery_t *batch = lp->_inbox;
+        size_t cap = lp->_inbox_cap;
+        lp->_inbox = lp->_spare;
+        lp->_inbox_cap = lp->_spare_cap;
+        lp->_inbox_len = 0;
+        lp->_spare = batch;
+        lp->_spare_cap = cap;
+        uv_mutex_unlock(&lp->_inbox_lock);
+        if (n == 0)
+            return;
+        for (size_t i = 0; i < n; i++) {
+            session_deliver(batch[i].s, batch[i].f, batch[i].seq);
+            frame_unref(batch[i].f);
+        }
+    }
+}
+
+void server_purge_inbox(server_loop_t *lp, session_t *s)
+{
+    if (!threaded)
+        return;
+    uv_mutex_lock(&lp->_inbox_lock);
+    size_t keep = 0;
+    for (size_t i = 0; i < lp->_inbox_len; i++) {
+        if (lp->_inbox[i].s == s)
+            frame_unref(lp->_inbox[i].f);
+        else
+            lp->_inbox[keep++] = lp->_inbox[i];
+    }
+    lp->_inbox_len = keep;
+    uv_mutex_unlock(&lp->_inbox_lock);
+}
+
+void server_sum_counters(server_t *srv)
+{
+    int64_t queued = 0;
+    uint64_t sent = 0;
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        queued += atomic_load_explicit(&srv->loops[i].queue_bytes, memory_order_relaxed);
+        sent += atomic_load_explicit(&srv->loops[i].bytes_sent, memory_order_relaxed);
+    }
+    srv->metrics.queue_bytes = queued;
+    srv->metrics.bytes_sent = sent;
 }
 
 char *server_readbuf(server_loop_t *lp, size_t *len)

@@ -3,13 +3,15 @@
  * modules' state (hub, tickets, idempotency cache, metrics).
  *
  * Threads: with --threads 1 everything runs on one loop. With more, every
- * loop runs its callbacks under one process-wide lock (lock.h), released
- * only around the socket system calls, which is where fan-out spends its
- * time; what one loop must do to another loop's session (wake it to write,
+ * loop runs its callbacks under one process-wide lock (lock.h), except the
+ * delivery path: a session's queue, its writes and its socket belong to its
+ * loop alone, which fills the queue from its inbox and writes without the
+ * lock. What one loop must do to another loop's session (deliver an event,
  * close it) is handed over, never done from the wrong thread. */
 #ifndef AW_SERVER_H
 #define AW_SERVER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -29,6 +31,14 @@ struct session;
 struct server;
 struct server_task;
 
+/* An event frame for a session of another loop, waiting in that loop's
+ * inbox (the frame reference is the inbox's). */
+typedef struct delivery {
+    struct session *s;
+    frame_t *f;
+    uint64_t seq;
+} delivery_t;
+
 /* One event loop and the connections it owns. Loop 0 runs on the main
  * thread and also owns signals, agents and the process-wide housekeeping;
  * loops 1..n-1 run on their own threads. Each has its own listener on the
@@ -40,6 +50,9 @@ typedef struct server_loop {
     uv_loop_t *loop;
     unsigned index;
     size_t nsessions; /* read-only */
+    /* Written by this loop only, read by any (metrics): relaxed atomics. */
+    _Atomic int64_t queue_bytes; /* bytes waiting in this loop's queues */
+    _Atomic uint64_t bytes_sent; /* bytes written to this loop's sockets */
     /* private */
     uv_thread_t _thread;
     uv_tcp_t _listener;
@@ -51,7 +64,14 @@ typedef struct server_loop {
     struct session *_flush_head;
     struct session *_close_head; /* closes asked for by other loops */
     struct server_task *_tasks;  /* loop 0: work posted by other loops */
+    uv_mutex_t _inbox_lock;      /* guards _inbox only */
+    delivery_t *_inbox, *_spare; /* events from other loops, in publish order */
+    size_t _inbox_len, _inbox_cap, _spare_cap;
     bool _drain_seen;
+    unsigned _accepts;      /* accepted in this loop turn */
+    bool _accept_deferred;  /* a connection waits for the next turn */
+    int64_t _accept_log_ms; /* last "accept failed" line, and failures since */
+    uint64_t _accept_fails;
     char _readbuf[65536]; /* shared by all reads: libuv reads one stream at a time */
 } server_loop_t;
 
@@ -74,13 +94,15 @@ typedef struct server {
     server_loop_t *loops; /* loops[0] is the main thread's */
     unsigned nloops;
     size_t nsessions; /* read-only: sessions of all loops */
+    size_t tcp_cap;   /* read-only: sessions allowed at once (limits and descriptors) */
 
     /* private */
     uv_signal_t _sigterm, _sigint, _sighup;
     int64_t _drain_deadline;
     size_t _trim_mark; /* bytes held at the last trim, or the peak since */
     uint64_t _next_conn;
-    bool _stopping; /* drained: every loop closes its handles */
+    bool _stopping;         /* drained: every loop closes its handles */
+    int64_t _refuse_log_ms; /* last "connection refused" line */
 } server_t;
 
 /* Sets up the loop and modules and starts listening. On failure returns a
@@ -99,13 +121,26 @@ void server_drain(server_t *srv);
 /* Next connection id ("c_" + hex), written to out (size >= 24). */
 void server_conn_id(server_t *srv, char *out, size_t len);
 
-/* Session list and flush list maintenance (session.c calls these); the
- * session's own loop is s->lp. server_want_flush may be called from any loop:
- * another loop's session is woken to write on its own thread. */
+/* Session list and flush list maintenance (session.c calls these, on the
+ * session's own loop s->lp). */
 void server_add_session(server_loop_t *lp, struct session *s);
 void server_remove_session(server_loop_t *lp, struct session *s);
 void server_want_flush(struct session *s);
 void server_cancel_flush(struct session *s);
+
+/* Hands event frame f (number seq) for session s to s's loop, which queues
+ * it on its next turn. 0 or AW_ENOMEM. */
+int server_post_delivery(struct session *s, frame_t *f, uint64_t seq);
+
+/* Queues on their sessions the events other loops handed to lp (lp's own
+ * thread only). */
+void server_drain_inbox(server_loop_t *lp);
+
+/* Forgets the inbox entries of a session being freed (its own thread). */
+void server_purge_inbox(server_loop_t *lp, struct session *s);
+
+/* Per-loop counters added up into srv->metrics (bytes_sent, queue_bytes). */
+void server_sum_counters(server_t *srv);
 
 /* Asks the session's own loop to close it with code and reason (used when
  * another loop decides the close: API disconnect, slow consumer). */

@@ -18,9 +18,8 @@
 #include "server.h"
 #include "upgrade.h"
 
-#define QUEUE_MIN     8
-#define SESSION_SPARE 64 /* TCP sessions allowed past --max-connections (HTTP API) */
-#define WRITE_BATCH   64 /* frames per writev: bounded so one writer cannot starve */
+#define QUEUE_MIN   8
+#define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
 
 static void on_close(uv_handle_t *h);
 static void on_plain(void *arg, char *data, size_t len);
@@ -55,10 +54,14 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_ENOMEM;
     }
-    uint64_t cap = (uint64_t)srv->cfg->max_connections;
-    if (cap && srv->nsessions >= cap + SESSION_SPARE) { /* room for API calls, no more */
-        log_kv(LOG_WARN, "connection refused: too many", "#sessions", (long long)srv->nsessions,
-               NULL);
+    if (srv->nsessions >= srv->tcp_cap) { /* server.c: limits and descriptors */
+        srv->metrics.refused_tcp++;
+        int64_t now = aw_now_ms();
+        if (now - srv->_refuse_log_ms >= 1000) { /* a line a second at most */
+            log_kv(LOG_WARN, "connection refused: too many", "#sessions", (long long)srv->nsessions,
+                   "#limit", (long long)srv->tcp_cap, NULL);
+            srv->_refuse_log_ms = now;
+        }
         tls_conn_free(s->_tls);
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_ELIMIT;
@@ -95,6 +98,21 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
 
 /* ---- output queue ---- */
 
+/* The loop's counters are written by its own thread only (server.h). */
+static void add_queued(session_t *s, int64_t d)
+{
+    _Atomic int64_t *c = &s->lp->queue_bytes;
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+static void add_sent(session_t *s, uint64_t d)
+{
+    _Atomic uint64_t *c = &s->lp->bytes_sent;
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
 static bool queue_push(session_t *s, frame_t *f)
 {
     if (s->_qlen == s->_qcap) {
@@ -112,7 +130,7 @@ static bool queue_push(session_t *s, frame_t *f)
     s->_q[(s->_qhead + s->_qlen) % s->_qcap] = frame_ref(f);
     s->_qlen++;
     s->_qbytes += f->len;
-    s->srv->metrics.queue_bytes += f->len;
+    add_queued(s, f->len);
     return true;
 }
 
@@ -124,7 +142,7 @@ static void queue_truncate(session_t *s, uint32_t from)
     while (s->_qlen > from) {
         frame_t *f = s->_q[(s->_qhead + s->_qlen - 1) % s->_qcap];
         s->_qbytes -= f->len;
-        s->srv->metrics.queue_bytes -= f->len;
+        add_queued(s, -(int64_t)f->len);
         frame_unref(f);
         s->_qlen--;
     }
@@ -143,11 +161,11 @@ static int enqueue(session_t *s, frame_t *f)
     return AW_OK;
 }
 
-/* Bytes owed to the peer that the kernel has not taken yet. Any loop may
- * ask, so libuv's count of unwritten bytes is read from the owner's copy. */
+/* Bytes owed to the peer that the kernel has not taken yet. */
 static size_t backlog(const session_t *s)
 {
-    return s->_qbytes - s->_inflight_bytes + s->_wq_bytes;
+    return s->_qbytes - s->_inflight_bytes +
+           uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
 }
 
 /* Half the queue limit: live events past it are read from history instead
@@ -177,9 +195,7 @@ int session_send(session_t *s, frame_t *f)
     return enqueue(s, f);
 }
 
-/* The bytes this session gets for a shared event frame: its compressed
- * variant when deflate was negotiated (made once per event, see deflate.h). */
-static frame_t *wire_frame(session_t *s, frame_t *f)
+frame_t *session_wire_frame(session_t *s, frame_t *f)
 {
     return s->deflate ? deflater_frame(&s->srv->deflater, f, s->zparams.server_window_bits) : f;
 }
@@ -188,14 +204,14 @@ int session_deliver(session_t *s, frame_t *f, uint64_t seq)
 {
     if (s->state != SESSION_OPEN || s->echo)
         return AW_ECLOSED;
-    if (s->replay_next)
-        return AW_OK; /* catching up: the pump reads this event from history */
-    f = wire_frame(s, f);
+    if (s->replay_next || seq <= s->_last_seq)
+        return AW_OK; /* catching up (the pump reads it from history), or queued already */
     if (backlog(s) + f->len > watermark(s)) {
         s->replay_next = seq;
         replay_pump(s); /* sends it now if the backlog allows */
         return AW_OK;
     }
+    s->_last_seq = seq;
     return enqueue(s, f);
 }
 
@@ -214,10 +230,14 @@ int session_send_json(session_t *s, const json_t *obj)
 }
 
 /* Queues history frames while the queue is below half its limit; the write
- * completion calls again. Live events skip a replaying session (hub.c), so
- * the stream reaches the client in seq order with no seam. */
+ * completion calls again. Live events skip a replaying session (see
+ * session_deliver), so the stream reaches the client in seq order with no
+ * seam. History is shared: the pump holds the lock. */
 static void replay_pump(session_t *s)
 {
+    if (!s->replay_next)
+        return;
+    aw_lock();
     while (s->replay_next && s->state == SESSION_OPEN) {
         if (s->replay_next > s->user->seq) {
             s->replay_next = 0; /* caught up: live from here */
@@ -226,24 +246,25 @@ static void replay_pump(session_t *s)
                 json_decref(s->_replay_ack);
                 s->_replay_ack = NULL;
             }
-            return;
+            break;
         }
         if (backlog(s) >= watermark(s))
-            return;
+            break;
         frame_t *f = history_get(&s->user->history, s->replay_next);
         if (!f) { /* evicted while replaying: the client must resume again */
             log_kv(LOG_INFO, "history lost during replay", "conn", s->id, "user", s->user->id,
                    "#seq", (long long)s->replay_next, NULL);
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
-            return;
+            break;
         }
-        if (enqueue(s, wire_frame(s, f)) != AW_OK) {
+        if (enqueue(s, session_wire_frame(s, f)) != AW_OK) {
             session_close(s, WS_CLOSE_INTERNAL, "out of memory");
-            return;
+            break;
         }
         s->srv->metrics.events_replayed++;
-        s->replay_next++;
+        s->_last_seq = s->replay_next++;
     }
+    aw_unlock();
 }
 
 void session_replay(session_t *s, uint64_t from, json_t *ack)
@@ -263,14 +284,13 @@ static size_t release_inflight(session_t *s)
         frame_t *f = s->_q[s->_qhead];
         written += f->len;
         s->_qbytes -= f->len;
-        s->srv->metrics.queue_bytes -= f->len;
+        add_queued(s, -(int64_t)f->len);
         frame_unref(f);
         s->_qhead = (s->_qhead + 1) % s->_qcap;
         s->_qlen--;
     }
     s->_inflight = 0;
     s->_inflight_bytes = 0;
-    s->_wq_bytes = 0;
     s->_written += written;
     if (s->_tls_out) { /* the bytes on the wire were this ciphertext */
         written = s->_tls_out->len;
@@ -280,22 +300,27 @@ static size_t release_inflight(session_t *s)
     return written;
 }
 
+/* Closes after a failed write, under the lock (logs and metrics are shared). */
+static void write_failed(session_t *s, const char *reason)
+{
+    aw_lock();
+    session_abort(s, reason);
+    aw_unlock();
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     session_t *s = req->data;
-    aw_lock();
-    size_t written = release_inflight(s);
+    add_sent(s, release_inflight(s));
     if (status < 0) {
         if (s->state != SESSION_GONE)
-            session_abort(s, uv_err_name(status));
-    } else {
-        s->srv->metrics.bytes_sent += written;
-        if (s->state != SESSION_GONE) {
-            replay_pump(s);
-            session_flush(s);
-        }
+            write_failed(s, uv_err_name(status));
+        return;
     }
-    aw_unlock();
+    if (s->state != SESSION_GONE) {
+        replay_pump(s);
+        session_flush(s);
+    }
 }
 
 /* TLS: the batch of plaintext frames becomes one ciphertext buffer, written
@@ -345,46 +370,33 @@ void session_flush(session_t *s)
             if (tls_encrypt_batch(s, bufs, &n) != AW_OK) {
                 s->_inflight = 0;
                 s->_inflight_bytes = 0;
-                session_abort(s, "TLS error");
+                write_failed(s, "TLS error");
                 return;
             }
             total = bufs[0].len;
         }
-        /* The system calls run without the lock: frames in flight stay
-         * queued (nothing truncates them) and only this loop touches the
-         * socket. Most batches fit in the socket buffer at once; the rest
-         * is left to libuv, which finishes it when the socket drains. */
-        int depth = aw_lock_release();
+        /* Most batches fit in the socket buffer at once; the rest is left to
+         * libuv, which finishes it when the socket drains. */
         int rc = uv_try_write((uv_stream_t *)&s->tcp, bufs, n);
-        size_t wq = 0;
         if (rc == UV_EAGAIN)
             rc = 0;
         if (rc >= 0 && (size_t)rc < total) {
             n = bufs_advance(bufs, n, (size_t)rc);
             rc = uv_write(&s->_wreq, (uv_stream_t *)&s->tcp, bufs, n, on_write);
-            wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
-            aw_lock_restore(depth);
-            if (rc != 0) {
-                s->_inflight = 0;
-                s->_inflight_bytes = 0;
-                session_abort(s, uv_err_name(rc));
-                return;
-            }
-            s->_wq_bytes = wq;
-            return; /* on_write continues */
+            if (rc == 0)
+                return; /* on_write continues */
         }
-        aw_lock_restore(depth);
         if (rc < 0) {
             s->_inflight = 0;
             s->_inflight_bytes = 0;
-            session_abort(s, uv_err_name(rc));
+            write_failed(s, uv_err_name(rc));
             return;
         }
-        s->srv->metrics.bytes_sent += release_inflight(s);
+        add_sent(s, release_inflight(s));
         replay_pump(s);
     }
     if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE)
-        session_abort(s, NULL);
+        write_failed(s, NULL);
 }
 
 /* ---- closing ---- */
@@ -460,6 +472,7 @@ static void on_close(uv_handle_t *h)
     queue_truncate(s, 0);
     if (s->user)
         hub_detach(&s->srv->hub, s, s->ip); /* unlinked only now: see hub.c */
+    server_purge_inbox(s->lp, s);           /* after the detach: no loop posts to s any more */
     server_remove_session(s->lp, s);
     if (s->_http) {
         http_reader_dispose(s->_http);
@@ -758,7 +771,7 @@ static void tls_write_pending(session_t *s)
         return;
     }
     w->bytes = out;
-    s->srv->metrics.bytes_sent += out->len;
+    add_sent(s, out->len);
 }
 
 static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf);

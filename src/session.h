@@ -87,7 +87,7 @@ typedef struct session {
     uint64_t _written;        /* bytes whose write completed */
     uint64_t _tick_written;   /* _written at the last tick */
     size_t _tick_write_queue; /* libuv's unwritten bytes at the last tick */
-    size_t _wq_bytes;         /* libuv's unwritten bytes, as the owner loop last saw */
+    uint64_t _last_seq;       /* the newest event queued (replays included) */
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */
     bool _keep_alive;    /* the current HTTP request allows another */
@@ -105,9 +105,16 @@ int session_accept(struct server_loop *lp, uv_stream_t *listener);
  * Returns 0, or AW_ECLOSED when the session takes no more frames. */
 int session_send(session_t *s, frame_t *f);
 
-/* Delivers event frame f (number seq of the session's user): queued when the
+/* The frame session s sends for shared event frame f: its compressed
+ * variant when deflate was negotiated (made once per event, see deflate.h).
+ * Under the lock: the deflater is shared. */
+frame_t *session_wire_frame(session_t *s, frame_t *f);
+
+/* Delivers event frame f (number seq of the session's user, already the
+ * session's wire frame) on the session's own loop: queued when the
  * connection keeps up, otherwise read from history as the queue drains
- * (catch-up). Only the hub calls this. 0 or AW_ECLOSED. */
+ * (catch-up); an event queued already (seq not newer) is skipped. Only the
+ * hub and the loop's inbox call this. 0 or AW_ECLOSED. */
 int session_deliver(session_t *s, frame_t *f, uint64_t seq);
 
 /* Queues a JSON object as a text frame on this session only (replies such as

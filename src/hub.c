@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "aw.h"
+#include "bigstr.h"
 #include "event.h"
 #include "frame.h"
 #include "log.h"
@@ -170,6 +171,21 @@ static int scratch_string(hub_t *h, const char *str)
     return rc ? rc : scratch_append("\"", 1, h);
 }
 
+/* Puts the long strings back in place of their placeholders (bigstr.h) in
+ * the serialization from offset `from` on. */
+static int splice_literals(hub_t *h, size_t from)
+{
+    size_t len = h->_scratch_len - from;
+    char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return AW_ENOMEM;
+    memcpy(copy, h->_scratch + from, len);
+    h->_scratch_len = from;
+    int rc = bigstr_splice(h->literals, copy, len, scratch_append, h);
+    free(copy);
+    return rc ? AW_ENOMEM : AW_OK;
+}
+
 /* Serializes the event with the envelope of PROTOCOL section 2 stamped
  * first: the envelope is written as text ahead of the publisher's fields
  * (whose own envelope-named fields are dropped), which spares building and
@@ -192,6 +208,8 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
         return AW_ENOMEM;
     size_t body = h->_scratch_len;
     if (json_dump_callback(ev, scratch_append, h, JSON_COMPACT) != 0)
+        return AW_ENOMEM;
+    if (h->literals && h->literals->n && splice_literals(h, body) != AW_OK)
         return AW_ENOMEM;
     if (h->_scratch_len == body + 2) /* "{}": nothing but the envelope */
         h->_scratch[body] = '}', h->_scratch_len = body + 1;

@@ -44,7 +44,10 @@ typedef struct hub {
     map_t _ips;   /* address -> count (uintptr_t) */
     const config_t *_cfg;
     metrics_t *_metrics;
-    struct runs *runs;    /* public: the run-order gate, NULL for none */
+    struct runs *runs; /* public: the run-order gate, NULL for none */
+    /* public: the undecoded long strings of the events being published
+     * (bigstr.h), set around hub_publish by the caller that parsed them */
+    const struct bigstr *literals;
     uint64_t _next_event; /* event id counter */
     char _node[9];        /* random per-process prefix of event ids */
     char *_scratch;       /* serialization buffer, reused per event */

@@ -170,8 +170,9 @@ static int read_close(ws_frame_t *f)
 }
 
 /* Advances the open message by one data frame; text is validated as it comes
- * so a bad fragment fails at once rather than at FIN. */
-static int track_message(ws_parser_t *p, ws_frame_t *f)
+ * so a bad fragment fails at once rather than at FIN. The first `checked`
+ * payload bytes passed check_partial_text while the frame was arriving. */
+static int track_message(ws_parser_t *p, ws_frame_t *f, size_t checked)
 {
     if (f->opcode != WS_OP_CONT) {
         p->_msg_opcode = f->opcode;
@@ -184,14 +185,17 @@ static int track_message(ws_parser_t *p, ws_frame_t *f)
     p->_in_message = !f->fin;
     if (p->_msg_opcode != WS_OP_TEXT || f->compressed)
         return AW_OK; /* compressed text is checked once inflated */
-    if (!utf8_feed(&p->_utf8, f->payload, f->len))
+    if (checked)      /* its first bytes passed check_partial_text already */
+        p->_utf8 = p->_pv_state;
+    if (!utf8_feed(&p->_utf8, f->payload + checked, f->len - checked))
         return AW_EUTF8;
     if (f->fin && !utf8_complete(&p->_utf8))
         return AW_EUTF8;
     return AW_OK;
 }
 
-static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_frame_t *out)
+static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_frame_t *out,
+                      size_t checked)
 {
     size_t n = (size_t)h->plen;
 
@@ -207,7 +211,7 @@ static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_
         return read_close(out);
     if (is_control(h->opcode))
         return AW_OK;
-    return track_message(p, out);
+    return track_message(p, out, checked);
 }
 
 /* Validates the part of a text payload that has arrived, so that invalid
@@ -282,8 +286,9 @@ int ws_parse(ws_parser_t *p, uint8_t *buf, size_t len, ws_frame_t *out, size_t *
     if (rc == AW_OK && len - h.hlen < h.plen)
         rc = check_partial_text(p, buf, len, &h);
     else if (rc == AW_OK) {
-        p->_pv_len = 0; /* the frame is whole: validated in full below */
-        rc = take_frame(p, buf, &h, out);
+        size_t checked = p->_pv_len; /* the frame is whole: the rest is validated below */
+        p->_pv_len = 0;
+        rc = take_frame(p, buf, &h, out, checked);
     }
     if (rc == AW_OK)
         *consumed = h.hlen + (size_t)h.plen;

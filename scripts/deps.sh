@@ -2,8 +2,9 @@
 # Installs what building and testing agentwire needs, when it is missing.
 #   scripts/deps.sh build   C toolchain and libraries (Debian packages)
 #   scripts/deps.sh test    the above, plus node, npm packages (npm ci) and test tools
-#                           (curl, chromium for the browser tests, and clang with its
-#                           libFuzzer runtime for scripts/fuzz.sh)
+#                           (curl, chromium for the browser tests, clang with its
+#                           libFuzzer runtime for scripts/fuzz.sh, and the benchmark's
+#                           peer nchan and gnuplot for its smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ if [ "${1:-build}" = test ]; then
   command -v node >/dev/null 2>&1 || need+=(nodejs npm)
   # The browser tests (tests/browser) drive Debian's Chromium with playwright-core.
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  # The benchmark (make bench, and its smoke run in the tests): nginx with nchan as
+  # a peer, gnuplot for the plots.
+  need+=(nginx libnginx-mod-nchan gnuplot-nox)
 fi
 
 missing=()

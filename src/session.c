@@ -636,13 +636,18 @@ static size_t ws_consume(session_t *s, uint8_t *buf, size_t len)
 static void ws_input(session_t *s, const char *data, size_t len)
 {
     if (s->_rlen) { /* a partial frame is waiting: append and parse from there */
-        uint8_t *r = realloc(s->_rbuf, s->_rlen + len);
-        if (!r) {
-            session_abort(s, "out of memory");
-            return;
+        if (s->_rlen + len > s->_rcap) {
+            /* doubling: a large frame arrives in many reads */
+            size_t cap = s->_rcap * 2 > s->_rlen + len ? s->_rcap * 2 : s->_rlen + len;
+            uint8_t *r = realloc(s->_rbuf, cap);
+            if (!r) {
+                session_abort(s, "out of memory");
+                return;
+            }
+            s->_rbuf = r;
+            s->_rcap = cap;
         }
-        memcpy(r + s->_rlen, data, len);
-        s->_rbuf = r;
+        memcpy(s->_rbuf + s->_rlen, data, len);
         s->_rlen += len;
         size_t used = ws_consume(s, s->_rbuf, s->_rlen);
         if (s->state == SESSION_GONE)
@@ -651,6 +656,7 @@ static void ws_input(session_t *s, const char *data, size_t len)
         if (s->_rlen == 0) {
             free(s->_rbuf);
             s->_rbuf = NULL;
+            s->_rcap = 0;
         } else {
             memmove(s->_rbuf, s->_rbuf + used, s->_rlen);
         }
@@ -666,7 +672,7 @@ static void ws_input(session_t *s, const char *data, size_t len)
         return;
     }
     memcpy(s->_rbuf, data + used, len - used);
-    s->_rlen = len - used;
+    s->_rlen = s->_rcap = len - used;
 }
 
 /* ---- HTTP input ---- */

@@ -63,7 +63,7 @@ typedef struct session {
     http_reader_t *_http; /* only while in the HTTP phase */
     ws_parser_t _ws;
     uint8_t *_rbuf; /* unparsed bytes of a partial frame, NULL when none */
-    size_t _rlen;
+    size_t _rlen, _rcap;
     tls_conn_t *_tls;   /* TLS state when --tls-cert is set, else NULL */
     frame_t *_tls_out;  /* ciphertext of the batch being written */
     z_stream *_inflate; /* the client's compression context, made on first use */

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Builds agentwire. scripts/build.sh [release|asan] -> build/ or build-asan/
+# Builds agentwire. scripts/build.sh [release|asan|tsan] -> build/, build-asan/ or build-tsan/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-release}
 if [ "$kind" = asan ]; then
   dir=build-asan
   flags=(-DCMAKE_BUILD_TYPE=Debug -DAW_SANITIZE=ON)
+elif [ "$kind" = tsan ]; then
+  # ThreadSanitizer, for the event loops' threads (--threads)
+  dir=build-tsan
+  flags=(-DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS=-fsanitize=thread -O1"
+         "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread")
 else
   dir=build
   flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)

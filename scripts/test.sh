@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's second command: install what is missing, then run every test
 # twice: on the release build, and on an AddressSanitizer +
-# UndefinedBehaviorSanitizer build.
+# UndefinedBehaviorSanitizer build; then the cross-loop suites under
+# ThreadSanitizer, the benchmark's smoke run and the fuzzers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh test
@@ -22,6 +23,19 @@ for kind in release asan; do
   echo "== $kind: browser tests (tests/browser, headless Chromium)"
   AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/browser/
 done
+# The loops' threads under ThreadSanitizer: the suites that publish, deliver,
+# resume, run agents and close across loops (a data race stops the server, so
+# the tests fail).
+echo "== tsan: end-to-end tests across event loops (ThreadSanitizer)"
+scripts/build.sh tsan
+TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66} AGENTWIRE_THREADS=2 \
+  AGENTWIRE_BIN="$PWD/build-tsan/agentwire" node --test --test-concurrency=1 \
+  tests/e2e/delivery.test.mjs tests/e2e/resume.test.mjs tests/e2e/runs.test.mjs \
+  tests/e2e/api.test.mjs tests/e2e/lifecycle.test.mjs tests/e2e/client.test.mjs
+# The benchmark's smoke run: every scenario against agentwire and the three
+# peers, tiny and untimed; it fails on any lost, reordered or misdirected event.
+echo "== benchmark smoke (node bench/run.mjs --smoke)"
+node bench/run.mjs --smoke
 # Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
 echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
 scripts/fuzz.sh 20

@@ -4,6 +4,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 const char *aw_strerror(int err)
@@ -46,4 +48,34 @@ bool aw_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
     if (alen != blen)
         return false;
     return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+int aw_buf_append(const char *bytes, size_t n, void *buf)
+{
+    aw_buf_t *b = buf;
+    if (n == 0)
+        return 0;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2)
+                return -1;
+            cap *= 2;
+        }
+        char *p = realloc(b->data, cap);
+        if (!p)
+            return -1;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    return 0;
+}
+
+void aw_buf_free(aw_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
 }

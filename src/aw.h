@@ -59,4 +59,19 @@ bool aw_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 
 #define AW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A growable byte buffer: the one way this code base accumulates bytes of
+ * unknown length (serializations, message fragments). Zero-initialize. */
+typedef struct aw_buf {
+    char *data;
+    size_t len, cap;
+} aw_buf_t;
+
+/* Appends n bytes (data may be NULL when n is 0), doubling the capacity as
+ * needed. 0, or -1 when out of memory (the buffer is then unchanged). Its
+ * shape is jansson's json_dump_callback_t: pass an aw_buf_t * as arg. */
+int aw_buf_append(const char *bytes, size_t n, void *buf);
+
+/* Frees the bytes and zeroes the buffer. */
+void aw_buf_free(aw_buf_t *b);
+
 #endif

@@ -41,7 +41,7 @@ void hub_dispose(hub_t *h)
     history_pool_dispose(&h->history);
     map_dispose(&h->_users, free);
     map_dispose(&h->_ips, NULL);
-    free(h->_scratch);
+    aw_buf_free(&h->_scratch);
 }
 
 hub_user_t *hub_user_find(const hub_t *h, const char *user_id)
@@ -134,54 +134,36 @@ void hub_detach(hub_t *h, session_t *s, const char *ip)
      * (seq, epoch) outlives its connections so that numbering never restarts. */
 }
 
-static int scratch_append(const char *buf, size_t len, void *arg)
-{
-    hub_t *h = arg;
-    if (h->_scratch_len + len > h->_scratch_cap) {
-        size_t cap = h->_scratch_cap ? h->_scratch_cap : 4096;
-        while (cap < h->_scratch_len + len)
-            cap *= 2;
-        char *p = realloc(h->_scratch, cap);
-        if (!p)
-            return -1;
-        h->_scratch = p;
-        h->_scratch_cap = cap;
-    }
-    memcpy(h->_scratch + h->_scratch_len, buf, len);
-    h->_scratch_len += len;
-    return 0;
-}
-
 static const char *const envelope_fields[] = {"seq", "epoch", "event_id", "timestamp", "user_id"};
 
 /* Appends s as a JSON string. Ids have no control characters (event.c), so
  * only the quote and the backslash need escaping. */
 static int scratch_string(hub_t *h, const char *str)
 {
-    int rc = scratch_append("\"", 1, h);
+    int rc = aw_buf_append("\"", 1, &h->_scratch);
     while (rc == 0 && *str) {
         size_t run = strcspn(str, "\"\\");
-        rc = scratch_append(str, run, h);
+        rc = aw_buf_append(str, run, &h->_scratch);
         str += run;
         if (rc == 0 && *str) {
-            rc = scratch_append(*str == '"' ? "\\\"" : "\\\\", 2, h);
+            rc = aw_buf_append(*str == '"' ? "\\\"" : "\\\\", 2, &h->_scratch);
             str++;
         }
     }
-    return rc ? rc : scratch_append("\"", 1, h);
+    return rc ? rc : aw_buf_append("\"", 1, &h->_scratch);
 }
 
 /* Puts the long strings back in place of their placeholders (bigstr.h) in
  * the serialization from offset `from` on. */
 static int splice_literals(hub_t *h, size_t from)
 {
-    size_t len = h->_scratch_len - from;
+    size_t len = h->_scratch.len - from;
     char *copy = malloc(len ? len : 1);
     if (!copy)
         return AW_ENOMEM;
-    memcpy(copy, h->_scratch + from, len);
-    h->_scratch_len = from;
-    int rc = bigstr_splice(h->literals, copy, len, scratch_append, h);
+    memcpy(copy, h->_scratch.data + from, len);
+    h->_scratch.len = from;
+    int rc = bigstr_splice(h->literals, copy, len, aw_buf_append, &h->_scratch);
     free(copy);
     return rc ? AW_ENOMEM : AW_OK;
 }
@@ -203,18 +185,18 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
                      "{\"seq\":%llu,\"epoch\":\"%s\",\"event_id\":\"%s\",\"timestamp\":%lld,"
                      "\"user_id\":",
                      (unsigned long long)out->seq, u->epoch, out->event_id, (long long)aw_now_ms());
-    h->_scratch_len = 0;
-    if (scratch_append(head, (size_t)n, h) != 0 || scratch_string(h, u->id) != 0)
+    h->_scratch.len = 0;
+    if (aw_buf_append(head, (size_t)n, &h->_scratch) != 0 || scratch_string(h, u->id) != 0)
         return AW_ENOMEM;
-    size_t body = h->_scratch_len;
-    if (json_dump_callback(ev, scratch_append, h, JSON_COMPACT) != 0)
+    size_t body = h->_scratch.len;
+    if (json_dump_callback(ev, aw_buf_append, &h->_scratch, JSON_COMPACT) != 0)
         return AW_ENOMEM;
     if (h->literals && h->literals->n && splice_literals(h, body) != AW_OK)
         return AW_ENOMEM;
-    if (h->_scratch_len == body + 2) /* "{}": nothing but the envelope */
-        h->_scratch[body] = '}', h->_scratch_len = body + 1;
+    if (h->_scratch.len == body + 2) /* "{}": nothing but the envelope */
+        h->_scratch.data[body] = '}', h->_scratch.len = body + 1;
     else
-        h->_scratch[body] = ',';
+        h->_scratch.data[body] = ',';
     return AW_OK;
 }
 
@@ -233,7 +215,7 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     hub_user_t *u = hub_user(h, user_id);
     if (!u || serialize(h, u, ev, out) != AW_OK)
         return AW_ENOMEM;
-    frame_t *f = frame_ws(WS_OP_TEXT, h->_scratch, h->_scratch_len);
+    frame_t *f = frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
     if (!f)
         return AW_ENOMEM;
     int64_t now = aw_now_ms();

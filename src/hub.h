@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "aw.h"
 #include "config.h"
 #include "history.h"
 #include "map.h"
@@ -50,9 +51,8 @@ typedef struct hub {
     const struct bigstr *literals;
     uint64_t _next_event; /* event id counter */
     char _node[9];        /* random per-process prefix of event ids */
-    char *_scratch;       /* serialization buffer, reused per event */
-    size_t _scratch_len, _scratch_cap;
-    int64_t _sweep_now; /* hub_sweep's clock, for its predicate */
+    aw_buf_t _scratch;    /* serialization buffer, reused per event */
+    int64_t _sweep_now;   /* hub_sweep's clock, for its predicate */
 } hub_t;
 
 typedef struct hub_receipt {

@@ -1,10 +1,11 @@
 /* jalloc.c -- size-class free lists for jansson's small nodes (jalloc.h). */
 #include "jalloc.h"
 
+#include "aw.h"
+
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define CLASS_BYTES 16
 #define NCLASSES    16 /* blocks up to 256 bytes are cached */
@@ -62,37 +63,14 @@ void jalloc_free(void *p)
     cache.bytes += cls * CLASS_BYTES;
 }
 
-typedef struct text {
-    char *p;
-    size_t len, cap;
-} text_t;
-
-static int text_append(const char *buf, size_t len, void *arg)
-{
-    text_t *t = arg;
-    if (t->len + len > t->cap) {
-        size_t cap = t->cap ? t->cap : 256;
-        while (cap < t->len + len)
-            cap *= 2;
-        char *p = realloc(t->p, cap);
-        if (!p)
-            return -1;
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->len, buf, len);
-    t->len += len;
-    return 0;
-}
-
 char *jalloc_dumps(const json_t *json, size_t flags)
 {
-    text_t t = {0};
-    if (json_dump_callback(json, text_append, &t, flags) != 0 || text_append("", 1, &t) != 0) {
-        free(t.p);
+    aw_buf_t t = {0};
+    if (json_dump_callback(json, aw_buf_append, &t, flags) != 0 || aw_buf_append("", 1, &t) != 0) {
+        aw_buf_free(&t);
         return NULL;
     }
-    return t.p;
+    return t.data;
 }
 
 void jalloc_install(void)

@@ -478,8 +478,8 @@ static void on_close(uv_handle_t *h)
         http_reader_dispose(s->_http);
         free(s->_http);
     }
-    free(s->_rbuf);
-    free(s->_msg);
+    aw_buf_free(&s->_rbuf);
+    aw_buf_free(&s->_msg);
     json_decref(s->_replay_ack);
     deflate_inflate_free(s->_inflate);
     tls_conn_free(s->_tls);
@@ -488,25 +488,6 @@ static void on_close(uv_handle_t *h)
 }
 
 /* ---- WebSocket input ---- */
-
-static bool msg_append(session_t *s, const uint8_t *p, size_t n)
-{
-    if (n == 0)
-        return true; /* an empty fragment: nothing to copy (p may be NULL) */
-    if (s->_msg_len + n > s->_msg_cap) {
-        size_t cap = s->_msg_cap ? s->_msg_cap : 1024;
-        while (cap < s->_msg_len + n)
-            cap *= 2;
-        uint8_t *m = realloc(s->_msg, cap);
-        if (!m)
-            return false;
-        s->_msg = m;
-        s->_msg_cap = cap;
-    }
-    memcpy(s->_msg + s->_msg_len, p, n);
-    s->_msg_len += n;
-    return true;
-}
 
 static void on_peer_close(session_t *s, const ws_frame_t *fr)
 {
@@ -557,9 +538,7 @@ static void on_frame(session_t *s, ws_frame_t *fr)
     bool ping = fr->opcode == WS_OP_PING;
     bool whole = fr->fin && fr->opcode != WS_OP_PONG && fr->opcode != WS_OP_CLOSE;
     if ((ping || whole) && s->state == SESSION_OPEN && !client_within_rate(s, ping)) {
-        free(s->_msg); /* over budget: refused (and counted), fragments too */
-        s->_msg = NULL;
-        s->_msg_len = s->_msg_cap = 0;
+        aw_buf_free(&s->_msg); /* over budget: refused (and counted), fragments too */
         return;
     }
     switch (fr->opcode) {
@@ -587,15 +566,13 @@ static void on_frame(session_t *s, ws_frame_t *fr)
     }
     if (fr->opcode != WS_OP_CONT)
         s->_msg_op = fr->opcode;
-    if (!msg_append(s, fr->payload, fr->len)) {
+    if (aw_buf_append((const char *)fr->payload, fr->len, &s->_msg) != 0) {
         session_close(s, WS_CLOSE_INTERNAL, "out of memory");
         return;
     }
     if (fr->fin) {
-        message_done(s, s->_msg_op, fr->compressed, s->_msg, s->_msg_len);
-        free(s->_msg);
-        s->_msg = NULL;
-        s->_msg_len = s->_msg_cap = 0;
+        message_done(s, s->_msg_op, fr->compressed, (const uint8_t *)s->_msg.data, s->_msg.len);
+        aw_buf_free(&s->_msg);
     }
 }
 
@@ -635,44 +612,28 @@ static size_t ws_consume(session_t *s, uint8_t *buf, size_t len)
 
 static void ws_input(session_t *s, const char *data, size_t len)
 {
-    if (s->_rlen) { /* a partial frame is waiting: append and parse from there */
-        if (s->_rlen + len > s->_rcap) {
-            /* doubling: a large frame arrives in many reads */
-            size_t cap = s->_rcap * 2 > s->_rlen + len ? s->_rcap * 2 : s->_rlen + len;
-            uint8_t *r = realloc(s->_rbuf, cap);
-            if (!r) {
-                session_abort(s, "out of memory");
-                return;
-            }
-            s->_rbuf = r;
-            s->_rcap = cap;
+    aw_buf_t *r = &s->_rbuf;
+    if (r->len) { /* a partial frame is waiting: append and parse from there */
+        if (aw_buf_append(data, len, r) != 0) {
+            session_abort(s, "out of memory");
+            return;
         }
-        memcpy(s->_rbuf + s->_rlen, data, len);
-        s->_rlen += len;
-        size_t used = ws_consume(s, s->_rbuf, s->_rlen);
+        size_t used = ws_consume(s, (uint8_t *)r->data, r->len);
         if (s->state == SESSION_GONE)
             return;
-        s->_rlen -= used;
-        if (s->_rlen == 0) {
-            free(s->_rbuf);
-            s->_rbuf = NULL;
-            s->_rcap = 0;
-        } else {
-            memmove(s->_rbuf, s->_rbuf + used, s->_rlen);
-        }
+        r->len -= used;
+        if (r->len == 0)
+            aw_buf_free(r);
+        else
+            memmove(r->data, r->data + used, r->len);
         return;
     }
     /* Fast path: parse straight from the shared read buffer. */
     size_t used = ws_consume(s, (uint8_t *)data, len);
     if (s->state == SESSION_GONE || used == len)
         return;
-    s->_rbuf = malloc(len - used);
-    if (!s->_rbuf) {
+    if (aw_buf_append(data + used, len - used, r) != 0)
         session_abort(s, "out of memory");
-        return;
-    }
-    memcpy(s->_rbuf, data + used, len - used);
-    s->_rlen = s->_rcap = len - used;
 }
 
 /* ---- HTTP input ---- */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "aw.h"
 #include "deflate.h"
 #include "frame.h"
 #include "http.h"
@@ -62,13 +63,12 @@ typedef struct session {
     /* private: input */
     http_reader_t *_http; /* only while in the HTTP phase */
     ws_parser_t _ws;
-    uint8_t *_rbuf; /* unparsed bytes of a partial frame, NULL when none */
-    size_t _rlen, _rcap;
+    aw_buf_t _rbuf;     /* unparsed bytes of a partial frame (doubling: a large frame
+                           arrives in many reads) */
     tls_conn_t *_tls;   /* TLS state when --tls-cert is set, else NULL */
     frame_t *_tls_out;  /* ciphertext of the batch being written */
     z_stream *_inflate; /* the client's compression context, made on first use */
-    uint8_t *_msg;      /* fragments of a message being assembled */
-    size_t _msg_len, _msg_cap;
+    aw_buf_t _msg;      /* fragments of a message being assembled */
     uint8_t _msg_op;
     int64_t _last_rx_ms;
     int64_t _deadline_ms; /* HTTP: request deadline; CLOSING: hard close */

@@ -28,7 +28,7 @@ done
 # the tests fail).
 echo "== tsan: end-to-end tests across event loops (ThreadSanitizer)"
 scripts/build.sh tsan
-TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66} AGENTWIRE_THREADS=2 \
+TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:suppressions=$PWD/tests/tsan.supp} AGENTWIRE_THREADS=2 AGENTWIRE_TSAN=1 \
   AGENTWIRE_BIN="$PWD/build-tsan/agentwire" node --test --test-concurrency=1 \
   tests/e2e/delivery.test.mjs tests/e2e/resume.test.mjs tests/e2e/runs.test.mjs \
   tests/e2e/api.test.mjs tests/e2e/lifecycle.test.mjs tests/e2e/client.test.mjs

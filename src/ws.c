@@ -187,8 +187,8 @@ static int track_message(ws_parser_t *p, ws_frame_t *f, size_t checked)
         return AW_OK; /* compressed text is checked once inflated */
     if (checked)      /* its first bytes passed check_partial_text already */
         p->_utf8 = p->_pv_state;
-    if (!utf8_feed(&p->_utf8, f->payload + checked, f->len - checked))
-        return AW_EUTF8;
+    if (f->len > checked && !utf8_feed(&p->_utf8, f->payload + checked, f->len - checked))
+        return AW_EUTF8; /* (an empty frame has no payload pointer to offset) */
     if (f->fin && !utf8_complete(&p->_utf8))
         return AW_EUTF8;
     return AW_OK;

@@ -39,4 +39,4 @@ node bench/run.mjs --smoke
 # Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
 echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
 scripts/fuzz.sh 20
-echo "== all tests passed (release and asan)"
+echo "== all tests passed (release, asan, tsan, benchmark smoke, fuzz)"

@@ -300,8 +300,9 @@ static size_t release_inflight(session_t *s)
     return written;
 }
 
-/* Closes after a failed write, under the lock (logs and metrics are shared). */
-static void write_failed(session_t *s, const char *reason)
+/* session_abort from the lock-free write path: takes the lock (logs and
+ * metrics are shared). */
+static void abort_locked(session_t *s, const char *reason)
 {
     aw_lock();
     session_abort(s, reason);
@@ -314,7 +315,7 @@ static void on_write(uv_write_t *req, int status)
     add_sent(s, release_inflight(s));
     if (status < 0) {
         if (s->state != SESSION_GONE)
-            write_failed(s, uv_err_name(status));
+            abort_locked(s, uv_err_name(status));
         return;
     }
     if (s->state != SESSION_GONE) {
@@ -370,7 +371,7 @@ void session_flush(session_t *s)
             if (tls_encrypt_batch(s, bufs, &n) != AW_OK) {
                 s->_inflight = 0;
                 s->_inflight_bytes = 0;
-                write_failed(s, "TLS error");
+                abort_locked(s, "TLS error");
                 return;
             }
             total = bufs[0].len;
@@ -389,14 +390,14 @@ void session_flush(session_t *s)
         if (rc < 0) {
             s->_inflight = 0;
             s->_inflight_bytes = 0;
-            write_failed(s, uv_err_name(rc));
+            abort_locked(s, uv_err_name(rc));
             return;
         }
         add_sent(s, release_inflight(s));
         replay_pump(s);
     }
     if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE)
-        write_failed(s, NULL);
+        abort_locked(s, NULL);
 }
 
 /* ---- closing ---- */

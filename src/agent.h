@@ -42,6 +42,7 @@ typedef struct agent_options {
     uv_loop_t *loop;
     int64_t kill_grace_ms; /* between SIGTERM and SIGKILL, and graceful wait */
     size_t max_line_bytes; /* longer agent lines are dropped */
+    const char *env_names; /* exec: variables passed besides the minimal set, "A,B"; NULL */
 } agent_options_t;
 
 /* Makes the backend named by spec: "builtin:demo", "exec:<command>" or

@@ -29,6 +29,7 @@ typedef struct agent_exec {
     int64_t grace_ms; /* >= 0 */
     size_t max_line;  /* bytes; 0 = AGENT_LINES_DEFAULT_MAX */
     char *command;
+    char *env_names; /* --agent-env, or NULL */
     char name[AGENT_EXEC_NAME_MAX + 1]; /* the command, cut (ending "...") if longer */
     /* One read buffer for every pipe of every run: libuv calls alloc_cb and
      * read_cb back to back for one stream, so two reads never hold it at
@@ -207,7 +208,7 @@ static void exec_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
     if (nread > 0) {
         if (agent_lines_feed(lines, buf->base, (size_t)nread) != 0)
-            log_kv(LOG_WARN, "agent line dropped", "run", exec_run_id(st), "error",
+            log_kv(LOG_WARN | LOG_LIMITED, "agent line dropped", "run", exec_run_id(st), "error",
                    aw_strerror(AW_ENOMEM), NULL);
         return;
     }
@@ -257,14 +258,14 @@ static void exec_on_err_line(void *user, const char *line, size_t len)
     if (len == 0)
         return;
     exec_cut_text(text, AGENT_EXEC_LOG_MAX, line, len);
-    log_kv(LOG_INFO, "agent stderr", "run", exec_run_id(st), "line", text, NULL);
+    log_kv(LOG_INFO | LOG_LIMITED, "agent stderr", "run", exec_run_id(st), "line", text, NULL);
 }
 
 static void exec_on_out_too_long(void *user, size_t seen)
 {
     exec_run_t *st = user;
 
-    log_kv(LOG_WARN, "agent line too long, dropped", "run", exec_run_id(st), "#bytes",
+    log_kv(LOG_WARN | LOG_LIMITED, "agent line too long, dropped", "run", exec_run_id(st), "#bytes",
            (long long)seen, "#max", (long long)st->out_lines.max_line_bytes, NULL);
 }
 
@@ -272,7 +273,7 @@ static void exec_on_err_too_long(void *user, size_t seen)
 {
     exec_run_t *st = user;
 
-    log_kv(LOG_INFO, "agent stderr line too long, dropped", "run", exec_run_id(st), "#bytes",
+    log_kv(LOG_INFO | LOG_LIMITED, "agent stderr line too long, dropped", "run", exec_run_id(st), "#bytes",
            (long long)seen, NULL);
 }
 
@@ -325,10 +326,43 @@ static void exec_read_pipe(exec_run_t *st, uv_pipe_t *p, bool *done)
     }
 }
 
-/* The server's environment without its own settings (AGENTWIRE_*): they
- * may hold the JWT secret or the API key, with which an agent could write to
- * any user. The pointers are environ's; free only the array. */
-static char **exec_child_env(void)
+/* Variables every agent gets when the server has them: what a program
+ * needs to run, nothing that could carry a credential. */
+static const char *const exec_env_base[] = {"PATH", "HOME", "USER", "LOGNAME", "LANG",
+                                            "TZ",   "TMPDIR"};
+
+/* True when NAME=... is in the comma-separated list. */
+static bool exec_env_listed(const char *list, const char *var, size_t namelen)
+{
+    for (const char *p = list; p && *p;) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n == namelen && strncmp(p, var, n) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+static bool exec_env_allowed(const agent_exec_t *be, const char *var)
+{
+    const char *eq = strchr(var, '=');
+    size_t n = eq ? (size_t)(eq - var) : strlen(var);
+    if (strncmp(var, "AGENTWIRE_", 10) == 0)
+        return false; /* the server's settings: never, even when listed */
+    if (strncmp(var, "LC_", 3) == 0)
+        return true;
+    for (size_t i = 0; i < AW_ARRAY_LEN(exec_env_base); i++)
+        if (strlen(exec_env_base[i]) == n && strncmp(var, exec_env_base[i], n) == 0)
+            return true;
+    return exec_env_listed(be->env_names, var, n);
+}
+
+/* A minimal environment: the base set and --agent-env, never AGENTWIRE_*
+ * (which may hold the JWT secret or the API key, with which an agent could
+ * write to any user). The pointers are environ's; free only the array. */
+static char **exec_child_env(const agent_exec_t *be)
 {
     size_t n = 0, k = 0;
     char **env;
@@ -339,7 +373,7 @@ static char **exec_child_env(void)
     if (!env)
         return NULL;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], "AGENTWIRE_", 10) != 0)
+        if (exec_env_allowed(be, environ[i]))
             env[k++] = environ[i];
     env[k] = NULL;
     return env;
@@ -421,7 +455,7 @@ static int exec_start(agent_backend_t *b, run_t *run, const char *request, size_
 {
     agent_exec_t *be = (agent_exec_t *)b;
     exec_run_t *st = exec_run_new(be, run, request, len);
-    char **env = st ? exec_child_env() : NULL;
+    char **env = st ? exec_child_env(st->be) : NULL;
     int rc;
 
     if (!env) {
@@ -464,6 +498,7 @@ static void exec_dispose(agent_backend_t *b)
     if (!be)
         return;
     free(be->command);
+    free(be->env_names);
     free(be);
 }
 
@@ -492,6 +527,7 @@ int agent_exec_create(const char *command, const agent_options_t *opts, agent_ba
     be->loop = opts->loop;
     be->grace_ms = opts->kill_grace_ms > 0 ? opts->kill_grace_ms : 0;
     be->max_line = opts->max_line_bytes;
+    be->env_names = opts->env_names ? strdup(opts->env_names) : NULL;
     exec_set_name(be, command);
     be->base.kind = "exec";
     be->base.name = be->name;

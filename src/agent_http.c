@@ -134,7 +134,7 @@ static void http_on_too_long(void *user, size_t seen)
 {
     http_run_t *st = user;
 
-    log_kv(LOG_WARN, "agent line too long, dropped", "run", http_run_id(st), "#bytes",
+    log_kv(LOG_WARN | LOG_LIMITED, "agent line too long, dropped", "run", http_run_id(st), "#bytes",
            (long long)seen, "#max", (long long)st->lines.max_line_bytes, NULL);
 }
 
@@ -166,7 +166,7 @@ static int http_on_body(http_parser *p, const char *at, size_t len)
     if (st->closing)
         return -1; /* stopped from a line callback: read no further */
     if (agent_lines_feed(&st->lines, at, len) != 0)
-        log_kv(LOG_WARN, "agent line dropped", "run", http_run_id(st), "error",
+        log_kv(LOG_WARN | LOG_LIMITED, "agent line dropped", "run", http_run_id(st), "error",
                aw_strerror(AW_ENOMEM), NULL);
     return 0;
 }

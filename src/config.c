@@ -3,7 +3,9 @@
  * server reads argv or getenv. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +64,9 @@ static const option_t options[] = {
     NUM("max-connections-per-user", "AGENTWIRE_MAX_CONNECTIONS_PER_USER", max_connections_per_user,
         "10", 1, 1000000, "N", "connections one user may hold (more: 429)"),
     NUM("max-connections-per-ip", "AGENTWIRE_MAX_CONNECTIONS_PER_IP", max_connections_per_ip, "0",
-        0, 10000000, "N", "connections one address may hold, 0 for no limit (more: 429)"),
+        0, 10000000, "N",
+        "TCP connections one address may hold, WebSocket or not (more: 429); 0: seven eighths "
+        "of the connection capacity"),
     NUM("max-connections", "AGENTWIRE_MAX_CONNECTIONS", max_connections, "0", 0, 10000000, "N",
         "WebSockets in total, 0 for no limit but descriptors (more: 429; raw TCP past it + 64: "
         "closed)"),
@@ -75,21 +79,39 @@ static const option_t options[] = {
     NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms, "25000",
         50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
     NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000", 50,
-        600000, "MS", "time allowed for a request head, and idle keep-alive time"),
+        600000, "MS",
+        "time allowed for a request to arrive, idle keep-alive time, and how long a peer may "
+        "take no response bytes"),
+    NUM("keepalive-requests", "AGENTWIRE_KEEPALIVE_REQUESTS", keepalive_requests, "1000", 1,
+        100000000, "N", "HTTP requests one connection may make; the last is answered with close"),
+    NUM("keepalive-max-ms", "AGENTWIRE_KEEPALIVE_MAX_MS", keepalive_max_ms, "60000", 100, 86400000,
+        "MS", "time a connection may stay in the HTTP phase, whatever its requests"),
     NUM("drain-timeout-ms", "AGENTWIRE_DRAIN_TIMEOUT_MS", drain_timeout_ms, "10000", 0, 600000,
         "MS", "on SIGTERM/SIGINT, how long connections get to close"),
     NUM("ticket-ttl-ms", "AGENTWIRE_TICKET_TTL_MS", ticket_ttl_ms, "60000", 1000, 3600000, "MS",
         "lifetime of a connection ticket from POST /api/v1/tickets"),
+    NUM("max-tickets-per-user", "AGENTWIRE_MAX_TICKETS_PER_USER", max_tickets_per_user, "16", 1,
+        1000000, "N", "unused tickets one user may hold (more: 429 too_many_tickets)"),
+    NUM("max-tickets", "AGENTWIRE_MAX_TICKETS", max_tickets, "100000", 1, 100000000, "N",
+        "unused tickets of all users together (more: 429 too_many_tickets)"),
+    NUM("idempotency-max-keys", "AGENTWIRE_IDEMPOTENCY_MAX_KEYS", idempotency_max_keys, "100000",
+        1, 100000000, "N", "idempotency keys remembered; past it the oldest is forgotten"),
     NUM("idempotency-ttl-ms", "AGENTWIRE_IDEMPOTENCY_TTL_MS", idempotency_ttl_ms, "300000", 1000,
         86400000, "MS", "how long a publish idempotency key is remembered"),
     NUM("max-request-bytes", "AGENTWIRE_MAX_REQUEST_BYTES", max_request_bytes, "4194304", 1024,
         (int64_t)1 << 30, "N", "largest HTTP request body (bigger: 413)"),
+    NUM("max-request-bytes-in-flight", "AGENTWIRE_MAX_REQUEST_BYTES_IN_FLIGHT",
+        max_request_bytes_in_flight, "67108864", 1024, (int64_t)1 << 40, "N",
+        "request bodies being received by all connections together (more: 503)"),
     NUM("max-header-bytes", "AGENTWIRE_MAX_HEADER_BYTES", max_header_bytes, "16384", 1024, 1 << 20,
         "N", "largest HTTP request head (bigger: 431)"),
     STR("echo-path", "AGENTWIRE_ECHO_PATH", echo_path, NULL, "PATH",
         "also serve an echo WebSocket at PATH (authenticated like /ws) for conformance tools"),
     STR("agent", "AGENTWIRE_AGENT", agent, "builtin:demo", "SPEC",
         "agent backend of user runs: builtin:demo, exec:COMMAND or http:URL"),
+    STR("agent-env", "AGENTWIRE_AGENT_ENV", agent_env, NULL, "NAMES",
+        "comma-separated environment variables exec agents get besides PATH, HOME, USER, "
+        "LOGNAME, LANG, LC_*, TZ, TMPDIR"),
     STR("agent-name", "AGENTWIRE_AGENT_NAME", agent_name, NULL, "NAME",
         "agent_name in agent_started (default: the backend's name)"),
     NUM("run-timeout-ms", "AGENTWIRE_RUN_TIMEOUT_MS", run_timeout_ms, "300000", 100, 86400000, "MS",
@@ -130,6 +152,12 @@ static const option_t options[] = {
         "log lines as 'json' or 'text' (stderr)"),
     STR("log-level", "AGENTWIRE_LOG_LEVEL", log_level_name, "info", "LEVEL",
         "debug, info, warn or error"),
+    NUM("log-rate-limit", "AGENTWIRE_LOG_RATE_LIMIT", log_rate_limit, "20", 0, 1000000, "N",
+        "lines per second of one kind of message, the rest counted as suppressed (0: no limit)"),
+    STR("metrics-public", "AGENTWIRE_METRICS_PUBLIC", metrics_public_name, "auto", "on|off|auto",
+        "serve /metrics without the API key; auto: only on a loopback --listen address"),
+    {"dev", "AGENTWIRE_DEV", OPT_FLAG, offsetof(config_t, dev), NULL, 0, 0, NULL,
+     "allow development mode (no secrets given) on a non-loopback --listen address"},
     {"help", NULL, OPT_FLAG, offsetof(config_t, show_help), NULL, 0, 0, NULL,
      "print this help and exit"},
     {"version", NULL, OPT_FLAG, offsetof(config_t, show_version), NULL, 0, 0, NULL,
@@ -145,8 +173,13 @@ static int fail(char *err, size_t errlen, const char *fmt, const char *a, const 
 static int set_option(config_t *cfg, const option_t *o, const char *val, char *err, size_t errlen)
 {
     char *base = (char *)cfg + o->offset;
-    if (o->kind == OPT_FLAG) {
-        *(bool *)base = true;
+    if (o->kind == OPT_FLAG) { /* argv gives no value; the environment says 1/0 */
+        bool on = !val || strcmp(val, "1") == 0 || strcmp(val, "true") == 0 ||
+                  strcmp(val, "yes") == 0 || strcmp(val, "on") == 0;
+        if (!on && strcmp(val, "0") != 0 && strcmp(val, "false") != 0 && strcmp(val, "no") != 0 &&
+            strcmp(val, "off") != 0)
+            return fail(err, errlen, "--%s: expected 1 or 0, got '%s'", o->flag, val);
+        *(bool *)base = on;
         return AW_OK;
     }
     if (o->kind == OPT_STR) {
@@ -299,8 +332,24 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
                     cfg->jwt_alg_name, "");
     }
 
+    bool loopback = config_listen_is_loopback(cfg);
+    if (strcmp(cfg->metrics_public_name, "auto") == 0)
+        cfg->metrics_public = loopback;
+    else if (strcmp(cfg->metrics_public_name, "on") == 0 ||
+             strcmp(cfg->metrics_public_name, "off") == 0)
+        cfg->metrics_public = strcmp(cfg->metrics_public_name, "on") == 0;
+    else
+        return fail(err, errlen, "--metrics-public: expected on, off or auto, got '%s'%s",
+                    cfg->metrics_public_name, "");
+
     bool has_user_auth = cfg->jwt_secret || cfg->jwt_public_key_file;
     if (!has_user_auth && !cfg->api_key) {
+        if (!loopback && !cfg->dev)
+            return fail(err, errlen,
+                        "no --jwt-secret/--jwt-public-key and no --api-key: development mode, "
+                        "which hands out tokens for any name, serves only loopback addresses; "
+                        "configure secrets, or add --dev to serve '%s' anyway%s",
+                        cfg->listen, "");
         cfg->dev_mode = true;
     } else if (!has_user_auth) {
         return fail(err, errlen,
@@ -346,6 +395,19 @@ void config_dispose(config_t *cfg)
         if (options[i].kind == OPT_STR)
             free(*(char **)((char *)cfg + options[i].offset));
     memset(cfg, 0, sizeof *cfg);
+}
+
+bool config_listen_is_loopback(const config_t *cfg)
+{
+    const char *h = cfg->listen_host;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
 }
 
 bool config_origin_allowed(const config_t *cfg, const char *origin)

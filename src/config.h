@@ -42,7 +42,17 @@ typedef struct config {
     int64_t ticket_ttl_ms;
     int64_t idempotency_ttl_ms;
     int64_t max_request_bytes;
+    int64_t max_request_bytes_in_flight; /* bodies being received, all connections */
     int64_t max_header_bytes;
+    int64_t keepalive_requests; /* requests per HTTP connection */
+    int64_t keepalive_max_ms;   /* time a connection may stay in the HTTP phase */
+    int64_t max_tickets_per_user, max_tickets;
+    int64_t idempotency_max_keys;
+    char *metrics_public_name; /* on, off, auto */
+    bool metrics_public;       /* /metrics without the API key */
+    char *agent_env;           /* extra variables exec agents get, comma-separated names */
+    int64_t log_rate_limit;    /* lines per second per kind, 0: no limit */
+    bool dev;                  /* development mode allowed on any address */
     char *echo_path;  /* echo WebSocket endpoint for conformance tools, NULL: off */
     char *agent;      /* backend spec: builtin:demo | exec:CMD | http:URL */
     char *agent_name; /* agent_name of runs; NULL: the backend's name */
@@ -80,6 +90,9 @@ int config_finish(config_t *cfg, char *err, size_t errlen);
 
 void config_usage(FILE *out);
 void config_dispose(config_t *cfg);
+
+/* True when the --listen host is a loopback address (127.0.0.0/8, ::1). */
+bool config_listen_is_loopback(const config_t *cfg);
 
 /* True when origin is allowed by cfg->allowed_origins. */
 bool config_origin_allowed(const config_t *cfg, const char *origin);

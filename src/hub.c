@@ -222,7 +222,7 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     u->seq = out->seq; /* committed: the event exists from here on */
     u->last_active_ms = now;
     if (history_append(&h->history, &u->history, out->seq, f, now) != AW_OK)
-        log_kv(LOG_WARN, "history append failed", "user", u->id, NULL);
+        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
     out->recipients = 0;
     server_loop_t *here = server_current_loop();

@@ -5,7 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "aw.h"
 #include "config.h"
@@ -87,6 +91,64 @@ static int load_verifier(server_t *srv, const config_t *cfg, char *err, size_t e
     return AW_OK;
 }
 
+/* Overwrites s in place: the bytes /proc/<pid>/cmdline and environ show. */
+static void wipe(char *s)
+{
+    for (; *s; s++)
+        *(volatile char *)s = '*';
+}
+
+/* Secrets given on the command line or in the environment were copied by
+ * config_parse; their original bytes are overwritten so that
+ * /proc/<pid>/cmdline (readable by every local user) and environ no longer
+ * show them, and the variables are removed (docs/operations.md: prefer the
+ * *-file options). */
+static void scrub_secrets(int argc, char **argv)
+{
+    static const char *const flags[] = {"--jwt-secret", "--api-key"};
+    static const char *const vars[] = {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_API_KEY"};
+    for (int i = 1; i < argc; i++) {
+        for (size_t k = 0; k < AW_ARRAY_LEN(flags); k++) {
+            size_t n = strlen(flags[k]);
+            if (strncmp(argv[i], flags[k], n) != 0)
+                continue;
+            if (argv[i][n] == '=')
+                wipe(argv[i] + n + 1);
+            else if (argv[i][n] == '\0' && i + 1 < argc)
+                wipe(argv[i + 1]);
+        }
+    }
+    for (size_t k = 0; k < AW_ARRAY_LEN(vars); k++) {
+        size_t n = strlen(vars[k]);
+        for (char **e = environ; *e; e++)
+            if (strncmp(*e, vars[k], n) == 0 && (*e)[n] == '=')
+                wipe(*e + n + 1);
+        unsetenv(vars[k]);
+    }
+}
+
+/* Agents are the server's children and may be compromised or
+ * prompt-injected: they must not read its memory (the secrets are there).
+ * Non-dumpable makes /proc/<pid>/{environ,mem,maps,fd} need CAP_SYS_PTRACE,
+ * which the server gives up, for itself and for every child (bounding set).
+ * Each step may fail without privilege; then there was nothing to give up. */
+static void harden_process(void)
+{
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0);
+    struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &h, d) == 0) {
+        uint32_t bit = 1u << (CAP_SYS_PTRACE % 32);
+        struct __user_cap_data_struct *w = &d[CAP_SYS_PTRACE / 32];
+        w->effective &= ~bit;
+        w->permitted &= ~bit;
+        w->inheritable &= ~bit;
+        syscall(SYS_capset, &h, d);
+    }
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, CAP_SYS_PTRACE, 0, 0);
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -109,7 +171,10 @@ int main(int argc, char **argv)
     static config_t cfg;
     static server_t srv;
     char err[512] = "";
-    if (config_parse(&cfg, argc, argv, err, sizeof err) != AW_OK) {
+    int prc = config_parse(&cfg, argc, argv, err, sizeof err);
+    scrub_secrets(argc, argv);
+    harden_process();
+    if (prc != AW_OK) {
         fprintf(stderr, "agentwire: %s\n", err);
         config_dispose(&cfg);
         return 2;
@@ -127,7 +192,7 @@ int main(int argc, char **argv)
         config_dispose(&cfg);
         return 2;
     }
-    log_setup(cfg.log_format, cfg.log_level);
+    log_setup(cfg.log_format, cfg.log_level, (long long)cfg.log_rate_limit);
     if (cfg.dev_mode && enter_dev_mode(&cfg) != AW_OK) {
         fprintf(stderr, "agentwire: cannot make development secrets\n");
         return 1;

@@ -362,7 +362,7 @@ static void agent_line(run_t *run, const char *line, size_t len)
     const char *type = json_string_value(json_object_get(ev, "type"));
     if (!json_is_object(ev) || !type || strcmp(type, "agent_started") == 0) {
         r->_metrics->agent_lines_dropped++;
-        log_kv(LOG_WARN, "agent line dropped", "run", run->id, "reason",
+        log_kv(LOG_WARN | LOG_LIMITED, "agent line dropped", "run", run->id, "reason",
                !json_is_object(ev) ? "not a JSON object"
                : !type             ? "no type"
                                    : "agent_started is the server's",
@@ -383,7 +383,7 @@ static void agent_line(run_t *run, const char *line, size_t len)
     hub_receipt_t rec;
     if (hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK) {
         r->_metrics->agent_lines_dropped++;
-        log_kv(LOG_WARN, "agent event refused", "run", run->id, "type", type, "reason", rec.error,
+        log_kv(LOG_WARN | LOG_LIMITED, "agent event refused", "run", run->id, "type", type, "reason", rec.error,
                NULL);
     }
     json_decref(ev);

@@ -441,6 +441,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         .loop = loop,
         .kill_grace_ms = cfg->agent_kill_grace_ms,
         .max_line_bytes = (size_t)cfg->agent_max_line_bytes,
+        .env_names = cfg->agent_env,
     };
     agent_backend_t *backend;
     int arc = agent_backend_create(cfg->agent, &aopts, &backend, err, errlen);

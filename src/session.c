@@ -177,7 +177,7 @@ static size_t watermark(const session_t *s)
 
 static void slow_consumer(session_t *s, size_t lag)
 {
-    log_kv(LOG_WARN, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
+    log_kv(LOG_WARN | LOG_LIMITED, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
            "#lag_bytes", (long long)lag, NULL);
     queue_truncate(s, s->_inflight); /* free what is not being written at once */
     s->replay_next = 0;
@@ -252,7 +252,7 @@ static void replay_pump(session_t *s)
             break;
         frame_t *f = history_get(&s->user->history, s->replay_next);
         if (!f) { /* evicted while replaying: the client must resume again */
-            log_kv(LOG_INFO, "history lost during replay", "conn", s->id, "user", s->user->id,
+            log_kv(LOG_INFO | LOG_LIMITED, "history lost during replay", "conn", s->id, "user", s->user->id,
                    "#seq", (long long)s->replay_next, NULL);
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
             break;
@@ -579,7 +579,7 @@ static void on_frame(session_t *s, ws_frame_t *fr)
 
 static void ws_error(session_t *s, uint16_t code, int rc)
 {
-    log_kv(LOG_INFO, "protocol error", "conn", s->id, "error", aw_strerror(rc), "#code",
+    log_kv(LOG_INFO | LOG_LIMITED, "protocol error", "conn", s->id, "error", aw_strerror(rc), "#code",
            (long long)code, NULL);
     uv_read_stop((uv_stream_t *)&s->tcp);
     const char *reason = code == WS_CLOSE_TOO_BIG        ? "message too big"
@@ -804,7 +804,7 @@ void session_tick(session_t *s, int64_t now)
     switch (s->state) {
     case SESSION_HTTP:
         if (now >= s->_deadline_ms) {
-            log_kv(LOG_INFO, "request timeout", "conn", s->id, "remote", s->remote, NULL);
+            log_kv(LOG_INFO | LOG_LIMITED, "request timeout", "conn", s->id, "remote", s->remote, NULL);
             session_abort(s, "request timeout");
         }
         return;

@@ -18,7 +18,7 @@ static void refuse(session_t *s, enum metrics_refusal why, int status, const cha
 {
     server_t *srv = s->srv;
     srv->metrics.refusals[why]++;
-    log_kv(LOG_INFO, "refused", "conn", s->id, "remote", s->remote, "reason",
+    log_kv(LOG_INFO | LOG_LIMITED, "refused", "conn", s->id, "remote", s->remote, "reason",
            metrics_refusal_name(why), "detail", detail ? detail : message, "#status",
            (long long)status, NULL);
     s->_keep_alive = false;

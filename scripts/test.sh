@@ -10,6 +10,12 @@ scripts/deps.sh test
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
+# CMake's own Release type (-O3), as packagers build it: warning-free with gcc
+# and clang (built with -Werror here; the project's default leaves it off).
+echo "== plain Release builds (gcc, clang), warnings as errors"
+scripts/build.sh plain
+CC=clang BUILD_DIR=build-plain-clang scripts/build.sh plain
+
 for kind in release asan; do
   dir=build; [ "$kind" = asan ] && dir=build-asan
   echo "== $kind: build"

@@ -85,11 +85,9 @@ static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, a
                    NULL;
     }
     int64_t now = aw_now_ms();
-    if (idem) {
-        const hub_receipt_t *prev = idem_get(&srv->idem, user, idem, now);
-        if (prev)
-            return receipt_json(prev);
-    }
+    hub_receipt_t prev;
+    if (idem && idem_get(&srv->idem, user, idem, now, &prev))
+        return receipt_json(&prev);
     char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
     snprintf(user_copy, sizeof user_copy, "%s", user);
     snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
@@ -103,7 +101,8 @@ static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, a
     if (rc != AW_OK)
         return set_error(err, 503, ERR_UNAVAILABLE, "out of memory"), NULL;
     if (idem && idem_put(&srv->idem, user_copy, idem_copy, &r, now) != AW_OK)
-        log_kv(LOG_WARN, "idempotency cache full", "user", user_copy, NULL);
+        log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
+               user_copy, NULL);
     return receipt_json(&r);
 }
 
@@ -116,8 +115,15 @@ static void on_publish(session_t *s, const http_request_t *req)
         return;
     }
     api_error_t err;
+    const char *idem = http_header(req, "Idempotency-Key");
+    if (idem && (!*idem || strlen(idem) > IDEM_MAX_KEY)) {
+        respond_error(s, 400, ERR_BAD_REQUEST, "Idempotency-Key must be 1 to 255 bytes");
+        json_decref(ev);
+        bigstr_free(&lits);
+        return;
+    }
     s->srv->hub.literals = &lits;
-    json_t *r = publish_one(s->srv, ev, http_header(req, "Idempotency-Key"), &err);
+    json_t *r = publish_one(s->srv, ev, idem, &err);
     s->srv->hub.literals = NULL;
     if (r)
         session_respond_json(s, 200, r);
@@ -199,9 +205,20 @@ static void on_ticket(session_t *s, const http_request_t *req)
         return;
     }
     char id[TICKET_LEN + 1];
-    int64_t expires = aw_now_ms() + srv->cfg->ticket_ttl_ms;
+    int64_t now = aw_now_ms();
+    int64_t expires = now + srv->cfg->ticket_ttl_ms;
     int64_t token_exp = r.expires_ms - srv->jwt.leeway_s * 1000;
-    if (tickets_issue(&srv->tickets, r.user, expires, token_exp, id) != AW_OK) {
+    if (token_exp <= now) { /* accepted within the leeway, but a ticket could never be used */
+        respond_error(s, 401, ERR_UNAUTHORIZED, "the token has expired");
+        return;
+    }
+    int rc = tickets_issue(&srv->tickets, r.user, expires, token_exp, id);
+    if (rc == AW_ELIMIT) {
+        respond_error(s, 429, ERR_TOO_MANY_TICKETS,
+                      "too many unused tickets; use or let expire the ones issued");
+        return;
+    }
+    if (rc != AW_OK) {
         respond_error(s, 503, ERR_UNAVAILABLE, "cannot issue a ticket now");
         return;
     }
@@ -318,8 +335,12 @@ static void on_metrics(session_t *s)
         .users = h->nusers_live,
         .streams = hub_nstreams(h),
         .history_events = h->history.entries,
-        .history_bytes = h->history.bytes,
+        .history_bytes = h->history.bytes + h->history.extra,
         .history_evicted = h->history.evicted,
+        .streams_dropped = h->streams_dropped,
+        .tickets = srv->tickets._map.count,
+        .idempotency_keys = srv->idem._map.count,
+        .body_bytes = srv->body_bytes_in_flight,
     };
     server_sum_counters(srv);
     char *text = metrics_render(&srv->metrics, &g, &len);
@@ -393,6 +414,48 @@ static void api_v1(session_t *s, const http_request_t *req)
     }
 }
 
+/* The method a route of /api/v1/ takes, or -1 when there is no such route. */
+static int route_method(const char *p)
+{
+    char user[EVENT_MAX_ID * 3 + 1];
+    const char *action;
+    if (strcmp(p, "/api/v1/tickets") == 0 || strcmp(p, "/api/v1/dev/token") == 0 ||
+        strcmp(p, "/api/v1/publish") == 0 || strcmp(p, "/api/v1/publish/batch") == 0)
+        return HTTP_POST;
+    if (strcmp(p, "/api/v1/history") == 0)
+        return HTTP_GET;
+    if ((action = user_route(p, user, sizeof user)) && strcmp(action, "connections") == 0)
+        return HTTP_GET;
+    if (action && strcmp(action, "disconnect") == 0)
+        return HTTP_POST;
+    return -1;
+}
+
+bool api_admit_body(session_t *s, const http_request_t *req)
+{
+    const char *p = req->path;
+    bool api = strncmp(p, "/api/v1/", 8) == 0;
+    bool keyless = strcmp(p, "/api/v1/tickets") == 0 || strcmp(p, "/api/v1/dev/token") == 0;
+    if (api && !keyless && !api_key_ok(s->srv, req)) {
+        respond_error(s, 401, ERR_UNAUTHORIZED, "missing or wrong API key");
+        return false;
+    }
+    int method = api ? route_method(p) : -1;
+    if (api && method < 0) {
+        respond_error(s, 404, ERR_NOT_FOUND, "no such API route");
+        return false;
+    }
+    if (method >= 0 && req->method != (enum http_method)method) {
+        respond_error(s, 405, ERR_METHOD_NOT_ALLOWED, "method not allowed on this route");
+        return false;
+    }
+    if (method != HTTP_POST) {
+        respond_error(s, 413, ERR_TOO_LARGE, "this route takes no request body");
+        return false;
+    }
+    return true;
+}
+
 void api_handle(session_t *s, const http_request_t *req)
 {
     const char *p = req->path;
@@ -407,7 +470,11 @@ void api_handle(session_t *s, const http_request_t *req)
         else
             session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
     } else if (strcmp(p, "/metrics") == 0) {
-        on_metrics(s);
+        if (s->srv->cfg->metrics_public || api_key_ok(s->srv, req))
+            on_metrics(s);
+        else
+            respond_error(s, 401, ERR_UNAUTHORIZED,
+                          "/metrics needs the API key (or --metrics-public on)");
     } else if (req->method == HTTP_GET && (file = web_find(p)) != NULL) {
         session_respond(s, 200, file->content_type, file->data, file->len, NULL);
     } else {

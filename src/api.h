@@ -7,6 +7,12 @@
 #include "http.h"
 #include "session.h"
 
+/* Called when the head of a request with a body is complete, before any
+ * body byte is kept: true when the route takes a body with this method and
+ * the credential it needs is right; otherwise answers (401, 404, 405 or 413)
+ * and returns false. */
+bool api_admit_body(session_t *s, const http_request_t *req);
+
 /* Answers one non-upgrade request on s. */
 void api_handle(session_t *s, const http_request_t *req);
 

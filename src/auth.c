@@ -9,6 +9,7 @@
 
 #include "aw.h"
 #include "base64.h"
+#include "event.h"
 
 const char *auth_bearer(const char *authorization)
 {
@@ -28,6 +29,10 @@ int auth_token(const jwt_verifier_t *v, const char *token, size_t len, int64_t n
     if (rc != AW_OK) {
         out->reason = aw_strerror(rc);
         return rc;
+    }
+    if (!event_id_valid(c.sub)) { /* one rule for a user id, here and at publish */
+        out->reason = "sub is not a valid user id";
+        return AW_ECLAIMS;
     }
     memcpy(out->user, c.sub, sizeof out->user);
     /* exp may be anything up to INT64_MAX: saturate instead of overflowing */
@@ -150,6 +155,7 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
                    auth_result_t *out)
 {
     memset(out, 0, offsetof(auth_result_t, protocol));
+    out->ticket[0] = '\0';
     out->protocol[0] = '\0';
     out->reason = "no credential";
 
@@ -167,7 +173,7 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
     entry_t e;
     bool offered;
     if (find_entry(req, holds_token, &e, &offered)) {
-        size_t n;
+        size_t n = 0;
         const char *tok = entry_token(&e, &n);
         out->place = "subprotocol";
         pick_protocol(req, &e, out);
@@ -178,10 +184,11 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
     if (rc != AW_ENOTFOUND) {
         out->place = "ticket";
         pick_protocol(req, NULL, out);
-        if (rc != AW_OK || tickets_take(t, buf, now_ms, out->user, &out->expires_ms) != AW_OK) {
+        if (rc != AW_OK || tickets_peek(t, buf, now_ms, out->user, &out->expires_ms) != AW_OK) {
             out->reason = "unknown, used or expired ticket";
             return AW_ENOTFOUND;
         }
+        snprintf(out->ticket, sizeof out->ticket, "%s", buf); /* spent once admitted */
         out->expires_ms += v->leeway_s * 1000;
         return AW_OK;
     }

@@ -18,6 +18,7 @@ typedef struct auth_result {
     int64_t expires_ms;       /* when the connection's credential expires (leeway added) */
     const char *place;        /* "header", "subprotocol", "ticket", "query" */
     const char *reason;       /* why it failed (static text, safe to log) */
+    char ticket[TICKET_LEN + 1]; /* the ticket to spend once admitted, "" for none */
     char protocol[8192 + 16]; /* subprotocol to answer with, "" for none */
 } auth_result_t;
 

@@ -57,6 +57,10 @@ void aw_hex(char *out, const void *in, size_t len);
 /* Constant-time comparison of two byte strings; different lengths differ. */
 bool aw_consttime_eq(const void *a, size_t alen, const void *b, size_t blen);
 
+/* What malloc(n) really takes, roughly: glibc's 8-byte header, rounded up
+ * to 16. Memory caps count allocations with it. */
+#define AW_ALLOC_COST(n) ((((size_t)(n) + 8 + 15) / 16) * 16)
+
 #define AW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* A growable byte buffer: the one way this code base accumulates bytes of

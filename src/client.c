@@ -164,8 +164,9 @@ static void start_run(msg_t *m, const char *text, json_t *context)
     reply(m, json_pack("{s:s, s:s, s:s, s:s}", "type", "ack", "for", m->type, "run_id", run->id,
                        "thread_id", run->thread_id));
     json_t *settings = json_object_get(m->args, "settings");
-    runs_begin(&s->srv->runs, run, text, json_is_object(context) ? context : NULL,
-               json_is_object(settings) ? settings : NULL);
+    if (runs_begin(&s->srv->runs, run, text, json_is_object(context) ? context : NULL,
+                   json_is_object(settings) ? settings : NULL) != AW_OK)
+        reply_error(s, m->message_id, ERR_UNAVAILABLE, "the run could not start", false);
 }
 
 static void on_start_agent(msg_t *m)

@@ -24,6 +24,7 @@ typedef struct config {
     jwt_alg_t jwt_alg;
     char *jwt_issuer, *jwt_audience;
     int64_t jwt_leeway_s;
+    bool jwt_allow_high_s;
 
     char *api_key; /* owned */
     char *api_key_file;

@@ -214,7 +214,8 @@ int deflate_inflate(z_stream **zsp, uint8_t window_bits, bool reset_after, const
         return AW_ENOMEM;
     size_t got = 0;
     int rc = AW_OK;
-    for (int part = 0; part < 2 && rc == AW_OK; part++) {
+    bool ended = false; /* the message's last block had BFINAL set */
+    for (int part = 0; part < 2 && rc == AW_OK && !ended; part++) {
         zs->next_in = (Bytef *)(part ? tail : in);
         zs->avail_in = (uInt)(part ? sizeof tail : n);
         while (zs->avail_in > 0 || zs->avail_out == 0) {
@@ -236,7 +237,16 @@ int deflate_inflate(z_stream **zsp, uint8_t window_bits, bool reset_after, const
             zs->avail_out = (uInt)(cap - got);
             int z = inflate(zs, Z_SYNC_FLUSH);
             got = cap - zs->avail_out;
-            if (z == Z_STREAM_END || z == Z_NEED_DICT || z == Z_DATA_ERROR || z == Z_MEM_ERROR) {
+            if (z == Z_STREAM_END) {
+                /* RFC 7692 section 7.2.3.4: a sender may end a message with
+                 * a final block; the tail we appended is then not read, but
+                 * anything else after the final block is garbage. */
+                ended = true;
+                if (part == 0 && zs->avail_in > 0)
+                    rc = AW_EPROTO;
+                break;
+            }
+            if (z == Z_NEED_DICT || z == Z_DATA_ERROR || z == Z_MEM_ERROR) {
                 rc = z == Z_MEM_ERROR ? AW_ENOMEM : AW_EPROTO;
                 break;
             }
@@ -250,8 +260,17 @@ int deflate_inflate(z_stream **zsp, uint8_t window_bits, bool reset_after, const
     }
     if (rc == AW_OK && got > limit)
         rc = AW_ETOOBIG;
-    if (reset_after || rc != AW_OK)
+    if (reset_after || rc != AW_OK) {
         inflateReset(zs);
+    } else if (ended) {
+        /* The stream ended, but with context takeover the next message may
+         * refer to this one's bytes: start a new stream over the window. */
+        static _Thread_local Bytef window[1 << 15];
+        uInt wlen = sizeof window;
+        if (inflateGetDictionary(zs, window, &wlen) != Z_OK || inflateReset(zs) != Z_OK ||
+            (wlen && inflateSetDictionary(zs, window, wlen) != Z_OK))
+            rc = AW_ENOMEM;
+    }
     if (rc != AW_OK) {
         free(buf);
         return rc;

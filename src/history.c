@@ -16,10 +16,11 @@ typedef struct history_entry {
     struct history_entry *older, *newer; /* the pool's global order */
 } history_entry_t;
 
-/* What one retained event costs, for the memory cap. */
+/* What one retained event costs, for the memory cap: the entry and the
+ * frame, each with the allocator's header and rounding (AW_ALLOC_COST). */
 static size_t entry_cost(const history_entry_t *e)
 {
-    return sizeof *e + sizeof *e->frame + e->frame->len + sizeof(void *);
+    return AW_ALLOC_COST(sizeof *e) + AW_ALLOC_COST(sizeof *e->frame + e->frame->len);
 }
 
 void history_pool_init(history_pool_t *p, uint32_t max_per_user, int64_t ttl_ms, size_t max_bytes)
@@ -53,7 +54,9 @@ static void evict(history_pool_t *p, history_entry_t *e)
 {
     history_t *h = e->owner;
     h->_head = (h->_head + 1) % h->_cap;
-    if (--h->_len == 0) {
+    bool emptied = --h->_len == 0;
+    if (emptied) {
+        p->bytes -= AW_ALLOC_COST(h->_cap * sizeof *h->_ring);
         free(h->_ring);
         h->_ring = NULL;
         h->_head = h->_cap = 0;
@@ -71,9 +74,11 @@ static void evict(history_pool_t *p, history_entry_t *e)
     p->evicted++;
     frame_unref(e->frame);
     free(e);
+    if (emptied && p->on_empty)
+        p->on_empty(h, p->ctx);
 }
 
-static bool ring_grow(history_t *h, uint32_t limit)
+static bool ring_grow(history_pool_t *p, history_t *h, uint32_t limit)
 {
     uint32_t cap = h->_cap ? h->_cap * 2 : 8;
     if (cap > limit)
@@ -83,6 +88,9 @@ static bool ring_grow(history_t *h, uint32_t limit)
         return false;
     for (uint32_t i = 0; i < h->_len; i++)
         ring[i] = h->_ring[(h->_head + i) % h->_cap];
+    if (h->_ring)
+        p->bytes -= AW_ALLOC_COST(h->_cap * sizeof *h->_ring);
+    p->bytes += AW_ALLOC_COST(cap * sizeof *ring);
     free(h->_ring);
     h->_ring = ring;
     h->_head = 0;
@@ -96,7 +104,7 @@ int history_append(history_pool_t *p, history_t *h, uint64_t seq, frame_t *f, in
         history_clear(p, h); /* never keep a run with a hole in it */
     if (h->_len == p->max_per_user)
         evict(p, h->_ring[h->_head]);
-    if (h->_len == h->_cap && !ring_grow(h, p->max_per_user))
+    if (h->_len == h->_cap && !ring_grow(p, h, p->max_per_user))
         return AW_ENOMEM;
     history_entry_t *e = malloc(sizeof *e);
     if (!e)
@@ -118,9 +126,17 @@ int history_append(history_pool_t *p, history_t *h, uint64_t seq, frame_t *f, in
     p->entries++;
     /* The globally oldest entry is always the oldest of its own user, so
      * evicting from the pool's head keeps every history contiguous. */
-    while (p->bytes > p->max_bytes && p->_oldest)
+    while (p->bytes + p->extra > p->max_bytes && p->_oldest)
         evict(p, p->_oldest);
     return AW_OK;
+}
+
+bool history_evict_oldest(history_pool_t *p)
+{
+    if (!p->_oldest)
+        return false;
+    evict(p, p->_oldest);
+    return true;
 }
 
 void history_expire(history_pool_t *p, int64_t now_ms)

@@ -5,7 +5,8 @@
  * A user's history (history_t) holds a contiguous run of seq numbers,
  * oldest first. All histories share one pool (history_pool_t) that enforces
  * the limits: at most max_per_user events per user, none older than ttl_ms,
- * and at most max_bytes in all, evicting the globally oldest event first.
+ * and at most max_bytes in all (events, rings and `extra`, what the owner
+ * of the histories spends besides), evicting the globally oldest event first.
  * Eviction only shortens the retained run; it never leaves a hole, so a resume
  * either finds every event it needs or knows it cannot (resumed:false).
  *
@@ -15,6 +16,7 @@
 #ifndef AW_HISTORY_H
 #define AW_HISTORY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,8 +35,12 @@ typedef struct history_pool {
     uint32_t max_per_user; /* events kept per user (>= 1) */
     int64_t ttl_ms;        /* events older than this are evicted */
     size_t max_bytes;      /* all histories together, frame bytes + overhead */
+    size_t extra;          /* other bytes under the same cap (the hub's streams) */
+    /* called when a history loses its last event (may be NULL) */
+    void (*on_empty)(history_t *h, void *ctx);
+    void *ctx;
     /* read-only */
-    size_t bytes;     /* accounted bytes held */
+    size_t bytes;     /* accounted bytes held: events and rings */
     size_t entries;   /* events held */
     uint64_t evicted; /* events evicted so far (any reason) */
     /* private: every entry of every user, oldest first */
@@ -56,6 +62,9 @@ uint64_t history_last_seq(const history_t *h);
 
 /* The frame of seq, or NULL when it is not retained. */
 frame_t *history_get(const history_t *h, uint64_t seq);
+
+/* Evicts the globally oldest event; false when there is none. */
+bool history_evict_oldest(history_pool_t *p);
 
 /* Evicts everything older than the pool's ttl. */
 void history_expire(history_pool_t *p, int64_t now_ms);

@@ -191,6 +191,37 @@ static void reader_reset(http_reader_t *r)
     r->_body_len = 0;
     r->_body_started = false;
     r->_complete = false;
+    r->_head_done = false;
+    r->_scan_prev = 0;
+    r->_scan_line = 0;
+    r->_scan_lines = 0;
+    r->_scan_done = false;
+}
+
+/* Checks the head's line structure over data[0..len) up to the empty line
+ * that ends it: every line ends in CRLF, no header line starts with a space
+ * or tab (obs-fold, RFC 9112 section 5.2). Empty lines before the request
+ * line are allowed (RFC 9112 section 2.2). 0 or AW_EPROTO. */
+static int scan_head(http_reader_t *r, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && !r->_scan_done; i++) {
+        char c = data[i];
+        if (c == '\n') {
+            if (r->_scan_prev != '\r')
+                return AW_EPROTO;
+            if (r->_scan_line == 0 && r->_scan_lines > 0)
+                r->_scan_done = true;
+            else if (r->_scan_line > 0)
+                r->_scan_lines++;
+            r->_scan_line = 0;
+        } else if (c != '\r') {
+            if (r->_scan_line == 0 && r->_scan_lines > 0 && (c == ' ' || c == '\t'))
+                return AW_EPROTO;
+            r->_scan_line++;
+        }
+        r->_scan_prev = c;
+    }
+    return 0;
 }
 
 void http_reader_init(http_reader_t *r, size_t max_head, size_t max_body)
@@ -323,47 +354,73 @@ static bool headers_list_has(const http_request_t *q, const char *name, const ch
     return false;
 }
 
-/* Builds r->_req from the stored offsets. Everything that appends to _buf
- * (and so may move it) happens before the pointers are taken. */
-static int finish_request(http_reader_t *r, http_request_t **out)
+/* Completes the head once it is read: the method's name, the URL cut into
+ * path and query, trimmed values. Everything that appends to _buf (and so
+ * may move it) happens here or before, and only offsets are kept. */
+static int finish_head(http_reader_t *r)
 {
-    http_request_t *q = &r->_req;
     const http_parser *p = &r->_parser;
     const char *method = http_method_str((enum http_method)p->method);
-    size_t method_off, method_len = 0, path_off, query_off;
+    size_t method_len = 0;
     int err;
 
-    if (r->_url_off == HTTP_NO_OFF)
-        return AW_EPROTO;
-    if (r->_body_off == HTTP_NO_OFF && str_open(r, CB_BODY, &r->_body_off, &r->_body_len) != 0)
-        return r->_error;
-    if (str_open(r, CB_URL, &method_off, &method_len) != 0 ||
+    if (r->_head_done)
+        return 0;
+    if (r->_url_off == HTTP_NO_OFF || p->http_major == 0)
+        return AW_EPROTO; /* HTTP/0.9 has no headers: nothing to check it by */
+    if (str_open(r, CB_URL, &r->_method_off, &method_len) != 0 ||
         str_extend(r, method, strlen(method), &method_len) != 0)
         return r->_error;
     str_close(r);
-    err = split_url(r, &path_off, &query_off);
+    err = split_url(r, &r->_path_off, &r->_query_off);
     if (err)
         return err;
     trim_values(r);
+    r->_head_done = true;
+    return 0;
+}
+
+/* Points r->_req at the stored strings (the body too when whole). */
+static void build_request(http_reader_t *r, http_request_t **out)
+{
+    http_request_t *q = &r->_req;
+    const http_parser *p = &r->_parser;
 
     q->method = (enum http_method)p->method;
-    q->method_name = r->_buf + method_off;
-    q->path = r->_buf + path_off;
-    q->query = r->_buf + query_off;
+    q->method_name = r->_buf + r->_method_off;
+    q->path = r->_buf + r->_path_off;
+    q->query = r->_buf + r->_query_off;
     q->nheaders = r->_nheaders;
     for (size_t i = 0; i < r->_nheaders; i++) {
         q->headers[i].name = r->_buf + r->_hname_off[i];
         q->headers[i].value = r->_buf + r->_hval_off[i];
     }
-    q->body = r->_buf + r->_body_off;
+    q->body = r->_body_off == HTTP_NO_OFF ? r->_buf + r->_len : r->_buf + r->_body_off;
     q->body_len = r->_body_len;
     q->http_major = p->http_major;
     q->http_minor = p->http_minor;
+    q->chunked = (p->flags & F_CHUNKED) != 0;
+    q->content_length =
+        !q->chunked && (p->flags & F_CONTENTLENGTH) && p->content_length != ULLONG_MAX
+            ? p->content_length
+            : 0;
     q->upgrade = p->upgrade && q->method != HTTP_CONNECT && http_header(q, "Upgrade") &&
                  headers_list_has(q, "Connection", "upgrade");
     if (p->upgrade && !q->upgrade)
         q->keep_alive = false; /* http-parser stopped: the rest is not HTTP */
     *out = q;
+}
+
+/* The whole request: its body string, then the pointers. */
+static int finish_request(http_reader_t *r, http_request_t **out)
+{
+    int err = finish_head(r);
+    if (err)
+        return err;
+    if (r->_body_off == HTTP_NO_OFF && str_open(r, CB_BODY, &r->_body_off, &r->_body_len) != 0)
+        return r->_error;
+    str_close(r);
+    build_request(r, out);
     return 0;
 }
 
@@ -398,6 +455,8 @@ int http_feed(http_reader_t *r, const char *data, size_t len, size_t *consumed,
         reader_reset(r);
     }
     r->_parser.data = r; /* the reader may have been moved since init */
+    if (!r->_scan_done && (r->_error = scan_head(r, data, len)) != 0)
+        return r->_error;
     while (off < len) {
         n = http_parser_execute(&r->_parser, &r->_settings, data + off, len - off);
         off += n;
@@ -414,8 +473,16 @@ int http_feed(http_reader_t *r, const char *data, size_t len, size_t *consumed,
         }
         /* Paused at the head's last LF, which is not consumed yet. */
         r->_error = check_head(r, r->_head_bytes + off + 1);
+        if (!r->_error)
+            r->_error = finish_head(r);
         if (r->_error)
             return r->_error;
+        const http_parser *p = &r->_parser;
+        if (r->stop_at_head && ((p->flags & F_CHUNKED) ||
+                                ((p->flags & F_CONTENTLENGTH) && p->content_length > 0))) {
+            build_request(r, out);
+            return HTTP_HEAD;
+        }
     }
     if (!r->_body_started) {
         r->_head_bytes += off;

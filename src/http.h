@@ -5,7 +5,9 @@
  * pipelined requests are read one at a time. Limits are enforced while parsing:
  * a head larger than max_head or with more than HTTP_MAX_HEADERS headers gives
  * AW_EHEADERS (answer 431), a body larger than max_body gives AW_ETOOBIG
- * (answer 413), anything http-parser refuses gives AW_EPROTO (answer 400). */
+ * (answer 413), anything http-parser refuses gives AW_EPROTO (answer 400), and
+ * so do what a proxy in front could read differently: header lines folded
+ * (obs-fold), lines ending in a bare LF, and HTTP/0.9 request lines. */
 #ifndef AW_HTTP_H
 #define AW_HTTP_H
 
@@ -14,6 +16,7 @@
 #include <stddef.h>
 
 #define HTTP_MAX_HEADERS 64
+#define HTTP_HEAD        1 /* http_feed: a head whose body follows (stop_at_head) */
 
 typedef struct http_header {
     char *name;  /* NUL-terminated, as received (compare case-insensitively) */
@@ -31,7 +34,9 @@ typedef struct http_request {
     size_t nheaders;
     char *body; /* NUL-terminated (extra byte not counted in body_len) */
     size_t body_len;
-    bool upgrade;    /* Connection: upgrade with an Upgrade header */
+    bool chunked;            /* the body comes in chunks (its length is unknown) */
+    uint64_t content_length; /* announced body length, 0 when none or chunked */
+    bool upgrade;            /* Connection: upgrade with an Upgrade header */
     bool keep_alive; /* the connection may carry another request */
     unsigned short http_major, http_minor;
 } http_request_t;
@@ -40,6 +45,7 @@ typedef struct http_reader {
     /* public, set before use */
     size_t max_head; /* bytes of request line and headers (default 16384) */
     size_t max_body; /* bytes of body (default 1 MiB) */
+    bool stop_at_head; /* return HTTP_HEAD before a body is read (see http_feed) */
     /* private */
     http_parser _parser;
     http_parser_settings _settings;
@@ -52,6 +58,13 @@ typedef struct http_reader {
     size_t _nheaders;
     int _last_cb; /* 0 none, 1 field, 2 value: folds split header callbacks */
     size_t _body_off, _body_len;
+    size_t _path_off, _query_off, _method_off; /* set when the head is complete */
+    bool _head_done;
+    /* the head's line endings, checked before the parser sees them */
+    char _scan_prev;
+    size_t _scan_line; /* bytes of the current line, CR excluded */
+    size_t _scan_lines;
+    bool _scan_done;
     bool _body_started;
     bool _complete;
     int _error;
@@ -66,6 +79,10 @@ void http_reader_dispose(http_reader_t *r);
  *  0           a whole request: *out points into the reader (valid until the
  *              next http_feed); the bytes after *consumed belong to the next
  *              request. After an upgrade request, the rest is not HTTP.
+ *  HTTP_HEAD   only with stop_at_head: the head of a request with a body
+ *              (Content-Length > 0 or chunked) is complete and no body byte
+ *              was kept; *out has everything but the body. Feed the rest to
+ *              get the whole request (or drop the reader to refuse it).
  *  AW_EAGAIN   need more bytes (all of data was consumed)
  *  AW_EPROTO / AW_EHEADERS / AW_ETOOBIG   see above; the reader is spent.
  *  AW_ENOMEM */

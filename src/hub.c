@@ -19,6 +19,76 @@
 #include "session.h"
 #include "ws.h"
 
+/* ---- idle streams ---- */
+
+static void idle_push(hub_t *h, hub_user_t *u)
+{
+    if (u->_idle)
+        return;
+    u->_idle = true;
+    u->_idle_next = NULL;
+    u->_idle_prev = h->_idle_tail;
+    if (h->_idle_tail)
+        h->_idle_tail->_idle_next = u;
+    else
+        h->_idle_head = u;
+    h->_idle_tail = u;
+}
+
+static void idle_remove(hub_t *h, hub_user_t *u)
+{
+    if (!u->_idle)
+        return;
+    if (u->_idle_prev)
+        u->_idle_prev->_idle_next = u->_idle_next;
+    else
+        h->_idle_head = u->_idle_next;
+    if (u->_idle_next)
+        u->_idle_next->_idle_prev = u->_idle_prev;
+    else
+        h->_idle_tail = u->_idle_prev;
+    u->_idle = false;
+    u->_idle_prev = u->_idle_next = NULL;
+}
+
+/* history.c: a user's last event went (evicted or expired). */
+static void on_history_empty(history_t *hist, void *ctx)
+{
+    hub_user_t *u = (hub_user_t *)((char *)hist - offsetof(hub_user_t, history));
+    if (u->nconns == 0)
+        idle_push(ctx, u);
+}
+
+/* A stream leaves memory: its record's bytes leave the cap's count. */
+static void forget_user(hub_t *h, hub_user_t *u)
+{
+    idle_remove(h, u);
+    history_clear(&h->history, &u->history);
+    h->history.extra -= u->_cost;
+}
+
+/* Brings the memory held under the cap (events, rings, stream records) to
+ * at most its limit minus `need`: idle streams first, then the oldest
+ * events. `keep` (the stream being used) is never dropped. */
+static void make_room(hub_t *h, const hub_user_t *keep, size_t need)
+{
+    history_pool_t *p = &h->history;
+    while (p->bytes + p->extra + need > p->max_bytes) {
+        hub_user_t *u = h->_idle_head;
+        if (u == keep)
+            u = u->_idle_next;
+        if (u) {
+            forget_user(h, u);
+            h->streams_dropped++;
+            map_entry_t *e = map_find(&h->_users, u->id, strlen(u->id));
+            map_remove(&h->_users, e->key, e->keylen);
+            free(u);
+        } else if (!history_evict_oldest(p)) {
+            return; /* what is left belongs to connected users */
+        }
+    }
+}
+
 int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
 {
     memset(h, 0, sizeof *h);
@@ -26,21 +96,19 @@ int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
     h->_metrics = m;
     history_pool_init(&h->history, (uint32_t)cfg->history_size, cfg->history_ttl_ms,
                       (size_t)cfg->history_memory_bytes);
+    h->history.on_empty = on_history_empty;
+    h->history.ctx = h;
     uint8_t node[4];
     if (aw_random_bytes(node, sizeof node) != AW_OK)
         return AW_EIO;
     aw_hex(h->_node, node, sizeof node);
-    int rc = map_init(&h->_users);
-    if (rc == AW_OK)
-        rc = map_init(&h->_ips);
-    return rc;
+    return map_init(&h->_users);
 }
 
 void hub_dispose(hub_t *h)
 {
     history_pool_dispose(&h->history);
     map_dispose(&h->_users, free);
-    map_dispose(&h->_ips, NULL);
     aw_buf_free(&h->_scratch);
 }
 
@@ -64,37 +132,35 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
     }
     aw_hex(u->epoch, raw, sizeof raw);
     u->last_active_ms = aw_now_ms();
-    map_entry_t *e = map_put(&h->_users, user_id, strlen(user_id), u);
+    size_t len = strlen(user_id);
+    map_entry_t *e = map_put(&h->_users, user_id, len, u);
     if (!e) {
         free(u);
         return NULL;
     }
     u->id = e->key;
+    /* the record, its map entry (key included) and its share of buckets */
+    u->_cost = AW_ALLOC_COST(sizeof *u) + AW_ALLOC_COST(sizeof *e + len + 1) + 2 * sizeof(void *);
+    h->history.extra += u->_cost;
+    idle_push(h, u);
+    make_room(h, u, 0);
     return u;
 }
 
-int hub_admit(const hub_t *h, const char *user_id, const char *ip)
+int hub_admit(const hub_t *h, const char *user_id)
 {
     if (h->_cfg->max_connections > 0 && h->nconns >= (uint64_t)h->_cfg->max_connections)
         return AW_ELIMIT;
     const hub_user_t *u = hub_user_find(h, user_id);
     if (u && u->nconns >= (uint64_t)h->_cfg->max_connections_per_user)
         return AW_ELIMIT;
-    if (h->_cfg->max_connections_per_ip > 0) {
-        uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
-        if (n >= (uint64_t)h->_cfg->max_connections_per_ip)
-            return AW_ELIMIT;
-    }
     return AW_OK;
 }
 
-hub_user_t *hub_attach(hub_t *h, session_t *s, const char *user_id, const char *ip)
+hub_user_t *hub_attach(hub_t *h, session_t *s, const char *user_id)
 {
     hub_user_t *u = hub_user(h, user_id);
     if (!u)
-        return NULL;
-    uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
-    if (!map_put(&h->_ips, ip, strlen(ip), (void *)(n + 1)))
         return NULL;
     s->_user_prev = NULL;
     s->_user_next = u->_conns;
@@ -103,13 +169,14 @@ hub_user_t *hub_attach(hub_t *h, session_t *s, const char *user_id, const char *
     u->_conns = s;
     if (u->nconns++ == 0)
         h->nusers_live++;
+    idle_remove(h, u);
     h->nconns++;
     s->user = u;
     s->_last_seq = u->seq; /* events from here on are live for it */
     return u;
 }
 
-void hub_detach(hub_t *h, session_t *s, const char *ip)
+void hub_detach(hub_t *h, session_t *s)
 {
     hub_user_t *u = s->user;
     if (!u)
@@ -121,15 +188,13 @@ void hub_detach(hub_t *h, session_t *s, const char *ip)
     if (s->_user_next)
         s->_user_next->_user_prev = s->_user_prev;
     s->_user_next = s->_user_prev = NULL;
-    if (--u->nconns == 0)
+    if (--u->nconns == 0) {
         h->nusers_live--;
+        if (history_first_seq(&u->history) == 0)
+            idle_push(h, u);
+    }
     u->last_active_ms = aw_now_ms();
     h->nconns--;
-    uintptr_t n = (uintptr_t)map_get(&h->_ips, ip, strlen(ip));
-    if (n <= 1)
-        map_remove(&h->_ips, ip, strlen(ip));
-    else
-        map_put(&h->_ips, ip, strlen(ip), (void *)(n - 1));
     /* s->user stays set: logs after detach still name the user. The stream
      * (seq, epoch) outlives its connections so that numbering never restarts. */
 }
@@ -221,6 +286,8 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     int64_t now = aw_now_ms();
     u->seq = out->seq; /* committed: the event exists from here on */
     u->last_active_ms = now;
+    idle_remove(h, u);
+    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
     if (history_append(&h->history, &u->history, out->seq, f, now) != AW_OK)
         log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
@@ -280,19 +347,24 @@ bool hub_can_resume(const hub_user_t *u, uint64_t since, const char *epoch)
     return first && first <= since + 1 && history_last_seq(&u->history) == u->seq;
 }
 
+/* The predicate also takes a stream it accepts off the cap's count. */
 static bool user_idle(const void *value, void *arg)
 {
-    const hub_user_t *u = value;
-    const hub_t *h = arg;
-    return u->nconns == 0 && history_first_seq(&u->history) == 0 &&
-           h->_sweep_now - u->last_active_ms >= h->history.ttl_ms;
+    hub_user_t *u = (hub_user_t *)value;
+    hub_t *h = arg;
+    if (u->nconns != 0 || history_first_seq(&u->history) != 0 ||
+        h->_sweep_now - u->last_active_ms < h->history.ttl_ms)
+        return false;
+    forget_user(h, u);
+    return true;
 }
 
 void hub_sweep(hub_t *h, int64_t now_ms)
 {
     history_expire(&h->history, now_ms);
     h->_sweep_now = now_ms;
-    map_remove_if(&h->_users, user_idle, h, free);
+    if (map_remove_if(&h->_users, user_idle, h, free) > 0)
+        map_shrink(&h->_users);
 }
 
 size_t hub_nstreams(const hub_t *h)

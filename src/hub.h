@@ -33,6 +33,11 @@ typedef struct hub_user {
     int64_t last_active_ms;        /* read-only: last publish or detach */
     struct session *_conns;        /* head of the intrusive list of sessions */
     uint32_t nconns;               /* read-only: open sessions */
+    /* private: streams with no connection and no event, longest idle first;
+     * the first to go when the history memory cap is reached */
+    struct hub_user *_idle_prev, *_idle_next;
+    bool _idle;
+    size_t _cost; /* bytes of the record, counted under the history cap */
 } hub_user_t;
 
 typedef struct hub {
@@ -42,7 +47,8 @@ typedef struct hub {
     history_pool_t history; /* limits and accounting of every user's history */
     /* private */
     map_t _users; /* id -> hub_user_t * */
-    map_t _ips;   /* address -> count (uintptr_t) */
+    hub_user_t *_idle_head, *_idle_tail;
+    uint64_t streams_dropped; /* read-only: idle streams dropped for the memory cap */
     const config_t *_cfg;
     metrics_t *_metrics;
     struct runs *runs; /* public: the run-order gate, NULL for none */
@@ -66,20 +72,23 @@ typedef struct hub_receipt {
 int hub_init(hub_t *h, const config_t *cfg, metrics_t *m);
 void hub_dispose(hub_t *h);
 
-/* Would a new connection of user from address ip be within the limits?
- * 0 or AW_ELIMIT. */
-int hub_admit(const hub_t *h, const char *user_id, const char *ip);
+/* Would a new connection of user be within the limits (per user, in
+ * total)? 0 or AW_ELIMIT. Per address is the server's (every socket). */
+int hub_admit(const hub_t *h, const char *user_id);
 
 /* Registers an authenticated session under user_id (its stream is created on
  * first use). Returns the user, or NULL when out of memory. */
-hub_user_t *hub_attach(hub_t *h, struct session *s, const char *user_id, const char *ip);
+hub_user_t *hub_attach(hub_t *h, struct session *s, const char *user_id);
 
 /* Unregisters a session. Called only from the session's close callback,
  * which libuv runs after the loop phase that closed it, so a fan-out or kick
  * loop never sees its list change under it. */
-void hub_detach(hub_t *h, struct session *s, const char *ip);
+void hub_detach(hub_t *h, struct session *s);
 
-/* The user's stream, created when absent (NULL when out of memory). */
+/* The user's stream, created when absent (NULL when out of memory). Its
+ * record counts under --history-memory-bytes with the events: past the cap
+ * idle streams (no connection, no event) go first, longest idle first, then
+ * the oldest events; a dropped stream's next event starts a new epoch. */
 hub_user_t *hub_user(hub_t *h, const char *user_id);
 
 /* Users whose stream is in memory. */

@@ -1,32 +1,42 @@
 /* idem.h -- publish idempotency keys: remembers, per target user and key,
  * the receipt of the first successful publish for a while (default 5 min),
  * so that a retried publish answers the same result without publishing
- * twice. */
+ * twice. At most max_keys are remembered: past that the oldest key is
+ * forgotten to make room, so a fresh key is always remembered. */
 #ifndef AW_IDEM_H
 #define AW_IDEM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hub.h"
 #include "map.h"
 
-#define IDEM_MAX_KEY     255     /* longest idempotency key, bytes */
-#define IDEM_MAX_ENTRIES 1000000 /* past this, new keys are not remembered */
+#define IDEM_MAX_KEY 255 /* longest idempotency key, bytes */
+
+struct idem_entry;
 
 typedef struct idem {
-    map_t _map; /* "user\nkey" -> idem_entry */
+    /* read-only */
     int64_t ttl_ms;
+    size_t max_keys;
+    uint64_t evicted; /* keys forgotten before their time to make room */
+    /* private */
+    map_t _map; /* "user\nkey" -> idem_entry */
+    struct idem_entry *_oldest, *_newest;
 } idem_t;
 
-int idem_init(idem_t *c, int64_t ttl_ms);
+int idem_init(idem_t *c, int64_t ttl_ms, size_t max_keys);
 void idem_dispose(idem_t *c);
 
-/* The remembered receipt for (user, key), or NULL. */
-const hub_receipt_t *idem_get(idem_t *c, const char *user, const char *key, int64_t now_ms);
+/* Copies the remembered receipt for (user, key) to out (seq, epoch,
+ * event_id); false when there is none. */
+bool idem_get(idem_t *c, const char *user, const char *key, int64_t now_ms, hub_receipt_t *out);
 
-/* Remembers a receipt. 0, AW_ENOMEM or AW_ELIMIT (cache full). */
+/* Remembers a receipt, forgetting the oldest key when full. 0 or AW_ENOMEM. */
 int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r, int64_t now_ms);
 
+/* Forgets expired keys. */
 void idem_sweep(idem_t *c, int64_t now_ms);
 
 #endif

@@ -341,6 +341,14 @@ out_free_sig:
     return n;
 }
 
+/* floor(n / 2) of P-256, big-endian. An ECDSA signature (r, s) has a twin
+ * (r, n - s) that verifies too; only the spelling with s <= n/2 (low S) is
+ * accepted, so a token has one spelling (--jwt-allow-high-s lifts this for
+ * issuers that do not normalize). */
+static const uint8_t p256_half_order[32] = {
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8};
+
 static int verify_pkey(const jwt_verifier_t *v, const jwt__parts_t *p)
 {
     uint8_t der[80]; /* DER of two 33-byte INTEGERs fits in 72 */
@@ -356,6 +364,9 @@ static int verify_pkey(const jwt_verifier_t *v, const jwt__parts_t *p)
         if (siglen != JWT_RAW_SIG_LEN)
             return AW_ESIG;
         if (v->alg == JWT_ES256) {
+            if (!v->allow_high_s &&
+                memcmp(p->sig + JWT_RAW_SIG_LEN / 2, p256_half_order, sizeof p256_half_order) > 0)
+                return AW_ESIG;
             int n = es256_raw_to_der(p->sig, der, sizeof(der));
             if (n <= 0)
                 return AW_ESIG;

@@ -21,6 +21,7 @@ typedef struct jwt_verifier {
     jwt_alg_t alg;
     int64_t leeway_s; /* tolerance for exp and nbf, seconds (default 30) */
     size_t max_token; /* longer tokens fail with AW_ETOOBIG */
+    bool allow_high_s; /* ES256: accept s > n/2 too (default: low S only) */
     char *issuer;     /* required iss when non-NULL (owned) */
     char *audience;   /* required among aud when non-NULL (owned) */
     /* private */

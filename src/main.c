@@ -83,6 +83,7 @@ static int load_verifier(server_t *srv, const config_t *cfg, char *err, size_t e
         }
     }
     v->leeway_s = cfg->jwt_leeway_s;
+    v->allow_high_s = cfg->jwt_allow_high_s;
     if (jwt_verifier_set_issuer(v, cfg->jwt_issuer) != AW_OK ||
         jwt_verifier_set_audience(v, cfg->jwt_audience) != AW_OK) {
         snprintf(err, errlen, "out of memory");

@@ -111,9 +111,9 @@ void *map_get(const map_t *m, const char *key, size_t keylen)
     return e ? e->value : NULL;
 }
 
-static void grow(map_t *m)
+/* Rehashes into n buckets (a power of two). */
+static void rehash(map_t *m, size_t n)
 {
-    size_t n = m->_nbuckets * 2;
     map_entry_t **b = calloc(n, sizeof *b);
     if (!b)
         return; /* keep the longer chains; still correct */
@@ -130,6 +130,20 @@ static void grow(map_t *m)
     free(m->_buckets);
     m->_buckets = b;
     m->_nbuckets = n;
+}
+
+static void grow(map_t *m)
+{
+    rehash(m, m->_nbuckets * 2);
+}
+
+void map_shrink(map_t *m)
+{
+    size_t n = m->_nbuckets;
+    while (n > 16 && m->count < n / 4)
+        n /= 2;
+    if (n < m->_nbuckets)
+        rehash(m, n);
 }
 
 map_entry_t *map_put(map_t *m, const char *key, size_t keylen, void *value)

@@ -44,6 +44,9 @@ void *map_remove(map_t *m, const char *key, size_t keylen);
 size_t map_remove_if(map_t *m, bool (*pred)(const void *value, void *arg), void *arg,
                      void (*free_value)(void *value));
 
+/* Gives back bucket memory after many removals (count < buckets / 4). */
+void map_shrink(map_t *m);
+
 uint64_t map_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len);
 
 #endif

@@ -58,10 +58,19 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
         (long long)g->streams);
     one(f, "agentwire_history_events", "gauge", "Events retained for resume.",
         (long long)g->history_events);
-    one(f, "agentwire_history_bytes", "gauge", "Memory accounted to retained events.",
+    one(f, "agentwire_history_bytes", "gauge",
+        "Memory under --history-memory-bytes: retained events and the users' stream records.",
         (long long)g->history_bytes);
     one(f, "agentwire_history_evicted_total", "counter", "Retained events evicted.",
         (long long)g->history_evicted);
+    one(f, "agentwire_streams_dropped_total", "counter",
+        "Idle streams dropped to stay under --history-memory-bytes.", (long long)g->streams_dropped);
+    one(f, "agentwire_tickets", "gauge", "Connection tickets issued and not used or expired.",
+        (long long)g->tickets);
+    one(f, "agentwire_idempotency_keys", "gauge", "Idempotency keys remembered.",
+        (long long)g->idempotency_keys);
+    one(f, "agentwire_request_body_bytes_in_flight", "gauge",
+        "Request body bytes reserved by requests being received.", (long long)g->body_bytes);
     one(f, "agentwire_handshakes_total", "counter", "WebSocket upgrades accepted.",
         (long long)m->handshakes_total);
     head(f, "agentwire_handshake_refusals_total", "counter", "Upgrades refused, by reason.");

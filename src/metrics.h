@@ -29,7 +29,8 @@
     X(RUN_ORDER, "run_order")                                                                      \
     X(UNAVAILABLE, "unavailable")                                                                  \
     X(METHOD_NOT_ALLOWED, "method_not_allowed")                                                    \
-    X(BAD_REQUEST, "bad_request")
+    X(BAD_REQUEST, "bad_request")                                                                  \
+    X(TOO_MANY_TICKETS, "too_many_tickets")
 
 #define M_REFUSAL_ENUM(name, text) REFUSAL_##name,
 #define M_ERROR_ENUM(name, text)   ERR_##name,
@@ -69,6 +70,9 @@ typedef struct metrics_gauges {
     size_t streams;            /* users with a stream (seq, epoch) in memory */
     size_t history_events, history_bytes;
     uint64_t history_evicted;
+    uint64_t streams_dropped;
+    size_t tickets, idempotency_keys;
+    uint64_t body_bytes;
 } metrics_gauges_t;
 
 /* Renders Prometheus text into a malloc'd string the caller frees. */

@@ -230,15 +230,18 @@ static void finish(runs_t *r, run_t *run, const char *status, const char *error)
     }
 }
 
-static void publish_started(runs_t *r, run_t *run)
+static int publish_started(runs_t *r, run_t *run)
 {
     const char *name = r->_cfg->agent_name ? r->_cfg->agent_name : r->backend->name;
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "agent_started", "thread_id",
                            run->thread_id, "run_id", run->id, "agent_name", name);
     hub_receipt_t rec;
-    if (!ev || hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK)
-        log_kv(LOG_ERROR, "cannot publish agent_started", "run", run->id, NULL);
+    int rc = ev ? hub_publish(r->_hub, run->user_id, ev, &rec) : AW_ENOMEM;
+    if (rc != AW_OK)
+        log_kv(LOG_ERROR, "cannot publish agent_started: the run does not start", "run", run->id,
+               "error", rc == AW_ENOMEM ? aw_strerror(rc) : rec.error, NULL);
     json_decref(ev);
+    return rc;
 }
 
 static char *run_request(const run_t *run, const char *user_request, json_t *context,
@@ -301,13 +304,19 @@ static void start_on_main(void *arg)
     free(c);
 }
 
-void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings)
+int runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings)
 {
-    publish_started(r, run); /* opens the run through the gate */
+    int rc = publish_started(r, run); /* opens the run through the gate */
+    if (rc != AW_OK) {
+        /* never opened: no agent, no timeout to wait for; the slot goes back */
+        user_runs_add(r, run->user_id, -1);
+        run->finished_ms = aw_now_ms();
+        return rc;
+    }
     char *request = run_request(run, user_request, context, settings);
     if (aw_on_main_thread()) {
         start_agent(r, run, request);
-        return;
+        return AW_OK;
     }
     agent_call_t *c = malloc(sizeof *c);
     if (c)
@@ -317,6 +326,7 @@ void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context
         start_agent(r, run, NULL); /* completes the run with an error */
         free(request);
     }
+    return AW_OK;
 }
 
 static void stop_agent(runs_t *r, run_t *run)

@@ -78,8 +78,10 @@ int runs_start(runs_t *r, const char *user, const char *thread_id, run_t **out);
 
 /* Opens a reserved run with the server's agent_started and hands it to the
  * backend (or completes it with an error when the backend cannot start).
- * context and settings may be NULL. */
-void runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings);
+ * context and settings may be NULL. When agent_started cannot be published
+ * the run never opens: its slot is given back, no agent starts, and the
+ * error is returned (0 otherwise). */
+int runs_begin(runs_t *r, run_t *run, const char *user_request, json_t *context, json_t *settings);
 
 /* Is run_id an open run of user? */
 bool runs_is_open(runs_t *r, const char *user, const char *run_id);

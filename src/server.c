@@ -429,6 +429,15 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     srv->tcp_cap = fds > 2 * FD_RESERVE ? fds - FD_RESERVE : fds / 2;
     if (cfg->max_connections > 0 && (size_t)cfg->max_connections + SESSION_SPARE < srv->tcp_cap)
         srv->tcp_cap = (size_t)cfg->max_connections + SESSION_SPARE; /* room for API calls */
+    /* One address gets at most seven eighths of that unless told otherwise,
+     * so others (and /healthz) always find room when one floods. */
+    srv->linger_cap = srv->tcp_cap - srv->tcp_cap / 8;
+    srv->ip_cap = cfg->max_connections_per_ip > 0 ? (size_t)cfg->max_connections_per_ip
+                                                  : srv->linger_cap;
+    if (map_init(&srv->_ips) != AW_OK) {
+        snprintf(err, errlen, "out of memory");
+        return AW_ENOMEM;
+    }
     srv->loops = calloc(srv->nloops, sizeof *srv->loops);
     if (!srv->loops) {
         snprintf(err, errlen, "out of memory");
@@ -447,8 +456,9 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     int arc = agent_backend_create(cfg->agent, &aopts, &backend, err, errlen);
     if (arc != AW_OK)
         return arc;
-    if (hub_init(&srv->hub, cfg, &srv->metrics) != AW_OK || tickets_init(&srv->tickets) != AW_OK ||
-        idem_init(&srv->idem, cfg->idempotency_ttl_ms) != AW_OK ||
+    if (hub_init(&srv->hub, cfg, &srv->metrics) != AW_OK || tickets_init(&srv->tickets, (size_t)cfg->max_tickets_per_user,
+                                                       (size_t)cfg->max_tickets) != AW_OK ||
+        idem_init(&srv->idem, cfg->idempotency_ttl_ms, (size_t)cfg->idempotency_max_keys) != AW_OK ||
         runs_init(&srv->runs, &srv->hub, cfg, &srv->metrics, backend) != AW_OK) {
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;
@@ -536,9 +546,29 @@ void server_dispose(server_t *srv)
     hub_dispose(&srv->hub);
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);
+    map_dispose(&srv->_ips, NULL);
     jwt_verifier_dispose(&srv->jwt);
     if (threaded)
         uv_mutex_destroy(&big_lock);
+}
+
+bool server_ip_admit(server_t *srv, const char *ip)
+{
+    size_t len = strlen(ip);
+    uintptr_t n = (uintptr_t)map_get(&srv->_ips, ip, len);
+    if (n >= srv->ip_cap)
+        return false;
+    return map_put(&srv->_ips, ip, len, (void *)(n + 1)) != NULL;
+}
+
+void server_ip_release(server_t *srv, const char *ip)
+{
+    size_t len = strlen(ip);
+    uintptr_t n = (uintptr_t)map_get(&srv->_ips, ip, len);
+    if (n <= 1)
+        map_remove(&srv->_ips, ip, len);
+    else
+        map_put(&srv->_ips, ip, len, (void *)(n - 1));
 }
 
 void server_conn_id(server_t *srv, char *out, size_t len)

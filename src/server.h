@@ -95,6 +95,9 @@ typedef struct server {
     unsigned nloops;
     size_t nsessions; /* read-only: sessions of all loops */
     size_t tcp_cap;   /* read-only: sessions allowed at once (limits and descriptors) */
+    size_t ip_cap;    /* read-only: sessions one address may hold */
+    size_t linger_cap; /* read-only: refused connections linger only below this */
+    uint64_t body_bytes_in_flight; /* request bodies reserved (--max-request-bytes-in-flight) */
 
     /* private */
     uv_signal_t _sigterm, _sigint, _sighup;
@@ -103,6 +106,7 @@ typedef struct server {
     uint64_t _next_conn;
     bool _stopping;         /* drained: every loop closes its handles */
     int64_t _refuse_log_ms; /* last "connection refused" line */
+    map_t _ips;             /* address -> sessions (uintptr_t) */
 } server_t;
 
 /* Sets up the loop and modules and starts listening. On failure returns a
@@ -117,6 +121,11 @@ void server_dispose(server_t *srv);
 
 /* Starts a drain: stop accepting, close every connection with 1001. */
 void server_drain(server_t *srv);
+
+/* Counts a new connection of address ip; false when the address holds its
+ * share (ip_cap) already. Under the lock. */
+bool server_ip_admit(server_t *srv, const char *ip);
+void server_ip_release(server_t *srv, const char *ip);
 
 /* Next connection id ("c_" + hex), written to out (size >= 24). */
 void server_conn_id(server_t *srv, char *out, size_t len);

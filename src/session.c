@@ -26,6 +26,8 @@ static void on_plain(void *arg, char *data, size_t len);
 static void tls_write_pending(session_t *s);
 static void replay_pump(session_t *s);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void http_resume(session_t *s);
+static void linger_start(session_t *s);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -34,6 +36,24 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     size_t len;
     buf->base = server_readbuf(s->lp, &len);
     buf->len = buf->base ? len : 0;
+}
+
+static void peer_address(session_t *s)
+{
+    struct sockaddr_storage sa;
+    int salen = sizeof sa;
+    s->ip[0] = '\0';
+    int port = 0;
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, s->ip, sizeof s->ip);
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&sa, s->ip, sizeof s->ip);
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        }
+    }
+    snprintf(s->remote, sizeof s->remote, "%s:%d", s->ip, port);
 }
 
 int session_accept(server_loop_t *lp, uv_stream_t *listener)
@@ -50,10 +70,6 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_EIO;
     }
-    if (srv->tls_on && !(s->_tls = tls_conn_new(&srv->tls))) {
-        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
-        return AW_ENOMEM;
-    }
     if (srv->nsessions >= srv->tcp_cap) { /* server.c: limits and descriptors */
         srv->metrics.refused_tcp++;
         int64_t now = aw_now_ms();
@@ -62,9 +78,33 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
                    "#limit", (long long)srv->tcp_cap, NULL);
             srv->_refuse_log_ms = now;
         }
-        tls_conn_free(s->_tls);
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_ELIMIT;
+    }
+    peer_address(s);
+    if (server_ip_admit(srv, s->ip)) {
+        s->_ip_counted = true;
+    } else {
+        /* The address holds its share. The refusal (429) is the answer to
+         * its first request, so the peer reads it instead of a reset; while
+         * the server is near capacity the connection is just closed, so
+         * refused connections never eat the room kept for others. */
+        srv->metrics.refusals[REFUSAL_TOO_MANY_CONNECTIONS]++;
+        log_kv(LOG_INFO | LOG_LIMITED, "refused", "remote", s->remote, "reason",
+               metrics_refusal_name(REFUSAL_TOO_MANY_CONNECTIONS), "detail",
+               "too many connections from this address", "#status", 429LL, NULL);
+        if (srv->nsessions >= srv->linger_cap) {
+            srv->metrics.refused_tcp++;
+            uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+            return AW_ELIMIT;
+        }
+        s->_refused_ip = true;
+    }
+    if (srv->tls_on && !(s->_tls = tls_conn_new(&srv->tls))) {
+        if (s->_ip_counted)
+            server_ip_release(srv, s->ip);
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return AW_ENOMEM;
     }
     uv_tcp_nodelay(&s->tcp, 1);
     if (srv->cfg->send_buffer_bytes > 0) {
@@ -73,23 +113,9 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
         int size = (int)srv->cfg->send_buffer_bytes;
         uv_send_buffer_size((uv_handle_t *)&s->tcp, &size);
     }
-    struct sockaddr_storage sa;
-    int salen = sizeof sa;
-    s->ip[0] = '\0';
-    int port = 0;
-    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &salen) == 0) {
-        if (sa.ss_family == AF_INET6) {
-            uv_ip6_name((struct sockaddr_in6 *)&sa, s->ip, sizeof s->ip);
-            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
-        } else {
-            uv_ip4_name((struct sockaddr_in *)&sa, s->ip, sizeof s->ip);
-            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
-        }
-    }
-    snprintf(s->remote, sizeof s->remote, "%s:%d", s->ip, port);
     server_conn_id(srv, s->id, sizeof s->id);
     s->state = SESSION_HTTP;
-    s->connected_ms = s->_last_rx_ms = aw_now_ms();
+    s->connected_ms = s->_last_rx_ms = s->_progress_ms = aw_now_ms();
     s->_deadline_ms = s->connected_ms + srv->cfg->handshake_timeout_ms;
     server_add_session(lp, s);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
@@ -396,8 +422,15 @@ void session_flush(session_t *s)
         add_sent(s, release_inflight(s));
         replay_pump(s);
     }
-    if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE)
-        abort_locked(s, NULL);
+    if (!s->_inflight && s->_http_paused)
+        http_resume(s);
+    if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE &&
+        !s->_lingering) {
+        if (s->_linger && s->state == SESSION_HTTP)
+            linger_start(s);
+        else
+            abort_locked(s, NULL);
+    }
 }
 
 /* ---- closing ---- */
@@ -472,9 +505,12 @@ static void on_close(uv_handle_t *h)
     aw_lock();
     queue_truncate(s, 0);
     if (s->user)
-        hub_detach(&s->srv->hub, s, s->ip); /* unlinked only now: see hub.c */
+        hub_detach(&s->srv->hub, s); /* unlinked only now: see hub.c */
     server_purge_inbox(s->lp, s);           /* after the detach: no loop posts to s any more */
     server_remove_session(s->lp, s);
+    if (s->_ip_counted)
+        server_ip_release(s->srv, s->ip);
+    s->srv->body_bytes_in_flight -= s->_body_reserved;
     if (s->_http) {
         http_reader_dispose(s->_http);
         free(s->_http);
@@ -639,46 +675,157 @@ static void ws_input(session_t *s, const char *data, size_t len)
 
 /* ---- HTTP input ---- */
 
+#define HTTP_BACKLOG_MAX (64 * 1024) /* unwritten response bytes before reading stops */
+#define LINGER_MS        2000        /* reading after a refusal, so the peer sees it */
+
+/* Ends the HTTP phase after the response: the server side is shut down, and
+ * what the peer still sends is read and dropped until it closes or
+ * LINGER_MS pass, so the response is not lost to a reset. Refused
+ * connections that arrive while the server is near its connection capacity
+ * are just closed (lingering must not hold descriptors others need). */
+static void close_after_response(session_t *s)
+{
+    s->_keep_alive = false;
+    s->_close_when_flushed = true;
+    s->_linger = s->srv->nsessions < s->srv->linger_cap;
+    if (!s->_linger)
+        uv_read_stop((uv_stream_t *)&s->tcp);
+    if (s->_qlen == 0 && !s->_inflight)
+        server_want_flush(s); /* the flush starts the close */
+}
+
+static void on_linger_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status; /* cancelled when the handle closes first: nothing to do */
+    free(req);
+}
+
+static void linger_start(session_t *s)
+{
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (!req || uv_shutdown(req, (uv_stream_t *)&s->tcp, on_linger_shutdown) != 0) {
+        free(req);
+        abort_locked(s, NULL);
+        return;
+    }
+    s->_lingering = true;
+    s->_http_paused = false;
+    s->_deadline_ms = aw_now_ms() + LINGER_MS;
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+}
+
 static void http_error(session_t *s, int rc)
 {
     int status = rc == AW_EHEADERS ? 431 : rc == AW_ETOOBIG ? 413 : 400;
     const char *code = status == 413 ? "too_large" : "bad_request";
+    s->_keep_alive = false;
     session_respond_error(s, status, code,
                           status == 431   ? "request head too large"
                           : status == 413 ? "request body too large"
                                           : "malformed HTTP request");
-    s->_close_when_flushed = true;
+    close_after_response(s);
+}
+
+/* Reading stops while responses wait for the peer (backpressure): what was
+ * read already waits in _rbuf, and the write completion resumes. */
+static void http_pause(session_t *s, const char *data, size_t len)
+{
+    s->_http_paused = true;
     uv_read_stop((uv_stream_t *)&s->tcp);
+    if (len && aw_buf_append(data, len, &s->_rbuf) != 0)
+        session_abort(s, "out of memory");
+}
+
+/* A head whose body is about to come: refused at once (route, method, API
+ * key, space for bodies in flight) before any body byte is kept. */
+static bool body_admitted(session_t *s, const http_request_t *req)
+{
+    server_t *srv = s->srv;
+    s->_keep_alive = false; /* a refusal closes */
+    if (!api_admit_body(s, req)) {
+        close_after_response(s);
+        return false;
+    }
+    uint64_t need = req->chunked ? (uint64_t)srv->cfg->max_request_bytes : req->content_length;
+    if (srv->body_bytes_in_flight + need > (uint64_t)srv->cfg->max_request_bytes_in_flight) {
+        srv->metrics.errors[ERR_UNAVAILABLE]++;
+        session_respond(s, 503, "application/json",
+                        "{\"error\":\"unavailable\",\"message\":\"too many request bodies in "
+                        "flight; retry later\"}",
+                        83, "Retry-After: 1\r\n");
+        close_after_response(s);
+        return false;
+    }
+    srv->body_bytes_in_flight += need;
+    s->_body_reserved = need;
+    return true;
+}
+
+static void body_release(session_t *s)
+{
+    s->srv->body_bytes_in_flight -= s->_body_reserved;
+    s->_body_reserved = 0;
 }
 
 static void http_input(session_t *s, const char *data, size_t len)
 {
+    const config_t *cfg = s->srv->cfg;
+    if (s->_lingering)
+        return; /* refused: dropped */
+    if (s->_http_paused) { /* the rest of a TLS read */
+        http_pause(s, data, len);
+        return;
+    }
+    if (s->_refused_ip) { /* see session_accept */
+        s->_keep_alive = false;
+        session_respond_error(s, 429, "too_many_connections",
+                              "too many connections from this address");
+        close_after_response(s);
+        return;
+    }
     if (!s->_http) {
         s->_http = malloc(sizeof *s->_http);
         if (!s->_http) {
             session_abort(s, "out of memory");
             return;
         }
-        http_reader_init(s->_http, (size_t)s->srv->cfg->max_header_bytes,
-                         (size_t)s->srv->cfg->max_request_bytes);
+        http_reader_init(s->_http, (size_t)cfg->max_header_bytes, (size_t)cfg->max_request_bytes);
+        s->_http->stop_at_head = true;
     }
     while (s->state == SESSION_HTTP && !s->_close_when_flushed) {
+        if (backlog(s) > HTTP_BACKLOG_MAX) {
+            http_pause(s, data, len);
+            return;
+        }
         size_t used = 0;
         http_request_t *req;
         int rc = http_feed(s->_http, data, len, &used, &req);
         data += used;
         len -= used;
-        if (rc == AW_EAGAIN)
+        if (rc == AW_EAGAIN) {
+            s->_http_partial = s->_http_partial || used > 0;
             return;
+        }
+        if (rc == HTTP_HEAD) {
+            if (!body_admitted(s, req))
+                return;
+            continue;
+        }
         if (rc != AW_OK) {
             http_error(s, rc);
             return;
         }
+        s->_http_partial = false;
         s->srv->metrics.http_requests++;
-        s->_keep_alive = req->keep_alive;
-        s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
+        int64_t now = aw_now_ms();
+        /* keep-alive ends after --keepalive-requests requests or
+         * --keepalive-max-ms, whatever the requests say */
+        s->_keep_alive = req->keep_alive && ++s->_requests < (uint64_t)cfg->keepalive_requests &&
+                         now - s->connected_ms < cfg->keepalive_max_ms;
+        s->_deadline_ms = now + cfg->handshake_timeout_ms;
         if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
             upgrade_handle(s, req);
+            body_release(s);
             if (s->state == SESSION_OPEN) {
                 http_reader_dispose(s->_http);
                 free(s->_http);
@@ -689,12 +836,32 @@ static void http_input(session_t *s, const char *data, size_t len)
             }
         } else {
             api_handle(s, req);
+            body_release(s);
         }
-        if (!req->keep_alive || s->srv->draining)
+        if (!s->_keep_alive || s->srv->draining)
             session_close(s, 0, "request done");
         if (len == 0)
             return;
     }
+}
+
+/* The peer took our responses: read the requests that waited, then the
+ * socket again. Called from the write path, which holds no lock. */
+static void http_resume(session_t *s)
+{
+    aw_lock();
+    if (s->state == SESSION_HTTP && s->_http_paused && backlog(s) <= HTTP_BACKLOG_MAX / 2) {
+        s->_http_paused = false;
+        s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
+        aw_buf_t pending = s->_rbuf;
+        memset(&s->_rbuf, 0, sizeof s->_rbuf);
+        if (pending.len)
+            http_input(s, pending.data, pending.len);
+        aw_buf_free(&pending);
+        if (s->state != SESSION_GONE && !s->_http_paused && !s->_close_when_flushed)
+            uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    }
+    aw_unlock();
 }
 
 /* Bytes from the peer, decrypted when TLS is on. */
@@ -803,9 +970,30 @@ void session_tick(session_t *s, int64_t now)
         queue_truncate(s, 0); /* idle: the ring goes back (see queue_truncate) */
     switch (s->state) {
     case SESSION_HTTP:
-        if (now >= s->_deadline_ms) {
-            log_kv(LOG_INFO | LOG_LIMITED, "request timeout", "conn", s->id, "remote", s->remote, NULL);
+        if (s->_lingering) {
+            if (now >= s->_deadline_ms)
+                session_abort(s, NULL);
+            return;
+        }
+        if (s->_qlen || s->_http_paused ||
+            uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp)) {
+            /* responses wait: the peer must take bytes, or go */
+            if (made_progress(s))
+                s->_progress_ms = now;
+            else if (now - s->_progress_ms >= cfg->handshake_timeout_ms) {
+                log_kv(LOG_INFO | LOG_LIMITED, "peer reads nothing", "conn", s->id, "remote",
+                       s->remote, NULL);
+                session_abort(s, "peer reads nothing");
+            }
+            return;
+        }
+        s->_progress_ms = now;
+        if (now >= s->_deadline_ms && s->_http_partial) {
+            log_kv(LOG_INFO | LOG_LIMITED, "request timeout", "conn", s->id, "remote", s->remote,
+                   NULL);
             session_abort(s, "request timeout");
+        } else if (now >= s->_deadline_ms || now - s->connected_ms >= cfg->keepalive_max_ms) {
+            session_abort(s, "keep-alive ended"); /* idle between requests */
         }
         return;
     case SESSION_OPEN:

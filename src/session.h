@@ -91,6 +91,16 @@ typedef struct session {
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */
     bool _keep_alive;    /* the current HTTP request allows another */
+    /* HTTP phase */
+    uint32_t _requests;      /* requests read on this connection */
+    bool _http_paused;       /* reading stopped: responses wait for the peer */
+    bool _http_partial;      /* the reader holds part of a request */
+    bool _linger;            /* after the last response: shut down, read and drop */
+    bool _lingering;         /* shut down; input is dropped until EOF or the deadline */
+    bool _ip_counted;        /* counted in the server's per-address table */
+    bool _refused_ip;        /* over the per-address limit: refused at its first bytes */
+    int64_t _progress_ms;    /* last tick at which the peer took bytes */
+    uint64_t _body_reserved; /* bytes of --max-request-bytes-in-flight held */
     bool _close_when_flushed;
     bool _close_received;
     uint16_t _close_code; /* code we sent or will send */

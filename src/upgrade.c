@@ -151,8 +151,15 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential", detail);
         return;
     }
-    if (hub_admit(&srv->hub, auth.user, s->ip) != AW_OK) {
+    if (hub_admit(&srv->hub, auth.user) != AW_OK) {
         refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth.user);
+        return; /* a ticket stays valid for a later attempt */
+    }
+    char user_copy[sizeof auth.user];
+    int64_t exp_copy;
+    if (auth.ticket[0] && tickets_take(&srv->tickets, auth.ticket, now, user_copy, &exp_copy) != AW_OK) {
+        refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
+               "ticket credential: unknown, used or expired ticket");
         return;
     }
 
@@ -166,7 +173,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
                      auth.protocol[0] ? "\r\n" : "", s->deflate ? "Sec-WebSocket-Extensions: " : "",
                      ext, s->deflate ? "\r\n" : "");
     frame_t *f = frame_raw(head, (size_t)n);
-    if (!f || !hub_attach(&srv->hub, s, auth.user, s->ip)) {
+    if (!f || !hub_attach(&srv->hub, s, auth.user)) {
         frame_unref(f);
         session_abort(s, "out of memory");
         return;

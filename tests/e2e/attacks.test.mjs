@@ -437,7 +437,8 @@ class RawWs {
 test('attack 1 slowloris: 200 connections trickling a request head are closed at --handshake-timeout-ms', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const TIMEOUT_MS = 1000;
   const N = 200;
-  const srv = await useServer(t, [...BASE_ARGS, '--handshake-timeout-ms', String(TIMEOUT_MS)]);
+  // every timeout is logged: the per-kind log rate limit is off for this count
+  const srv = await useServer(t, [...BASE_ARGS, '--handshake-timeout-ms', String(TIMEOUT_MS), '--log-rate-limit', '0']);
   const pid = srv.proc.pid;
   // The bystander keeps its WebSocket open well past the handshake timeout:
   // that timeout applies to the request head only.
@@ -685,7 +686,7 @@ test('attack 3 request smuggling: CL+TE, duplicate Content-Length, chunk-hidden 
 /* ------------------------------------------------------------------ */
 
 test('attack 4a too many connections per IP: the 6th upgrade from one address gets 429, other addresses are served', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const srv = await useServer(t, [...BASE_ARGS, '--max-connections-per-ip', '5']);
+  const srv = await useServer(t, [...BASE_ARGS, '--max-connections-per-ip', '5', '--log-rate-limit', '0']);
   const pid = srv.proc.pid;
   // The bystander connects from 127.0.0.1; the attacker from 127.0.0.2.
   const by = await startBystander(srv);
@@ -735,7 +736,8 @@ test('attack 4b too many connections in total: the 11th upgrade gets 429 and raw
   const MAX = 10;
   const SPARE = 64;
   const HANDSHAKE_MS = 3000;
-  const srv = await useServer(t, [...BASE_ARGS, '--max-connections', String(MAX), '--handshake-timeout-ms', String(HANDSHAKE_MS)]);
+  // one address (the test's) may fill the server: the total is what is tested here
+  const srv = await useServer(t, [...BASE_ARGS, '--max-connections', String(MAX), '--handshake-timeout-ms', String(HANDSHAKE_MS), '--max-connections-per-ip', '1000000']);
   const pid = srv.proc.pid;
   // The bystander publishes through one keep-alive connection opened before
   // the flood: while the attacker holds every spare slot, a new connection

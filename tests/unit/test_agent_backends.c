@@ -210,9 +210,13 @@ static void finish(trun_t *t, const char *reason)
 
 /* ---- exec ---- */
 
-static agent_backend_t *exec_backend(const char *command, int64_t grace_ms, size_t max_line)
+static agent_backend_t *exec_backend_env(const char *command, int64_t grace_ms, size_t max_line,
+                                         const char *env_names)
 {
-    agent_options_t o = {.loop = &loop, .kill_grace_ms = grace_ms, .max_line_bytes = max_line};
+    agent_options_t o = {.loop = &loop,
+                         .kill_grace_ms = grace_ms,
+                         .max_line_bytes = max_line,
+                         .env_names = env_names};
     agent_backend_t *b = NULL;
     char err[200] = "";
 
@@ -220,6 +224,11 @@ static agent_backend_t *exec_backend(const char *command, int64_t grace_ms, size
     assert_non_null(b);
     assert_string_equal(b->kind, "exec");
     return b;
+}
+
+static agent_backend_t *exec_backend(const char *command, int64_t grace_ms, size_t max_line)
+{
+    return exec_backend_env(command, grace_ms, max_line, NULL);
 }
 
 /* Runs command as one run and returns it, ended. */
@@ -448,23 +457,34 @@ static void test_exec_output_after_shell_exit(void **state)
     b->dispose(b);
 }
 
-/* The server's own settings (secrets among them) are not passed on; the
- * rest of the environment is. */
+/* An agent gets a minimal environment: PATH and the like, the variables
+ * named by --agent-env, and never the server's own settings (secrets among
+ * them), even when named. */
 static void test_exec_environment(void **state)
 {
-    agent_backend_t *b =
-        exec_backend("echo \"${AGENTWIRE_API_KEY-unset}/${AW_TEST_VISIBLE-unset}\"", 1000, 0);
+    const char *cmd =
+        "echo \"${AGENTWIRE_API_KEY-unset}/${AW_TEST_VISIBLE-unset}/${AW_TEST_OTHER-unset}/"
+        "${PATH:+path}\"";
+    agent_backend_t *plain = exec_backend(cmd, 1000, 0);
+    agent_backend_t *listed = exec_backend_env(cmd, 1000, 0, "AW_TEST_VISIBLE, AGENTWIRE_API_KEY");
     trun_t *t;
     (void)state;
     setenv("AGENTWIRE_API_KEY", "secret-key", 1);
     setenv("AW_TEST_VISIBLE", "yes", 1);
-    t = exec_once(b, REQUEST, 0);
+    setenv("AW_TEST_OTHER", "yes", 1);
+    t = exec_once(plain, REQUEST, 0);
+    assert_int_equal(t->nlines, 1);
+    assert_string_equal(t->lines[0], "unset/unset/unset/path");
+    finish(t, NULL);
+    t = exec_once(listed, REQUEST, 0);
+    assert_int_equal(t->nlines, 1);
+    assert_string_equal(t->lines[0], "unset/yes/unset/path");
+    finish(t, NULL);
     unsetenv("AGENTWIRE_API_KEY");
     unsetenv("AW_TEST_VISIBLE");
-    assert_int_equal(t->nlines, 1);
-    assert_string_equal(t->lines[0], "unset/yes");
-    finish(t, NULL);
-    b->dispose(b);
+    unsetenv("AW_TEST_OTHER");
+    plain->dispose(plain);
+    listed->dispose(listed);
 }
 
 static void test_exec_long_line_skipped(void **state)

@@ -153,6 +153,57 @@ static void test_inflate_context_takeover(void **state)
     deflate_inflate_free(zs);
 }
 
+/* Messages that end in a final block (BFINAL=1, zlib's Z_FINISH), as RFC
+ * 7692 section 7.2.3.4 allows: each is read, with or without the empty
+ * block's tail, and with context takeover the next may refer to the
+ * previous one (a dictionary of its bytes). Bytes after the final block are
+ * garbage. */
+static void test_inflate_final_block(void **state)
+{
+    (void)state;
+    const char *msgs[] = {"final block final block final block", "final block, then another one",
+                          "and a third final block"};
+    uint8_t buf[512];
+    uint8_t *out;
+    size_t outlen;
+    z_stream *zs = NULL;
+    char window[1024] = "";
+    for (int i = 0; i < 3; i++) {
+        z_stream c = {0};
+        assert_int_equal(deflateInit2(&c, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+        if (window[0])
+            assert_int_equal(deflateSetDictionary(&c, (const Bytef *)window, (uInt)strlen(window)),
+                             Z_OK);
+        c.next_in = (Bytef *)msgs[i];
+        c.avail_in = (uInt)strlen(msgs[i]);
+        c.next_out = buf;
+        c.avail_out = sizeof buf;
+        assert_int_equal(deflate(&c, Z_FINISH), Z_STREAM_END);
+        size_t n = sizeof buf - c.avail_out;
+        deflateEnd(&c);
+        assert_int_equal(deflate_inflate(&zs, 15, false, buf, n, 1024, &out, &outlen), AW_OK);
+        assert_int_equal(outlen, strlen(msgs[i]));
+        assert_memory_equal(out, msgs[i], outlen);
+        free(out);
+        strcat(window, msgs[i]);
+    }
+    /* a final block followed by more bytes */
+    z_stream c = {0};
+    assert_int_equal(deflateInit2(&c, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    c.next_in = (Bytef *)"x";
+    c.avail_in = 1;
+    c.next_out = buf;
+    c.avail_out = sizeof buf - 3;
+    assert_int_equal(deflate(&c, Z_FINISH), Z_STREAM_END);
+    size_t n = sizeof buf - 3 - c.avail_out;
+    deflateEnd(&c);
+    memcpy(buf + n, "abc", 3);
+    z_stream *fresh = NULL;
+    assert_int_equal(deflate_inflate(&fresh, 15, true, buf, n + 3, 1024, &out, &outlen), AW_EPROTO);
+    deflate_inflate_free(fresh);
+    deflate_inflate_free(zs);
+}
+
 static void test_inflate_bomb_and_garbage(void **state)
 {
     (void)state;
@@ -193,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_shared_frame_compression),
         cmocka_unit_test(test_inflate_context_takeover),
         cmocka_unit_test(test_inflate_bomb_and_garbage),
+        cmocka_unit_test(test_inflate_final_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define P256_ORDER_HEX "FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551"
+
 #define NOW    INT64_C(1700000000)
 #define SECRET "correct horse battery staple"
 /* A valid payload: expires in an hour. */
@@ -142,9 +144,30 @@ static size_t sign_bytes(const signer_t *s, const char *in, size_t n, uint8_t *s
     const BIGNUM *r, *sv;
     ECDSA_SIG_get0(es, &r, &sv);
     assert_int_equal(BN_bn2binpad(r, sig, 32), 32);
-    assert_int_equal(BN_bn2binpad(sv, sig + 32, 32), 32);
+    /* the low-S spelling, which the verifier requires (s <= n/2) */
+    BIGNUM *order = BN_new(), *half = BN_new(), *low = BN_dup(sv);
+    assert_non_null(low);
+    assert_int_equal(BN_hex2bn(&order, P256_ORDER_HEX), 64);
+    assert_int_equal(BN_rshift1(half, order), 1);
+    if (BN_cmp(low, half) > 0)
+        assert_int_equal(BN_sub(low, order, sv), 1);
+    assert_int_equal(BN_bn2binpad(low, sig + 32, 32), 32);
+    BN_free(order);
+    BN_free(half);
+    BN_free(low);
     ECDSA_SIG_free(es);
     return 64;
+}
+
+/* Rewrites the S of a raw ES256 signature to n - S (its other spelling). */
+static void es256_flip_s(uint8_t sig[64])
+{
+    BIGNUM *n = BN_new(), *sv = BN_bin2bn(sig + 32, 32, NULL);
+    assert_int_equal(BN_hex2bn(&n, P256_ORDER_HEX), 64);
+    assert_int_equal(BN_sub(sv, n, sv), 1);
+    assert_int_equal(BN_bn2binpad(sv, sig + 32, 32), 32);
+    BN_free(n);
+    BN_free(sv);
 }
 
 /* "b64(header).b64(payload).b64(sig)", malloc'd. */
@@ -385,6 +408,36 @@ static void check_valid(const keys_t *k, jwt_alg_t alg)
     /* typ is optional */
     char *h = xasprintf("{\"alg\":\"%s\",\"kid\":\"k1\"}", jwt_alg_name(alg));
     assert_int_equal(verify_free(&v, token_hp(&s, h, GOOD, 0)), 0);
+    free(h);
+    jwt_verifier_dispose(&v);
+}
+
+/* ES256: of the two spellings (r, s) and (r, n - s) of one signature, only
+ * the low-S one verifies, unless allow_high_s is set. */
+static void test_es256_high_s(void **state)
+{
+    const keys_t *k = *state;
+    jwt_verifier_t v;
+    signer_t s = signer_for(k, JWT_ES256);
+    init_verifier(k, JWT_ES256, &v);
+    char *h = b64u("{\"alg\":\"ES256\"}", 15);
+    char *p = b64u(GOOD, strlen(GOOD));
+    char *input = xasprintf("%s.%s", h, p);
+    uint8_t raw[512];
+    assert_int_equal(sign_bytes(&s, input, strlen(input), raw), 64);
+    char *sb = b64u(raw, 64);
+    assert_int_equal(verify_free(&v, xasprintf("%s.%s", input, sb)), 0);
+    free(sb);
+    es256_flip_s(raw);
+    sb = b64u(raw, 64);
+    char *high = xasprintf("%s.%s", input, sb);
+    assert_int_equal(verify_c(&v, high, NULL), AW_ESIG);
+    v.allow_high_s = true;
+    assert_int_equal(verify_c(&v, high, NULL), 0);
+    free(high);
+    free(sb);
+    free(input);
+    free(p);
     free(h);
     jwt_verifier_dispose(&v);
 }
@@ -1235,6 +1288,7 @@ int main(void)
         cmocka_unit_test(test_valid_hs256),
         cmocka_unit_test(test_valid_rs256),
         cmocka_unit_test(test_valid_es256),
+        cmocka_unit_test(test_es256_high_s),
         cmocka_unit_test(test_valid_eddsa),
         cmocka_unit_test(test_bad_signature),
         cmocka_unit_test(test_es256_signature_shape),

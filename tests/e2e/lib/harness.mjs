@@ -366,10 +366,25 @@ export function signWith(alg, privateKey, claims = {}, opts = {}) {
   const data = Buffer.from(input);
   let sig;
   if (alg === 'RS256') sig = crypto.sign('sha256', data, privateKey);
-  else if (alg === 'ES256') sig = crypto.sign('sha256', data, { key: privateKey, dsaEncoding: opts.dsaEncoding || 'ieee-p1363' });
+  else if (alg === 'ES256') {
+    sig = crypto.sign('sha256', data, { key: privateKey, dsaEncoding: opts.dsaEncoding || 'ieee-p1363' });
+    // agentwire takes the low-S spelling only (s <= n/2); opts.highS makes the other one
+    if (!opts.dsaEncoding) sig = es256WithS(sig, opts.highS ? 'high' : 'low');
+  }
   else if (alg === 'EdDSA') sig = crypto.sign(null, data, privateKey);
   else throw new Error(`signWith: unsupported alg ${alg}`);
   return `${input}.${b64url(sig)}`;
+}
+
+const P256_N = BigInt('0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551');
+
+/** A raw R||S ES256 signature rewritten to its low-S (s <= n/2) or high-S spelling. */
+export function es256WithS(sig, which) {
+  const s = BigInt(`0x${sig.subarray(32).toString('hex')}`);
+  const isHigh = s > P256_N / 2n;
+  if ((which === 'high') === isHigh) return sig;
+  const flipped = Buffer.from((P256_N - s).toString(16).padStart(64, '0'), 'hex');
+  return Buffer.concat([sig.subarray(0, 32), flipped]);
 }
 
 /** A key pair for alg with the public key as SPKI PEM text. */

@@ -29,7 +29,7 @@ typedef struct agent_exec {
     int64_t grace_ms; /* >= 0 */
     size_t max_line;  /* bytes; 0 = AGENT_LINES_DEFAULT_MAX */
     char *command;
-    char *env_names; /* --agent-env, or NULL */
+    char *env_names;                    /* --agent-env, or NULL */
     char name[AGENT_EXEC_NAME_MAX + 1]; /* the command, cut (ending "...") if longer */
     /* One read buffer for every pipe of every run: libuv calls alloc_cb and
      * read_cb back to back for one stream, so two reads never hold it at
@@ -273,8 +273,8 @@ static void exec_on_err_too_long(void *user, size_t seen)
 {
     exec_run_t *st = user;
 
-    log_kv(LOG_INFO | LOG_LIMITED, "agent stderr line too long, dropped", "run", exec_run_id(st), "#bytes",
-           (long long)seen, NULL);
+    log_kv(LOG_INFO | LOG_LIMITED, "agent stderr line too long, dropped", "run", exec_run_id(st),
+           "#bytes", (long long)seen, NULL);
 }
 
 /* stdin is done (written, or failed): close it so the agent sees EOF. */
@@ -328,8 +328,8 @@ static void exec_read_pipe(exec_run_t *st, uv_pipe_t *p, bool *done)
 
 /* Variables every agent gets when the server has them: what a program
  * needs to run, nothing that could carry a credential. */
-static const char *const exec_env_base[] = {"PATH", "HOME", "USER", "LOGNAME", "LANG",
-                                            "TZ",   "TMPDIR"};
+static const char *const exec_env_base[] = {"PATH", "HOME", "USER",  "LOGNAME",
+                                            "LANG", "TZ",   "TMPDIR"};
 
 /* True when NAME=... is in the comma-separated list. */
 static bool exec_env_listed(const char *list, const char *var, size_t namelen)

@@ -15,11 +15,11 @@
 
 typedef struct auth_result {
     char user[JWT_MAX_SUB + 1];
-    int64_t expires_ms;       /* when the connection's credential expires (leeway added) */
-    const char *place;        /* "header", "subprotocol", "ticket", "query" */
-    const char *reason;       /* why it failed (static text, safe to log) */
+    int64_t expires_ms;          /* when the connection's credential expires (leeway added) */
+    const char *place;           /* "header", "subprotocol", "ticket", "query" */
+    const char *reason;          /* why it failed (static text, safe to log) */
     char ticket[TICKET_LEN + 1]; /* the ticket to spend once admitted, "" for none */
-    char protocol[8192 + 16]; /* subprotocol to answer with, "" for none */
+    char protocol[8192 + 16];    /* subprotocol to answer with, "" for none */
 } auth_result_t;
 
 /* 0 with *out filled, or AW_EAUTH-like codes (any negative) with out->reason. */

@@ -38,7 +38,8 @@ static bool count_bad(session_t *s)
         s->_bad_msgs = 0;
     }
     if (++s->_bad_msgs > CLIENT_BAD_CLOSE) {
-        log_kv(LOG_INFO | LOG_LIMITED, "too many bad messages", "conn", s->id, "user", s->user->id, NULL);
+        log_kv(LOG_INFO | LOG_LIMITED, "too many bad messages", "conn", s->id, "user", s->user->id,
+               NULL);
         session_close(s, WS_CLOSE_POLICY, "too many invalid messages");
         return true;
     }

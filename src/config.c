@@ -97,8 +97,8 @@ static const option_t options[] = {
         1000000, "N", "unused tickets one user may hold (more: 429 too_many_tickets)"),
     NUM("max-tickets", "AGENTWIRE_MAX_TICKETS", max_tickets, "100000", 1, 100000000, "N",
         "unused tickets of all users together (more: 429 too_many_tickets)"),
-    NUM("idempotency-max-keys", "AGENTWIRE_IDEMPOTENCY_MAX_KEYS", idempotency_max_keys, "100000",
-        1, 100000000, "N", "idempotency keys remembered; past it the oldest is forgotten"),
+    NUM("idempotency-max-keys", "AGENTWIRE_IDEMPOTENCY_MAX_KEYS", idempotency_max_keys, "100000", 1,
+        100000000, "N", "idempotency keys remembered; past it the oldest is forgotten"),
     NUM("idempotency-ttl-ms", "AGENTWIRE_IDEMPOTENCY_TTL_MS", idempotency_ttl_ms, "300000", 1000,
         86400000, "MS", "how long a publish idempotency key is remembered"),
     NUM("max-request-bytes", "AGENTWIRE_MAX_REQUEST_BYTES", max_request_bytes, "4194304", 1024,
@@ -408,8 +408,7 @@ bool config_listen_is_loopback(const config_t *cfg)
     if (inet_pton(AF_INET, h, &a4) == 1)
         return (ntohl(a4.s_addr) >> 24) == 127;
     if (inet_pton(AF_INET6, h, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) ||
-               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
     return false;
 }
 

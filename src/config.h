@@ -54,9 +54,9 @@ typedef struct config {
     char *agent_env;           /* extra variables exec agents get, comma-separated names */
     int64_t log_rate_limit;    /* lines per second per kind, 0: no limit */
     bool dev;                  /* development mode allowed on any address */
-    char *echo_path;  /* echo WebSocket endpoint for conformance tools, NULL: off */
-    char *agent;      /* backend spec: builtin:demo | exec:CMD | http:URL */
-    char *agent_name; /* agent_name of runs; NULL: the backend's name */
+    char *echo_path;           /* echo WebSocket endpoint for conformance tools, NULL: off */
+    char *agent;               /* backend spec: builtin:demo | exec:CMD | http:URL */
+    char *agent_name;          /* agent_name of runs; NULL: the backend's name */
     int64_t run_timeout_ms;
     int64_t run_idle_timeout_ms;
     int64_t run_orphan_grace_ms;

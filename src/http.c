@@ -478,8 +478,8 @@ int http_feed(http_reader_t *r, const char *data, size_t len, size_t *consumed,
         if (r->_error)
             return r->_error;
         const http_parser *p = &r->_parser;
-        if (r->stop_at_head && ((p->flags & F_CHUNKED) ||
-                                ((p->flags & F_CONTENTLENGTH) && p->content_length > 0))) {
+        if (r->stop_at_head &&
+            ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0))) {
             build_request(r, out);
             return HTTP_HEAD;
         }

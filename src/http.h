@@ -37,14 +37,14 @@ typedef struct http_request {
     bool chunked;            /* the body comes in chunks (its length is unknown) */
     uint64_t content_length; /* announced body length, 0 when none or chunked */
     bool upgrade;            /* Connection: upgrade with an Upgrade header */
-    bool keep_alive; /* the connection may carry another request */
+    bool keep_alive;         /* the connection may carry another request */
     unsigned short http_major, http_minor;
 } http_request_t;
 
 typedef struct http_reader {
     /* public, set before use */
-    size_t max_head; /* bytes of request line and headers (default 16384) */
-    size_t max_body; /* bytes of body (default 1 MiB) */
+    size_t max_head;   /* bytes of request line and headers (default 16384) */
+    size_t max_body;   /* bytes of body (default 1 MiB) */
     bool stop_at_head; /* return HTTP_HEAD before a body is read (see http_feed) */
     /* private */
     http_parser _parser;

@@ -19,11 +19,11 @@ typedef enum jwt_alg { JWT_HS256, JWT_RS256, JWT_ES256, JWT_EDDSA } jwt_alg_t;
 typedef struct jwt_verifier {
     /* read-only after init */
     jwt_alg_t alg;
-    int64_t leeway_s; /* tolerance for exp and nbf, seconds (default 30) */
-    size_t max_token; /* longer tokens fail with AW_ETOOBIG */
+    int64_t leeway_s;  /* tolerance for exp and nbf, seconds (default 30) */
+    size_t max_token;  /* longer tokens fail with AW_ETOOBIG */
     bool allow_high_s; /* ES256: accept s > n/2 too (default: low S only) */
-    char *issuer;     /* required iss when non-NULL (owned) */
-    char *audience;   /* required among aud when non-NULL (owned) */
+    char *issuer;      /* required iss when non-NULL (owned) */
+    char *audience;    /* required among aud when non-NULL (owned) */
     /* private */
     uint8_t *_secret; /* HS256 key (owned) */
     size_t _secret_len;

@@ -1,11 +1,11 @@
 /* main.c -- agentwire's entry point: configuration, development mode, the
  * verifier, then the server loop. The only file that exits the process. */
+#include <linux/capability.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>

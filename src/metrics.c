@@ -64,7 +64,8 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
     one(f, "agentwire_history_evicted_total", "counter", "Retained events evicted.",
         (long long)g->history_evicted);
     one(f, "agentwire_streams_dropped_total", "counter",
-        "Idle streams dropped to stay under --history-memory-bytes.", (long long)g->streams_dropped);
+        "Idle streams dropped to stay under --history-memory-bytes.",
+        (long long)g->streams_dropped);
     one(f, "agentwire_tickets", "gauge", "Connection tickets issued and not used or expired.",
         (long long)g->tickets);
     one(f, "agentwire_idempotency_keys", "gauge", "Idempotency keys remembered.",

@@ -393,8 +393,8 @@ static void agent_line(run_t *run, const char *line, size_t len)
     hub_receipt_t rec;
     if (hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK) {
         r->_metrics->agent_lines_dropped++;
-        log_kv(LOG_WARN | LOG_LIMITED, "agent event refused", "run", run->id, "type", type, "reason", rec.error,
-               NULL);
+        log_kv(LOG_WARN | LOG_LIMITED, "agent event refused", "run", run->id, "type", type,
+               "reason", rec.error, NULL);
     }
     json_decref(ev);
 }

@@ -432,8 +432,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     /* One address gets at most seven eighths of that unless told otherwise,
      * so others (and /healthz) always find room when one floods. */
     srv->linger_cap = srv->tcp_cap - srv->tcp_cap / 8;
-    srv->ip_cap = cfg->max_connections_per_ip > 0 ? (size_t)cfg->max_connections_per_ip
-                                                  : srv->linger_cap;
+    srv->ip_cap =
+        cfg->max_connections_per_ip > 0 ? (size_t)cfg->max_connections_per_ip : srv->linger_cap;
     if (map_init(&srv->_ips) != AW_OK) {
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;
@@ -456,9 +456,11 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     int arc = agent_backend_create(cfg->agent, &aopts, &backend, err, errlen);
     if (arc != AW_OK)
         return arc;
-    if (hub_init(&srv->hub, cfg, &srv->metrics) != AW_OK || tickets_init(&srv->tickets, (size_t)cfg->max_tickets_per_user,
-                                                       (size_t)cfg->max_tickets) != AW_OK ||
-        idem_init(&srv->idem, cfg->idempotency_ttl_ms, (size_t)cfg->idempotency_max_keys) != AW_OK ||
+    if (hub_init(&srv->hub, cfg, &srv->metrics) != AW_OK ||
+        tickets_init(&srv->tickets, (size_t)cfg->max_tickets_per_user, (size_t)cfg->max_tickets) !=
+            AW_OK ||
+        idem_init(&srv->idem, cfg->idempotency_ttl_ms, (size_t)cfg->idempotency_max_keys) !=
+            AW_OK ||
         runs_init(&srv->runs, &srv->hub, cfg, &srv->metrics, backend) != AW_OK) {
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;

@@ -93,9 +93,9 @@ typedef struct server {
     frame_t *ping_frame;  /* one shared ping frame for every heartbeat */
     server_loop_t *loops; /* loops[0] is the main thread's */
     unsigned nloops;
-    size_t nsessions; /* read-only: sessions of all loops */
-    size_t tcp_cap;   /* read-only: sessions allowed at once (limits and descriptors) */
-    size_t ip_cap;    /* read-only: sessions one address may hold */
+    size_t nsessions;  /* read-only: sessions of all loops */
+    size_t tcp_cap;    /* read-only: sessions allowed at once (limits and descriptors) */
+    size_t ip_cap;     /* read-only: sessions one address may hold */
     size_t linger_cap; /* read-only: refused connections linger only below this */
     uint64_t body_bytes_in_flight; /* request bodies reserved (--max-request-bytes-in-flight) */
 

@@ -203,8 +203,8 @@ static size_t watermark(const session_t *s)
 
 static void slow_consumer(session_t *s, size_t lag)
 {
-    log_kv(LOG_WARN | LOG_LIMITED, "slow consumer", "conn", s->id, "user", s->user ? s->user->id : NULL,
-           "#lag_bytes", (long long)lag, NULL);
+    log_kv(LOG_WARN | LOG_LIMITED, "slow consumer", "conn", s->id, "user",
+           s->user ? s->user->id : NULL, "#lag_bytes", (long long)lag, NULL);
     queue_truncate(s, s->_inflight); /* free what is not being written at once */
     s->replay_next = 0;
     session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
@@ -278,8 +278,8 @@ static void replay_pump(session_t *s)
             break;
         frame_t *f = history_get(&s->user->history, s->replay_next);
         if (!f) { /* evicted while replaying: the client must resume again */
-            log_kv(LOG_INFO | LOG_LIMITED, "history lost during replay", "conn", s->id, "user", s->user->id,
-                   "#seq", (long long)s->replay_next, NULL);
+            log_kv(LOG_INFO | LOG_LIMITED, "history lost during replay", "conn", s->id, "user",
+                   s->user->id, "#seq", (long long)s->replay_next, NULL);
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
             break;
         }
@@ -506,7 +506,7 @@ static void on_close(uv_handle_t *h)
     queue_truncate(s, 0);
     if (s->user)
         hub_detach(&s->srv->hub, s); /* unlinked only now: see hub.c */
-    server_purge_inbox(s->lp, s);           /* after the detach: no loop posts to s any more */
+    server_purge_inbox(s->lp, s);    /* after the detach: no loop posts to s any more */
     server_remove_session(s->lp, s);
     if (s->_ip_counted)
         server_ip_release(s->srv, s->ip);
@@ -615,8 +615,8 @@ static void on_frame(session_t *s, ws_frame_t *fr)
 
 static void ws_error(session_t *s, uint16_t code, int rc)
 {
-    log_kv(LOG_INFO | LOG_LIMITED, "protocol error", "conn", s->id, "error", aw_strerror(rc), "#code",
-           (long long)code, NULL);
+    log_kv(LOG_INFO | LOG_LIMITED, "protocol error", "conn", s->id, "error", aw_strerror(rc),
+           "#code", (long long)code, NULL);
     uv_read_stop((uv_stream_t *)&s->tcp);
     const char *reason = code == WS_CLOSE_TOO_BIG        ? "message too big"
                          : code == WS_CLOSE_INVALID_UTF8 ? "invalid utf-8"
@@ -771,7 +771,7 @@ static void http_input(session_t *s, const char *data, size_t len)
 {
     const config_t *cfg = s->srv->cfg;
     if (s->_lingering)
-        return; /* refused: dropped */
+        return;            /* refused: dropped */
     if (s->_http_paused) { /* the rest of a TLS read */
         http_pause(s, data, len);
         return;
@@ -838,8 +838,10 @@ static void http_input(session_t *s, const char *data, size_t len)
             api_handle(s, req);
             body_release(s);
         }
-        if (!s->_keep_alive || s->srv->draining)
-            session_close(s, 0, "request done");
+        if (!req->keep_alive)
+            session_close(s, 0, "request done"); /* the client's choice */
+        else if (!s->_keep_alive || s->srv->draining)
+            close_after_response(s); /* ours: requests may be on their way */
         if (len == 0)
             return;
     }

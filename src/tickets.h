@@ -14,8 +14,8 @@
 
 typedef struct tickets {
     size_t max_per_user, max_total; /* outstanding tickets allowed */
-    map_t _map;   /* ticket -> ticket_t * */
-    map_t _users; /* user -> outstanding tickets (uintptr_t) */
+    map_t _map;                     /* ticket -> ticket_t * */
+    map_t _users;                   /* user -> outstanding tickets (uintptr_t) */
 } tickets_t;
 
 int tickets_init(tickets_t *t, size_t max_per_user, size_t max_total);

@@ -157,7 +157,8 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     }
     char user_copy[sizeof auth.user];
     int64_t exp_copy;
-    if (auth.ticket[0] && tickets_take(&srv->tickets, auth.ticket, now, user_copy, &exp_copy) != AW_OK) {
+    if (auth.ticket[0] &&
+        tickets_take(&srv->tickets, auth.ticket, now, user_copy, &exp_copy) != AW_OK) {
         refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
                "ticket credential: unknown, used or expired ticket");
         return;

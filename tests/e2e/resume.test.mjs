@@ -506,18 +506,22 @@ test('--history-memory-bytes 65536: the globally oldest events go first; resume 
   assertSeqs(kept, h.json.first_seq, 20, 'retained events');
   assert.deepEqual(kept, delivered.slice(20 - kept.length), 'retained events differ from the delivered ones');
 
-  // the other user's events were older than all of these: evicted first
+  // the other user's events were older than all of these: evicted first;
+  // then its stream, idle (no connection, no event), made room as well: its
+  // next event would start a new epoch
   const e = await history(srv, 'mem-early', 0);
-  assert.equal(e.json.seq, 2);
-  assert.equal(e.json.epoch, early[0].epoch);
   assert.deepEqual(e.json.events, [], 'older events of another user survived newer ones');
+  assert.equal(e.json.seq, 0, 'the idle stream was forgotten under the cap');
+  assert.equal(e.json.epoch, null);
+  assert.notEqual(early[0].epoch, null);
 
   const m = await metrics(srv);
   const bytes = metricValue(m, 'agentwire_history_bytes');
   assert.ok(bytes > 0 && bytes <= 65536, `agentwire_history_bytes ${bytes}`);
   assert.equal(metricValue(m, 'agentwire_history_events'), kept.length);
   assert.equal(metricValue(m, 'agentwire_history_evicted_total'), 22 - kept.length);
-  assert.ok(metricValue(m, 'agentwire_streams') >= 2, 'agentwire_streams');
+  assert.equal(metricValue(m, 'agentwire_streams'), 1, 'agentwire_streams: only the connected user');
+  assert.equal(metricValue(m, 'agentwire_streams_dropped_total'), 1, 'agentwire_streams_dropped_total');
 
   const r = await sendResume(c, { since: 0, epoch });
   assert.equal(r.reply.type, 'ack', JSON.stringify(r.reply));

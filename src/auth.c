@@ -188,7 +188,9 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
             out->reason = "unknown, used or expired ticket";
             return AW_ENOTFOUND;
         }
-        snprintf(out->ticket, sizeof out->ticket, "%s", buf); /* spent once admitted */
+        /* spent once admitted; a ticket found is TICKET_LEN characters */
+        memcpy(out->ticket, buf, TICKET_LEN);
+        out->ticket[TICKET_LEN] = '\0';
         out->expires_ms += v->leeway_s * 1000;
         return AW_OK;
     }

@@ -195,13 +195,16 @@ static void reader_reset(http_reader_t *r)
     r->_scan_prev = 0;
     r->_scan_line = 0;
     r->_scan_lines = 0;
+    r->_scan_spaces = 0;
     r->_scan_done = false;
 }
 
 /* Checks the head's line structure over data[0..len) up to the empty line
  * that ends it: every line ends in CRLF, no header line starts with a space
- * or tab (obs-fold, RFC 9112 section 5.2). Empty lines before the request
- * line are allowed (RFC 9112 section 2.2). 0 or AW_EPROTO. */
+ * or tab (obs-fold, RFC 9112 section 5.2), and the request line has its
+ * three parts (an HTTP/0.9 line has no version, so no head ever follows).
+ * Empty lines before the request line are allowed (RFC 9112 section 2.2).
+ * 0 or AW_EPROTO. */
 static int scan_head(http_reader_t *r, const char *data, size_t len)
 {
     for (size_t i = 0; i < len && !r->_scan_done; i++) {
@@ -211,12 +214,14 @@ static int scan_head(http_reader_t *r, const char *data, size_t len)
                 return AW_EPROTO;
             if (r->_scan_line == 0 && r->_scan_lines > 0)
                 r->_scan_done = true;
-            else if (r->_scan_line > 0)
-                r->_scan_lines++;
+            else if (r->_scan_line > 0 && r->_scan_lines++ == 0 && r->_scan_spaces != 2)
+                return AW_EPROTO; /* not method SP target SP version: HTTP/0.9 or worse */
             r->_scan_line = 0;
         } else if (c != '\r') {
             if (r->_scan_line == 0 && r->_scan_lines > 0 && (c == ' ' || c == '\t'))
                 return AW_EPROTO;
+            if (r->_scan_lines == 0 && c == ' ')
+                r->_scan_spaces++;
             r->_scan_line++;
         }
         r->_scan_prev = c;

@@ -64,6 +64,7 @@ typedef struct http_reader {
     char _scan_prev;
     size_t _scan_line; /* bytes of the current line, CR excluded */
     size_t _scan_lines;
+    size_t _scan_spaces; /* in the request line */
     bool _scan_done;
     bool _body_started;
     bool _complete;

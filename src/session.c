@@ -5,9 +5,11 @@
  * does). */
 #include "session.h"
 
+#include <linux/sockios.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "api.h"
 #include "aw.h"
@@ -749,10 +751,9 @@ static bool body_admitted(session_t *s, const http_request_t *req)
     uint64_t need = req->chunked ? (uint64_t)srv->cfg->max_request_bytes : req->content_length;
     if (srv->body_bytes_in_flight + need > (uint64_t)srv->cfg->max_request_bytes_in_flight) {
         srv->metrics.errors[ERR_UNAVAILABLE]++;
-        session_respond(s, 503, "application/json",
-                        "{\"error\":\"unavailable\",\"message\":\"too many request bodies in "
-                        "flight; retry later\"}",
-                        83, "Retry-After: 1\r\n");
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many request "
+                                   "bodies in flight; retry later\"}";
+        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
         close_after_response(s);
         return false;
     }
@@ -955,13 +956,34 @@ static size_t lag(const session_t *s, size_t limit)
     return n;
 }
 
-/* Did the peer take any bytes since the last tick? */
+/* Bytes in the socket's send queue that the peer has not acknowledged, or
+ * SIZE_MAX when unknown. */
+static size_t kernel_outq(session_t *s)
+{
+    uv_os_fd_t fd;
+    int n;
+    if (uv_fileno((const uv_handle_t *)&s->tcp, &fd) != 0 || ioctl(fd, SIOCOUTQ, &n) != 0)
+        return SIZE_MAX;
+    return (size_t)n;
+}
+
+/* Did the peer take any bytes since the last tick? Our own writes show it
+ * only when the kernel has room again, which a slow reader behind large
+ * socket buffers may not give for a while; the kernel's send queue going
+ * down shows it at once. */
 static bool made_progress(session_t *s)
 {
     size_t wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
     bool moved = s->_written != s->_tick_written || wq < s->_tick_write_queue;
     s->_tick_written = s->_written;
     s->_tick_write_queue = wq;
+    if (wq || s->_inflight) {
+        size_t outq = kernel_outq(s);
+        moved = moved || outq < s->_tick_outq;
+        s->_tick_outq = outq;
+    } else {
+        s->_tick_outq = SIZE_MAX;
+    }
     return moved;
 }
 

@@ -87,6 +87,7 @@ typedef struct session {
     uint64_t _written;        /* bytes whose write completed */
     uint64_t _tick_written;   /* _written at the last tick */
     size_t _tick_write_queue; /* libuv's unwritten bytes at the last tick */
+    size_t _tick_outq;        /* the kernel's unacknowledged bytes then, SIZE_MAX: unknown */
     uint64_t _last_seq;       /* the newest event queued (replays included) */
     uv_write_t _wreq;
     json_t *_replay_ack; /* sent when the replay catches up */

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // bench/hardening.mjs -- resource attacks against one agentwire binary, with
 // the figures of each: the server's memory, what the attacker got through, and
-// whether other clients were still served. Used to compare a binary before and
-// after the hardening of issue 10.
+// whether other clients were still served: run it against two builds to
+// compare what each lets one client do to everyone else.
 //
 //   node bench/hardening.mjs --bin PATH [--only name,name] [--seconds N]
 //                            [--rss-cap-mb MB]

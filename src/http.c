@@ -200,7 +200,9 @@ static void reader_reset(http_reader_t *r)
 }
 
 /* Checks the head's line structure over data[0..len) up to the empty line
- * that ends it: every line ends in CRLF, no header line starts with a space
+ * that ends it: every line ends in CRLF and no CR stands alone (http-parser,
+ * as packaged, accepts both: where it saw the head end, a proxy might not),
+ * no header line starts with a space
  * or tab (obs-fold, RFC 9112 section 5.2), and the request line has its
  * three parts (an HTTP/0.9 line has no version, so no head ever follows).
  * Empty lines before the request line are allowed (RFC 9112 section 2.2).
@@ -217,6 +219,8 @@ static int scan_head(http_reader_t *r, const char *data, size_t len)
             else if (r->_scan_line > 0 && r->_scan_lines++ == 0 && r->_scan_spaces != 2)
                 return AW_EPROTO; /* not method SP target SP version: HTTP/0.9 or worse */
             r->_scan_line = 0;
+        } else if (r->_scan_prev == '\r') {
+            return AW_EPROTO; /* a bare CR (RFC 9112 section 2.2) */
         } else if (c != '\r') {
             if (r->_scan_line == 0 && r->_scan_lines > 0 && (c == ' ' || c == '\t'))
                 return AW_EPROTO;

@@ -605,22 +605,22 @@ static void test_malformed(void **state)
 {
     (void)state;
     static const char *bad[] = {
-        "G@T / HTTP/1.1\r\n\r\n",
-        "FOO / HTTP/1.1\r\n\r\n",
-        "get / HTTP/1.1\r\n\r\n",
-        "GET / XTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1x\r\n\r\n",
-        "GET / HTTP/1.\r\n\r\n",
-        "GET /a b HTTP/1.1\r\n\r\n",
-        "GET / HTTP/1.1\rX\n\r\n",
-        "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
-        "GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
-        "GET / HTTP/1.1\r\n: no-name\r\n\r\n",
-        "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        "G@T / HTTP/1.1\r\n\r\n", "FOO / HTTP/1.1\r\n\r\n", "get / HTTP/1.1\r\n\r\n",
+        "GET / XTTP/1.1\r\n\r\n", "GET / HTTP/1.1x\r\n\r\n", "GET / HTTP/1.\r\n\r\n",
+        "GET /a b HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\rX\n\r\n",
+        "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", "GET / HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+        "GET / HTTP/1.1\r\n: no-name\r\n\r\n", "GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n",
         "GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
         "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        "\x01\x02\x03",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "\x01\x02\x03",
+        /* what a proxy in front could read differently */
+        "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",  /* obs-fold */
+        "GET / HTTP/1.1\r\nX: a\r\n\tb\r\n\r\n", /* obs-fold, tab */
+        "GET / HTTP/1.1\nHost: h\r\n\r\n",       /* bare LF */
+        "GET / HTTP/1.1\r\nHost: h\n\n",         /* bare LF */
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\x01",   /* bare CR */
+        "GET /\r\n",                             /* HTTP/0.9 */
+        "GET  / HTTP/1.1\r\n\r\n",               /* two spaces */
     };
 
     for (size_t i = 0; i < AW_ARRAY_LEN(bad); i++) {
@@ -636,6 +636,49 @@ static void test_malformed(void **state)
         assert_int_equal(feed_str(&r, "GET / HTTP/1.1\r\n\r\n", &consumed, &q), AW_EPROTO);
         http_reader_dispose(&r);
     }
+}
+
+/* stop_at_head: a request with a body is returned once at its head (no body
+ * byte kept), then whole; one without a body only whole. */
+static void test_stop_at_head(void **state)
+{
+    (void)state;
+    http_reader_t r;
+    http_request_t *q;
+    size_t used;
+    http_reader_init(&r, 0, 0);
+    r.stop_at_head = true;
+    size_t len = strlen(POST_REQ);
+    assert_int_equal(http_feed(&r, POST_REQ, len, &used, &q), HTTP_HEAD);
+    assert_non_null(q);
+    assert_string_equal(q->path, "/api/items");
+    assert_string_equal(q->query, "x=1");
+    assert_string_equal(q->method_name, "POST");
+    assert_int_equal(q->content_length, 11);
+    assert_false(q->chunked);
+    assert_int_equal(q->body_len, 0);
+    assert_string_equal(http_header(q, "content-type"), "text/plain");
+    assert_true(used < len - 11 + 1);
+    size_t used2;
+    assert_int_equal(http_feed(&r, POST_REQ + used, len - used, &used2, &q), 0);
+    assert_int_equal(used + used2, len);
+    assert_string_equal(q->path, "/api/items");
+    assert_string_equal(q->query, "x=1");
+    assert_int_equal(q->body_len, 11);
+    assert_memory_equal(q->body, "hello world", 11);
+    http_reader_dispose(&r);
+
+    http_reader_init(&r, 0, 0);
+    r.stop_at_head = true;
+    assert_int_equal(feed_str(&r, CHUNKED_REQ, &used, &q), HTTP_HEAD);
+    assert_true(q->chunked);
+    assert_int_equal(q->content_length, 0);
+    http_reader_dispose(&r);
+
+    http_reader_init(&r, 0, 0);
+    r.stop_at_head = true;
+    assert_int_equal(feed_str(&r, WS_HEAD, &used, &q), 0); /* no body: whole at once */
+    http_reader_dispose(&r);
 }
 
 static void test_header_value_trimming(void **state)
@@ -841,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_huge_trailer),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_header_value_trimming),
+        cmocka_unit_test(test_stop_at_head),
         cmocka_unit_test(test_url_forms),
         cmocka_unit_test(test_query_get),
         cmocka_unit_test(test_query_get_errors),

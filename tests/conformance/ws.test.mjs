@@ -1338,6 +1338,63 @@ group('9 performance (16 MiB messages, 64 MiB queue, no rate limit)', BIG_ARGS, 
     await Promise.all(conns.map((ws, i) => expectEcho(ws, OP.BINARY, ps[i], { timeoutMs: 60000 })));
     await Promise.all(conns.map((ws) => finish(ws)));
   }, { timeout: 120000 });
+  // Autobahn 9.3.6 with its close timer: the echo of a large fragmented
+  // message must not delay the close handshake that follows it.
+  kase(g, '9.3.6', '4 MiB text in 64 KiB fragments is echoed, then the close handshake completes within 1 s of our close', async ({ open }) => {
+    const ws = await open();
+    const p = asciiText(4 * MiB);
+    await ws.writeChunks(fragments(OP.TEXT, p, 65536), chunker('random', 65536));
+    await expectEcho(ws, OP.TEXT, p, { timeoutMs: 60000 });
+    const sentAt = Date.now();
+    await ws.close(1000);
+    const { frame, tcpMs } = await expectClose(ws, 1000);
+    const answerMs = frame.at - sentAt;
+    assert.ok(answerMs <= 1000, `the server's close frame came ${answerMs} ms after ours (Autobahn's close timer: 1 s)`);
+    assert.ok(frame.at - sentAt + tcpMs <= 2000 + CLOSE_TCP_SLACK_MS, `TCP closed ${answerMs + tcpMs} ms after our close`);
+  }, { timeout: 120000 });
+});
+
+// Autobahn 9.3.x: a fragmented text message of 4 MiB (ASCII, as Autobahn sends),
+// each fragment one frame in its own write; 9.3.6 is the 64 KiB fragment size.
+// --max-message-bytes is exactly the message size (the limit is inclusive,
+// like 9.1.4); the queue has room for the whole echo.
+group('9.3 fragmented text (--max-message-bytes 4194304)', [
+  ...ECHO,
+  '--max-message-bytes', String(4 * MiB),
+  '--queue-limit-bytes', String(16 * MiB),
+  '--max-messages-per-second', '0',
+], (g) => {
+  kase(g, '9.3.6', '4 MiB text in 64 KiB fragments is echoed whole; then our close gets close 1000 and the TCP end within 2 s of our close frame', async ({ open }) => {
+    const ws = await open();
+    const p = asciiText(4 * MiB);
+    const frag = 64 * 1024;
+    for (let off = 0; off < p.length; off += frag) {
+      const end = Math.min(p.length, off + frag);
+      const ok = await ws.write(encodeFrame({ opcode: off ? OP.CONT : OP.TEXT, payload: p.subarray(off, end), fin: end === p.length }));
+      assert.ok(ok, `write of the fragment at ${off} failed (${ws.sockError ? ws.sockError.code : 'socket closed'})`);
+    }
+    await expectEcho(ws, OP.TEXT, p, { timeoutMs: 60000 });
+    assert.equal(ws.frames.length, 0, `frames after the echo: ${ws.frames.map(describeFrame).join(', ')}`);
+
+    // the close handshake, timed from our close frame (the echo is not counted)
+    const limit = CLOSE_TCP_MS + CLOSE_TCP_SLACK_MS;
+    const sentAt = Date.now();
+    await ws.close(1000, 'done');
+    const f = await ws.nextFrame(Math.max(1, sentAt + limit - Date.now()), `the server's close within ${limit} ms of our close`);
+    assert.equal(f.opcode, OP.CLOSE, `expected close 1000, got ${describeFrame(f)}`);
+    assert.equal(f.code, 1000, `expected close code 1000, got ${describeFrame(f)} (payload ${hex(f.payload)})`);
+    await ws.waitTcpClose(Math.max(1, sentAt + limit - Date.now())).catch(() => {
+      throw new Error(`TCP connection still open ${limit} ms after our close frame (server's close came after ${f.at - sentAt} ms)`);
+    });
+    const closeMs = f.at - sentAt;
+    const tcpMs = ws.tcpClosedAt - sentAt;
+    assert.ok(closeMs <= limit, `server's close frame ${closeMs} ms after ours (limit ${CLOSE_TCP_MS} ms)`);
+    assert.ok(tcpMs <= limit, `TCP closed ${tcpMs} ms after our close frame (limit ${CLOSE_TCP_MS} ms)`);
+    // we never end our side: the server did (FIN, or a reset)
+    assert.ok(ws.tcpEnded || (ws.sockError && ws.sockError.code === 'ECONNRESET'),
+      `the TCP connection ended without the server's FIN or reset (${ws.sockError ? ws.sockError.code : 'no error'})`);
+    assert.equal(ws.frames.length, 0, `frames after the close frame: ${ws.frames.map(describeFrame).join(', ')}`);
+  }, { timeout: 120000 });
 });
 
 /* ================================================================== */

@@ -40,6 +40,7 @@ import {
   uniqueMessageId,
   BIN,
 } from './lib/harness.mjs';
+import { parseResponses } from './lib/attack-util.mjs';
 
 const TEST_TIMEOUT_MS = 60000;
 // Every server here drains quickly: attack sockets that never answer a close
@@ -189,32 +190,6 @@ function rawConnect(srv, { localAddress } = {}) {
     sock.once('connect', () => resolve(sock));
     sock.once('error', reject);
   });
-}
-
-/** Splits buf into complete HTTP responses (Content-Length framed); rest is left over. */
-function parseResponses(buf) {
-  const out = [];
-  let off = 0;
-  for (;;) {
-    const i = buf.indexOf('\r\n\r\n', off);
-    if (i < 0) break;
-    const head = buf.subarray(off, i).toString('latin1');
-    const lines = head.split('\r\n');
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
-    const headers = {};
-    for (const line of lines.slice(1)) {
-      const c = line.indexOf(':');
-      if (c > 0) headers[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim();
-    }
-    const len = Number(headers['content-length'] ?? 0);
-    if (buf.length < i + 4 + len) break;
-    const text = buf.subarray(i + 4, i + 4 + len).toString('utf8');
-    let json = null;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
-    out.push({ status: m ? Number(m[1]) : NaN, statusLine: lines[0], headers, text, json });
-    off = i + 4 + len;
-  }
-  return { responses: out, rest: buf.subarray(off) };
 }
 
 /** Writes request on a new connection and reads everything until the server closes it. */

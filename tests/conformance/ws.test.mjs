@@ -1338,20 +1338,6 @@ group('9 performance (16 MiB messages, 64 MiB queue, no rate limit)', BIG_ARGS, 
     await Promise.all(conns.map((ws, i) => expectEcho(ws, OP.BINARY, ps[i], { timeoutMs: 60000 })));
     await Promise.all(conns.map((ws) => finish(ws)));
   }, { timeout: 120000 });
-  // Autobahn 9.3.6 with its close timer: the echo of a large fragmented
-  // message must not delay the close handshake that follows it.
-  kase(g, '9.3.6', '4 MiB text in 64 KiB fragments is echoed, then the close handshake completes within 1 s of our close', async ({ open }) => {
-    const ws = await open();
-    const p = asciiText(4 * MiB);
-    await ws.writeChunks(fragments(OP.TEXT, p, 65536), chunker('random', 65536));
-    await expectEcho(ws, OP.TEXT, p, { timeoutMs: 60000 });
-    const sentAt = Date.now();
-    await ws.close(1000);
-    const { frame, tcpMs } = await expectClose(ws, 1000);
-    const answerMs = frame.at - sentAt;
-    assert.ok(answerMs <= 1000, `the server's close frame came ${answerMs} ms after ours (Autobahn's close timer: 1 s)`);
-    assert.ok(frame.at - sentAt + tcpMs <= 2000 + CLOSE_TCP_SLACK_MS, `TCP closed ${answerMs + tcpMs} ms after our close`);
-  }, { timeout: 120000 });
 });
 
 // Autobahn 9.3.x: a fragmented text message of 4 MiB (ASCII, as Autobahn sends),
@@ -1364,7 +1350,7 @@ group('9.3 fragmented text (--max-message-bytes 4194304)', [
   '--queue-limit-bytes', String(16 * MiB),
   '--max-messages-per-second', '0',
 ], (g) => {
-  kase(g, '9.3.6', '4 MiB text in 64 KiB fragments is echoed whole; then our close gets close 1000 and the TCP end within 2 s of our close frame', async ({ open }) => {
+  kase(g, '9.3.6', '4 MiB text in 64 KiB fragments is echoed whole; then our close gets close 1000 within 1 s and the TCP end within 2 s of our close frame', async ({ open }) => {
     const ws = await open();
     const p = asciiText(4 * MiB);
     const frag = 64 * 1024;
@@ -1389,6 +1375,8 @@ group('9.3 fragmented text (--max-message-bytes 4194304)', [
     const closeMs = f.at - sentAt;
     const tcpMs = ws.tcpClosedAt - sentAt;
     assert.ok(closeMs <= limit, `server's close frame ${closeMs} ms after ours (limit ${CLOSE_TCP_MS} ms)`);
+    // Autobahn|Testsuite's client gives the close handshake 1 s
+    assert.ok(closeMs <= 1000, `server's close frame ${closeMs} ms after ours (Autobahn's close timer: 1 s)`);
     assert.ok(tcpMs <= limit, `TCP closed ${tcpMs} ms after our close frame (limit ${CLOSE_TCP_MS} ms)`);
     // we never end our side: the server did (FIN, or a reset)
     assert.ok(ws.tcpEnded || (ws.sockError && ws.sockError.code === 'ECONNRESET'),

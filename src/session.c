@@ -677,8 +677,9 @@ static void ws_input(session_t *s, const char *data, size_t len)
 
 /* ---- HTTP input ---- */
 
-#define HTTP_BACKLOG_MAX (64 * 1024) /* unwritten response bytes before reading stops */
-#define LINGER_MS        2000        /* reading after a refusal, so the peer sees it */
+#define HTTP_BACKLOG_MAX  (64 * 1024) /* unwritten response bytes before reading stops */
+#define LINGER_MS         2000        /* reading after a refusal, so the peer sees it */
+#define KEEPALIVE_IDLE_MS 1000        /* quiet time that ends a connection past its time */
 
 /* Ends the HTTP phase after the response: the server side is shut down, and
  * what the peer still sends is read and dropped until it closes or
@@ -1016,8 +1017,13 @@ void session_tick(session_t *s, int64_t now)
             log_kv(LOG_INFO | LOG_LIMITED, "request timeout", "conn", s->id, "remote", s->remote,
                    NULL);
             session_abort(s, "request timeout");
-        } else if (now >= s->_deadline_ms || now - s->connected_ms >= cfg->keepalive_max_ms) {
-            session_abort(s, "keep-alive ended"); /* idle between requests */
+        } else if (now >= s->_deadline_ms ||
+                   (now - s->connected_ms >= cfg->keepalive_max_ms &&
+                    now - (s->_deadline_ms - cfg->handshake_timeout_ms) >= KEEPALIVE_IDLE_MS)) {
+            /* idle between requests: for the idle time, or past the
+             * connection's time and quiet for a moment (a busy client gets
+             * Connection: close on its next response instead) */
+            session_abort(s, "keep-alive ended");
         }
         return;
     case SESSION_OPEN:

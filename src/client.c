@@ -98,7 +98,8 @@ static void on_refresh(msg_t *m)
         return;
     }
     if (strcmp(r.user, s->user->id) != 0) {
-        log_kv(LOG_WARN, "refresh for another user", "conn", s->id, "user", s->user->id, NULL);
+        log_kv(LOG_WARN | LOG_LIMITED, "refresh for another user", "conn", s->id, "user",
+               s->user->id, NULL);
         session_close(s, WS_CLOSE_POLICY, "token for another user");
         return;
     }

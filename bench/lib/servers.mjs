@@ -24,7 +24,9 @@ export function agentwireArgs(secret, apiKey) {
   return ['--listen', '127.0.0.1:0', '--jwt-secret', secret, '--api-key', apiKey,
     '--max-connections-per-user', '1000', '--max-messages-per-second', '0', '--echo-path', '/echo',
     '--max-message-bytes', '131072', '--queue-limit-bytes', '8388608',
-    '--heartbeat-interval-ms', '60000', '--drain-timeout-ms', '1000', '--log-format', 'json'];
+    '--heartbeat-interval-ms', '60000', '--drain-timeout-ms', '1000', '--log-format', 'json',
+    // the load generator's clients share a few source addresses: no per-address share
+    '--max-connections-per-ip', '10000000'];
 }
 
 // Same outgoing-queue bound and heartbeat as agentwire's flags above.

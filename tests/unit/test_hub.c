@@ -138,6 +138,44 @@ static void test_epoch_changes_when_stream_forgotten(void **state)
     assert_false(hub_can_resume(u, 1, old_epoch));
 }
 
+/* The history cap counts the streams' records too: past it idle streams
+ * (no connection, no event) go first, then the oldest events; what is held
+ * never passes the cap, and the newest users keep their events. */
+static void test_streams_under_cap(void **state)
+{
+    hub_t *h = *state;
+    h->history.max_bytes = 65536;
+    char user[32];
+    hub_receipt_t r;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(user, sizeof user, "user-%d", i);
+        json_t *ev = json_pack("{s:s}", "type", "note");
+        assert_int_equal(hub_publish(h, user, ev, &r), AW_OK);
+        json_decref(ev);
+        assert_true(h->history.bytes + h->history.extra <= h->history.max_bytes);
+    }
+    assert_true(hub_nstreams(h) < 2000);
+    assert_true(h->streams_dropped > 0);
+    assert_null(hub_user_find(h, "user-0"));
+    hub_user_t *last = hub_user_find(h, "user-1999");
+    assert_non_null(last);
+    assert_int_equal(history_first_seq(&last->history), 1);
+    /* what is held adds up: every stream is under the cap's count */
+    size_t records = 0;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(user, sizeof user, "user-%d", i);
+        hub_user_t *u = hub_user_find(h, user);
+        if (u)
+            records += u->_cost;
+    }
+    assert_int_equal(records, h->history.extra);
+    /* a forgotten user starts a new stream */
+    json_t *ev = json_pack("{s:s}", "type", "note");
+    assert_int_equal(hub_publish(h, "user-0", ev, &r), AW_OK);
+    json_decref(ev);
+    assert_int_equal(r.seq, 1);
+}
+
 static void test_admit_limits(void **state)
 {
     hub_t *h = *state;
@@ -153,6 +191,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_changes_when_stream_forgotten, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streams_under_cap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,7 @@ static void replay_pump(session_t *s);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void http_resume(session_t *s);
 static void linger_start(session_t *s);
+static void refuse_per_ip(session_t *s);
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -87,10 +88,11 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
     if (server_ip_admit(srv, s->ip)) {
         s->_ip_counted = true;
     } else {
-        /* The address holds its share. The refusal (429) is the answer to
-         * its first request, so the peer reads it instead of a reset; while
-         * the server is near capacity the connection is just closed, so
-         * refused connections never eat the room kept for others. */
+        /* The address holds its share: 429 at once (over TLS, after the
+         * handshake), then what the peer sends is read and dropped for a
+         * moment so it reads the answer instead of a reset. While the
+         * server is near capacity the connection is just closed, so refused
+         * connections never eat the room kept for others. */
         srv->metrics.refusals[REFUSAL_TOO_MANY_CONNECTIONS]++;
         log_kv(LOG_INFO | LOG_LIMITED, "refused", "remote", s->remote, "reason",
                metrics_refusal_name(REFUSAL_TOO_MANY_CONNECTIONS), "detail",
@@ -121,6 +123,8 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
     s->_deadline_ms = s->connected_ms + srv->cfg->handshake_timeout_ms;
     server_add_session(lp, s);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    if (s->_refused_ip && !s->_tls)
+        refuse_per_ip(s); /* at once; TLS answers once its handshake is done */
     return AW_OK;
 }
 
@@ -729,6 +733,15 @@ static void http_error(session_t *s, int rc)
     close_after_response(s);
 }
 
+/* The answer to a connection over --max-connections-per-ip (once). */
+static void refuse_per_ip(session_t *s)
+{
+    s->_refused_ip = false;
+    s->_keep_alive = false;
+    session_respond_error(s, 429, "too_many_connections", "too many connections from this address");
+    close_after_response(s);
+}
+
 /* Reading stops while responses wait for the peer (backpressure): what was
  * read already waits in _rbuf, and the write completion resumes. */
 static void http_pause(session_t *s, const char *data, size_t len)
@@ -779,10 +792,7 @@ static void http_input(session_t *s, const char *data, size_t len)
         return;
     }
     if (s->_refused_ip) { /* see session_accept */
-        s->_keep_alive = false;
-        session_respond_error(s, 429, "too_many_connections",
-                              "too many connections from this address");
-        close_after_response(s);
+        refuse_per_ip(s);
         return;
     }
     if (!s->_http) {

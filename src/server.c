@@ -166,6 +166,12 @@ static void on_wake(uv_async_t *a)
     server_t *srv = lp->srv;
     aw_lock();
     if (srv->_stopping) {
+        /* sessions first, through their own close (which frees them):
+         * a refused one may still be lingering */
+        for (session_t *s = lp->_sessions, *next; s; s = next) {
+            next = s->_next;
+            session_abort(s, "stopped");
+        }
         uv_walk(lp->loop, close_handle, NULL);
         aw_unlock();
         return;

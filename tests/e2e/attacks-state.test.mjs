@@ -30,24 +30,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import zlib from 'node:zlib';
 import {
-  api,
-  connectReady,
-  expectRefusal,
-  generateKeys,
-  metricValue,
-  nowS,
-  pollUntil,
-  publish,
-  randomId,
-  signHS256,
-  tempFile,
-  uniqueMessageId,
-  unsignedParts,
-  b64url,
-  upgradeRequest,
-  useServer,
-  withTimeout,
-  WAIT_MS,
+  api, connectReady, expectRefusal, generateKeys, metricValue, nowS, pollUntil, publish, randomId, signHS256, tempFile, uniqueMessageId, unsignedParts, b64url, upgradeRequest, useServer, withTimeout, WAIT_MS, rawUpgrade,
 } from './lib/harness.mjs';
 import { spawnUntilLog } from './lib/attack-util.mjs';
 
@@ -533,26 +516,9 @@ function clientFrame(opcode, payload, { rsv1 = false } = {}) {
 }
 
 /** Upgrades a raw socket with a deflate offer; resolves {status, headers, reader, sock}. */
-function rawDeflateUpgrade(srv, token) {
-  const sock = net.connect(srv.port, '127.0.0.1');
-  srv.sockets.add(sock);
-  sock.on('error', () => {});
-  return withTimeout(new Promise((resolve, reject) => {
-    let buf = Buffer.alloc(0);
-    const onData = (c) => {
-      buf = Buffer.concat([buf, c]);
-      const i = buf.indexOf('\r\n\r\n');
-      if (i < 0) return;
-      sock.off('data', onData);
-      const lines = buf.subarray(0, i).toString('latin1').split('\r\n');
-      const headers = {};
-      for (const l of lines.slice(1)) { const k = l.indexOf(':'); headers[l.slice(0, k).toLowerCase()] = l.slice(k + 1).trim(); }
-      resolve({ status: Number(lines[0].split(' ')[1]), headers, sock, reader: frameReader(sock, buf.subarray(i + 4)), head: lines.join('\n') });
-    };
-    sock.on('data', onData);
-    sock.once('close', () => reject(new Error('closed before the upgrade response')));
-    sock.write(upgradeRequest({ headers: { Authorization: `Bearer ${token}`, 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits' } }));
-  }), 10000, 'the upgrade response');
+async function rawDeflateUpgrade(srv, token) {
+  const up = await rawUpgrade(srv, { Authorization: `Bearer ${token}`, 'Sec-WebSocket-Extensions': 'permessage-deflate; client_max_window_bits' }, { timeoutMs: 10000 });
+  return { status: up.status, headers: up.headers, sock: up.socket, reader: frameReader(up.socket, up.rest), head: up.text };
 }
 
 test('permessage-deflate: messages ending in a final block (zlib Z_FINISH, BFINAL=1) are read, several in a row, with context takeover', T, async (t) => {

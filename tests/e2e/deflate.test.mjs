@@ -8,7 +8,9 @@ import zlib from 'node:zlib';
 import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import net from 'node:net';
-import { useServer, upgradeRequest, publish, api, metricValue, withTimeout } from './lib/harness.mjs';
+import {
+  useServer, upgradeRequest, publish, api, metricValue, withTimeout, rawUpgrade,
+} from './lib/harness.mjs';
 
 const T = { timeout: 30000 };
 
@@ -59,29 +61,6 @@ const deflateRaw = (data) => {
   return out.subarray(0, out.length - 4); // the 00 00 ff ff tail is not sent
 };
 const inflateRaw = (data) => zlib.inflateRawSync(Buffer.concat([data, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
-
-/* Sends an upgrade on a raw socket; resolves the response head and the bytes
- * that followed it (frames), without losing any. */
-function rawUpgrade(srv, headers) {
-  const sock = net.connect(srv.port, '127.0.0.1');
-  sock.on('error', () => {});
-  return withTimeout(new Promise((resolve, reject) => {
-    let buf = Buffer.alloc(0);
-    const onData = (c) => {
-      buf = Buffer.concat([buf, c]);
-      const i = buf.indexOf('\r\n\r\n');
-      if (i < 0) return;
-      sock.off('data', onData);
-      const lines = buf.subarray(0, i).toString('latin1').split('\r\n');
-      const hdrs = {};
-      for (const l of lines.slice(1)) { const k = l.indexOf(':'); hdrs[l.slice(0, k).toLowerCase()] = l.slice(k + 1).trim(); }
-      resolve({ status: Number(lines[0].split(' ')[1]), headers: hdrs, socket: sock, rest: buf.subarray(i + 4), text: buf.toString() });
-    };
-    sock.on('data', onData);
-    sock.on('close', () => reject(new Error('closed before the response head')));
-    sock.write(upgradeRequest({ headers }));
-  }), 5000, 'the upgrade response');
-}
 
 async function rawDeflateClient(srv, sub, offer = 'permessage-deflate; client_max_window_bits') {
   const up = await rawUpgrade(srv, { Authorization: `Bearer ${srv.token(sub)}`, 'Sec-WebSocket-Extensions': offer });

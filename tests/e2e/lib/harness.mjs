@@ -771,6 +771,30 @@ export async function rawHttp(server, request, { timeoutMs = WAIT_MS, keepOpen =
 }
 
 /** A fresh Sec-WebSocket-Key and the Sec-WebSocket-Accept it must produce. */
+/* Sends an upgrade on a raw socket; resolves the response head and the bytes
+ * that followed it (frames), without losing any. */
+export function rawUpgrade(srv, headers, { timeoutMs = 5000 } = {}) {
+  const sock = net.connect(srv.port, '127.0.0.1');
+  srv.sockets.add(sock);
+  sock.on('error', () => {});
+  return withTimeout(new Promise((resolve, reject) => {
+    let buf = Buffer.alloc(0);
+    const onData = (c) => {
+      buf = Buffer.concat([buf, c]);
+      const i = buf.indexOf('\r\n\r\n');
+      if (i < 0) return;
+      sock.off('data', onData);
+      const lines = buf.subarray(0, i).toString('latin1').split('\r\n');
+      const hdrs = {};
+      for (const l of lines.slice(1)) { const k = l.indexOf(':'); hdrs[l.slice(0, k).toLowerCase()] = l.slice(k + 1).trim(); }
+      resolve({ status: Number(lines[0].split(' ')[1]), headers: hdrs, socket: sock, rest: buf.subarray(i + 4), text: buf.toString() });
+    };
+    sock.on('data', onData);
+    sock.on('close', () => reject(new Error('closed before the response head')));
+    sock.write(upgradeRequest({ headers }));
+  }), timeoutMs, 'the upgrade response');
+}
+
 export function wsKeyPair() {
   const key = crypto.randomBytes(16).toString('base64');
   const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');

@@ -367,89 +367,103 @@ static const char *user_route(const char *path, char *user, size_t ulen)
     return slash + 1;
 }
 
-static bool method_is(session_t *s, const http_request_t *req, enum http_method m)
+/* The routes of /api/v1/: the method each takes, and whether it is
+ * authenticated by its own means (a user's JWT, development mode) instead of
+ * the API key. One table for the head check and for the dispatch. */
+enum route_id {
+    R_TICKETS,
+    R_DEV_TOKEN,
+    R_PUBLISH,
+    R_BATCH,
+    R_HISTORY,
+    R_CONNECTIONS,
+    R_DISCONNECT
+};
+
+static const struct route {
+    const char *name; /* the path, or the action of /api/v1/users/{id}/<action> */
+    bool per_user;
+    enum http_method method;
+    bool keyless;
+} routes[] = {
+    [R_TICKETS] = {"/api/v1/tickets", false, HTTP_POST, true},
+    [R_DEV_TOKEN] = {"/api/v1/dev/token", false, HTTP_POST, true},
+    [R_PUBLISH] = {"/api/v1/publish", false, HTTP_POST, false},
+    [R_BATCH] = {"/api/v1/publish/batch", false, HTTP_POST, false},
+    [R_HISTORY] = {"/api/v1/history", false, HTTP_GET, false},
+    [R_CONNECTIONS] = {"connections", true, HTTP_GET, false},
+    [R_DISCONNECT] = {"disconnect", true, HTTP_POST, false},
+};
+
+/* The route of path (writing the decoded user id of per-user routes), or -1. */
+static int route_find(const char *path, char *user, size_t ulen)
 {
-    if (req->method == m)
-        return true;
-    respond_error(s, 405, ERR_METHOD_NOT_ALLOWED, "method not allowed on this route");
-    return false;
+    const char *action = user_route(path, user, ulen);
+    for (size_t i = 0; i < AW_ARRAY_LEN(routes); i++) {
+        const char *want = routes[i].per_user ? action : path;
+        if (want && strcmp(want, routes[i].name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Checks credential, route and method of a /api/v1/ request: its route, or
+ * -1 once answered with 401, 404 or 405. */
+static int route_check(session_t *s, const http_request_t *req, char *user, size_t ulen)
+{
+    int r = route_find(req->path, user, ulen);
+    if ((r < 0 || !routes[r].keyless) && !api_key_ok(s->srv, req)) {
+        respond_error(s, 401, ERR_UNAUTHORIZED, "missing or wrong API key");
+        return -1;
+    }
+    if (r < 0) {
+        respond_error(s, 404, ERR_NOT_FOUND, "no such API route");
+        return -1;
+    }
+    if (req->method != routes[r].method) {
+        respond_error(s, 405, ERR_METHOD_NOT_ALLOWED, "method not allowed on this route");
+        return -1;
+    }
+    return r;
 }
 
 static void api_v1(session_t *s, const http_request_t *req)
 {
-    const char *p = req->path;
-    if (strcmp(p, "/api/v1/tickets") == 0) {
-        if (method_is(s, req, HTTP_POST))
-            on_ticket(s, req);
-        return;
-    }
-    if (strcmp(p, "/api/v1/dev/token") == 0) {
-        if (method_is(s, req, HTTP_POST))
-            on_dev_token(s, req);
-        return;
-    }
-    if (!api_key_ok(s->srv, req)) {
-        respond_error(s, 401, ERR_UNAUTHORIZED, "missing or wrong API key");
-        return;
-    }
     char user[EVENT_MAX_ID * 3 + 1];
-    const char *action;
-    if (strcmp(p, "/api/v1/publish") == 0) {
-        if (method_is(s, req, HTTP_POST))
-            on_publish(s, req);
-    } else if (strcmp(p, "/api/v1/publish/batch") == 0) {
-        if (method_is(s, req, HTTP_POST))
-            on_batch(s, req);
-    } else if (strcmp(p, "/api/v1/history") == 0) {
-        if (method_is(s, req, HTTP_GET))
-            on_history(s, req);
-    } else if ((action = user_route(p, user, sizeof user)) && strcmp(action, "connections") == 0) {
-        if (method_is(s, req, HTTP_GET))
-            on_connections(s, user);
-    } else if (action && strcmp(action, "disconnect") == 0) {
-        if (method_is(s, req, HTTP_POST))
-            on_disconnect(s, user);
-    } else {
-        respond_error(s, 404, ERR_NOT_FOUND, "no such API route");
+    switch (route_check(s, req, user, sizeof user)) {
+    case R_TICKETS:
+        on_ticket(s, req);
+        break;
+    case R_DEV_TOKEN:
+        on_dev_token(s, req);
+        break;
+    case R_PUBLISH:
+        on_publish(s, req);
+        break;
+    case R_BATCH:
+        on_batch(s, req);
+        break;
+    case R_HISTORY:
+        on_history(s, req);
+        break;
+    case R_CONNECTIONS:
+        on_connections(s, user);
+        break;
+    case R_DISCONNECT:
+        on_disconnect(s, user);
+        break;
+    default:
+        break; /* answered */
     }
-}
-
-/* The method a route of /api/v1/ takes, or -1 when there is no such route. */
-static int route_method(const char *p)
-{
-    char user[EVENT_MAX_ID * 3 + 1];
-    const char *action;
-    if (strcmp(p, "/api/v1/tickets") == 0 || strcmp(p, "/api/v1/dev/token") == 0 ||
-        strcmp(p, "/api/v1/publish") == 0 || strcmp(p, "/api/v1/publish/batch") == 0)
-        return HTTP_POST;
-    if (strcmp(p, "/api/v1/history") == 0)
-        return HTTP_GET;
-    if ((action = user_route(p, user, sizeof user)) && strcmp(action, "connections") == 0)
-        return HTTP_GET;
-    if (action && strcmp(action, "disconnect") == 0)
-        return HTTP_POST;
-    return -1;
 }
 
 bool api_admit_body(session_t *s, const http_request_t *req)
 {
-    const char *p = req->path;
-    bool api = strncmp(p, "/api/v1/", 8) == 0;
-    bool keyless = strcmp(p, "/api/v1/tickets") == 0 || strcmp(p, "/api/v1/dev/token") == 0;
-    if (api && !keyless && !api_key_ok(s->srv, req)) {
-        respond_error(s, 401, ERR_UNAUTHORIZED, "missing or wrong API key");
+    char user[EVENT_MAX_ID * 3 + 1];
+    int r = -1;
+    if (strncmp(req->path, "/api/v1/", 8) == 0 && (r = route_check(s, req, user, sizeof user)) < 0)
         return false;
-    }
-    int method = api ? route_method(p) : -1;
-    if (api && method < 0) {
-        respond_error(s, 404, ERR_NOT_FOUND, "no such API route");
-        return false;
-    }
-    if (method >= 0 && req->method != (enum http_method)method) {
-        respond_error(s, 405, ERR_METHOD_NOT_ALLOWED, "method not allowed on this route");
-        return false;
-    }
-    if (method != HTTP_POST) {
+    if (r < 0 || routes[r].method != HTTP_POST) {
         respond_error(s, 413, ERR_TOO_LARGE, "this route takes no request body");
         return false;
     }

@@ -80,8 +80,7 @@ static void make_room(hub_t *h, const hub_user_t *keep, size_t need)
         if (u) {
             forget_user(h, u);
             h->streams_dropped++;
-            map_entry_t *e = map_find(&h->_users, u->id, strlen(u->id));
-            map_remove(&h->_users, e->key, e->keylen);
+            map_remove(&h->_users, u->id, strlen(u->id)); /* u->id is the entry's key */
             free(u);
         } else if (!history_evict_oldest(p)) {
             return; /* what is left belongs to connected users */

@@ -1,5 +1,6 @@
-/* session.c -- one connection's I/O: reading, the HTTP phase, the WebSocket
- * frame loop, the outgoing queue and the close. It owns the session's memory
+/* session.c -- one connection's I/O: accepting and reading, the WebSocket
+ * frame loop, the outgoing queue and the close (the HTTP phase before the
+ * upgrade is session_http.c's). It owns the session's memory
  * and frees it only in the handle's close callback. It never decides who
  * receives an event (the hub does) and never parses JSON messages (client.c
  * does). */
@@ -11,14 +12,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "api.h"
 #include "aw.h"
 #include "client.h"
 #include "jalloc.h"
 #include "lock.h"
 #include "log.h"
 #include "server.h"
-#include "upgrade.h"
+#include "session_int.h"
 
 #define QUEUE_MIN   8
 #define WRITE_BATCH 64 /* frames per writev: bounded so one writer cannot starve */
@@ -28,9 +28,13 @@ static void on_plain(void *arg, char *data, size_t len);
 static void tls_write_pending(session_t *s);
 static void replay_pump(session_t *s);
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-static void http_resume(session_t *s);
-static void linger_start(session_t *s);
-static void refuse_per_ip(session_t *s);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+void session_read_start(session_t *s)
+{
+    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -124,7 +128,7 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
     server_add_session(lp, s);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
     if (s->_refused_ip && !s->_tls)
-        refuse_per_ip(s); /* at once; TLS answers once its handshake is done */
+        session_http_refuse_ip(s); /* at once; TLS answers once its handshake is done */
     return AW_OK;
 }
 
@@ -185,7 +189,7 @@ static void queue_truncate(session_t *s, uint32_t from)
     }
 }
 
-static int enqueue(session_t *s, frame_t *f)
+int session_enqueue(session_t *s, frame_t *f)
 {
     if (!queue_push(s, f))
         return AW_ENOMEM;
@@ -194,7 +198,7 @@ static int enqueue(session_t *s, frame_t *f)
 }
 
 /* Bytes owed to the peer that the kernel has not taken yet. */
-static size_t backlog(const session_t *s)
+size_t session_backlog(const session_t *s)
 {
     return s->_qbytes - s->_inflight_bytes +
            uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
@@ -224,7 +228,7 @@ int session_send(session_t *s, frame_t *f)
         slow_consumer(s, s->_qbytes + f->len);
         return AW_ECLOSED;
     }
-    return enqueue(s, f);
+    return session_enqueue(s, f);
 }
 
 frame_t *session_wire_frame(session_t *s, frame_t *f)
@@ -238,13 +242,13 @@ int session_deliver(session_t *s, frame_t *f, uint64_t seq)
         return AW_ECLOSED;
     if (s->replay_next || seq <= s->_last_seq)
         return AW_OK; /* catching up (the pump reads it from history), or queued already */
-    if (backlog(s) + f->len > watermark(s)) {
+    if (session_backlog(s) + f->len > watermark(s)) {
         s->replay_next = seq;
         replay_pump(s); /* sends it now if the backlog allows */
         return AW_OK;
     }
     s->_last_seq = seq;
-    return enqueue(s, f);
+    return session_enqueue(s, f);
 }
 
 int session_send_json(session_t *s, const json_t *obj)
@@ -280,7 +284,7 @@ static void replay_pump(session_t *s)
             }
             break;
         }
-        if (backlog(s) >= watermark(s))
+        if (session_backlog(s) >= watermark(s))
             break;
         frame_t *f = history_get(&s->user->history, s->replay_next);
         if (!f) { /* evicted while replaying: the client must resume again */
@@ -289,7 +293,7 @@ static void replay_pump(session_t *s)
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
             break;
         }
-        if (enqueue(s, session_wire_frame(s, f)) != AW_OK) {
+        if (session_enqueue(s, session_wire_frame(s, f)) != AW_OK) {
             session_close(s, WS_CLOSE_INTERNAL, "out of memory");
             break;
         }
@@ -334,7 +338,7 @@ static size_t release_inflight(session_t *s)
 
 /* session_abort from the lock-free write path: takes the lock (logs and
  * metrics are shared). */
-static void abort_locked(session_t *s, const char *reason)
+void session_abort_locked(session_t *s, const char *reason)
 {
     aw_lock();
     session_abort(s, reason);
@@ -347,7 +351,7 @@ static void on_write(uv_write_t *req, int status)
     add_sent(s, release_inflight(s));
     if (status < 0) {
         if (s->state != SESSION_GONE)
-            abort_locked(s, uv_err_name(status));
+            session_abort_locked(s, uv_err_name(status));
         return;
     }
     if (s->state != SESSION_GONE) {
@@ -403,7 +407,7 @@ void session_flush(session_t *s)
             if (tls_encrypt_batch(s, bufs, &n) != AW_OK) {
                 s->_inflight = 0;
                 s->_inflight_bytes = 0;
-                abort_locked(s, "TLS error");
+                session_abort_locked(s, "TLS error");
                 return;
             }
             total = bufs[0].len;
@@ -422,20 +426,20 @@ void session_flush(session_t *s)
         if (rc < 0) {
             s->_inflight = 0;
             s->_inflight_bytes = 0;
-            abort_locked(s, uv_err_name(rc));
+            session_abort_locked(s, uv_err_name(rc));
             return;
         }
         add_sent(s, release_inflight(s));
         replay_pump(s);
     }
     if (!s->_inflight && s->_http_paused)
-        http_resume(s);
+        session_http_resume(s);
     if (!s->_inflight && s->_qlen == 0 && s->_close_when_flushed && s->state != SESSION_GONE &&
         !s->_lingering) {
         if (s->_linger && s->state == SESSION_HTTP)
-            linger_start(s);
+            session_http_linger(s);
         else
-            abort_locked(s, NULL);
+            session_abort_locked(s, NULL);
     }
 }
 
@@ -516,11 +520,7 @@ static void on_close(uv_handle_t *h)
     server_remove_session(s->lp, s);
     if (s->_ip_counted)
         server_ip_release(s->srv, s->ip);
-    s->srv->body_bytes_in_flight -= s->_body_reserved;
-    if (s->_http) {
-        http_reader_dispose(s->_http);
-        free(s->_http);
-    }
+    session_http_dispose(s);
     aw_buf_free(&s->_rbuf);
     aw_buf_free(&s->_msg);
     json_decref(s->_replay_ack);
@@ -653,7 +653,7 @@ static size_t ws_consume(session_t *s, uint8_t *buf, size_t len)
     return off;
 }
 
-static void ws_input(session_t *s, const char *data, size_t len)
+void session_ws_input(session_t *s, const char *data, size_t len)
 {
     aw_buf_t *r = &s->_rbuf;
     if (r->len) { /* a partial frame is waiting: append and parse from there */
@@ -679,213 +679,14 @@ static void ws_input(session_t *s, const char *data, size_t len)
         session_abort(s, "out of memory");
 }
 
-/* ---- HTTP input ---- */
-
-#define HTTP_BACKLOG_MAX  (64 * 1024) /* unwritten response bytes before reading stops */
-#define LINGER_MS         2000        /* reading after a refusal, so the peer sees it */
-#define KEEPALIVE_IDLE_MS 1000        /* quiet time that ends a connection past its time */
-
-/* Ends the HTTP phase after the response: the server side is shut down, and
- * what the peer still sends is read and dropped until it closes or
- * LINGER_MS pass, so the response is not lost to a reset. Refused
- * connections that arrive while the server is near its connection capacity
- * are just closed (lingering must not hold descriptors others need). */
-static void close_after_response(session_t *s)
-{
-    s->_keep_alive = false;
-    s->_close_when_flushed = true;
-    s->_linger = s->srv->nsessions < s->srv->linger_cap;
-    if (!s->_linger)
-        uv_read_stop((uv_stream_t *)&s->tcp);
-    if (s->_qlen == 0 && !s->_inflight)
-        server_want_flush(s); /* the flush starts the close */
-}
-
-static void on_linger_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status; /* cancelled when the handle closes first: nothing to do */
-    free(req);
-}
-
-static void linger_start(session_t *s)
-{
-    uv_shutdown_t *req = malloc(sizeof *req);
-    if (!req || uv_shutdown(req, (uv_stream_t *)&s->tcp, on_linger_shutdown) != 0) {
-        free(req);
-        abort_locked(s, NULL);
-        return;
-    }
-    s->_lingering = true;
-    s->_http_paused = false;
-    s->_deadline_ms = aw_now_ms() + LINGER_MS;
-    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
-}
-
-static void http_error(session_t *s, int rc)
-{
-    int status = rc == AW_EHEADERS ? 431 : rc == AW_ETOOBIG ? 413 : 400;
-    const char *code = status == 413 ? "too_large" : "bad_request";
-    s->_keep_alive = false;
-    session_respond_error(s, status, code,
-                          status == 431   ? "request head too large"
-                          : status == 413 ? "request body too large"
-                                          : "malformed HTTP request");
-    close_after_response(s);
-}
-
-/* The answer to a connection over --max-connections-per-ip (once). */
-static void refuse_per_ip(session_t *s)
-{
-    s->_refused_ip = false;
-    s->_keep_alive = false;
-    session_respond_error(s, 429, "too_many_connections", "too many connections from this address");
-    close_after_response(s);
-}
-
-/* Reading stops while responses wait for the peer (backpressure): what was
- * read already waits in _rbuf, and the write completion resumes. */
-static void http_pause(session_t *s, const char *data, size_t len)
-{
-    s->_http_paused = true;
-    uv_read_stop((uv_stream_t *)&s->tcp);
-    if (len && aw_buf_append(data, len, &s->_rbuf) != 0)
-        session_abort(s, "out of memory");
-}
-
-/* A head whose body is about to come: refused at once (route, method, API
- * key, space for bodies in flight) before any body byte is kept. */
-static bool body_admitted(session_t *s, const http_request_t *req)
-{
-    server_t *srv = s->srv;
-    s->_keep_alive = false; /* a refusal closes */
-    if (!api_admit_body(s, req)) {
-        close_after_response(s);
-        return false;
-    }
-    uint64_t need = req->chunked ? (uint64_t)srv->cfg->max_request_bytes : req->content_length;
-    if (srv->body_bytes_in_flight + need > (uint64_t)srv->cfg->max_request_bytes_in_flight) {
-        srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many request "
-                                   "bodies in flight; retry later\"}";
-        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
-        close_after_response(s);
-        return false;
-    }
-    srv->body_bytes_in_flight += need;
-    s->_body_reserved = need;
-    return true;
-}
-
-static void body_release(session_t *s)
-{
-    s->srv->body_bytes_in_flight -= s->_body_reserved;
-    s->_body_reserved = 0;
-}
-
-static void http_input(session_t *s, const char *data, size_t len)
-{
-    const config_t *cfg = s->srv->cfg;
-    if (s->_lingering)
-        return;            /* refused: dropped */
-    if (s->_http_paused) { /* the rest of a TLS read */
-        http_pause(s, data, len);
-        return;
-    }
-    if (s->_refused_ip) { /* see session_accept */
-        refuse_per_ip(s);
-        return;
-    }
-    if (!s->_http) {
-        s->_http = malloc(sizeof *s->_http);
-        if (!s->_http) {
-            session_abort(s, "out of memory");
-            return;
-        }
-        http_reader_init(s->_http, (size_t)cfg->max_header_bytes, (size_t)cfg->max_request_bytes);
-        s->_http->stop_at_head = true;
-    }
-    while (s->state == SESSION_HTTP && !s->_close_when_flushed) {
-        if (backlog(s) > HTTP_BACKLOG_MAX) {
-            http_pause(s, data, len);
-            return;
-        }
-        size_t used = 0;
-        http_request_t *req;
-        int rc = http_feed(s->_http, data, len, &used, &req);
-        data += used;
-        len -= used;
-        if (rc == AW_EAGAIN) {
-            s->_http_partial = s->_http_partial || used > 0;
-            return;
-        }
-        if (rc == HTTP_HEAD) {
-            if (!body_admitted(s, req))
-                return;
-            continue;
-        }
-        if (rc != AW_OK) {
-            http_error(s, rc);
-            return;
-        }
-        s->_http_partial = false;
-        s->srv->metrics.http_requests++;
-        int64_t now = aw_now_ms();
-        /* keep-alive ends after --keepalive-requests requests or
-         * --keepalive-max-ms, whatever the requests say */
-        s->_keep_alive = req->keep_alive && ++s->_requests < (uint64_t)cfg->keepalive_requests &&
-                         now - s->connected_ms < cfg->keepalive_max_ms;
-        s->_deadline_ms = now + cfg->handshake_timeout_ms;
-        if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
-            upgrade_handle(s, req);
-            body_release(s);
-            if (s->state == SESSION_OPEN) {
-                http_reader_dispose(s->_http);
-                free(s->_http);
-                s->_http = NULL;
-                if (len)
-                    ws_input(s, data, len);
-                return;
-            }
-        } else {
-            api_handle(s, req);
-            body_release(s);
-        }
-        if (!req->keep_alive)
-            session_close(s, 0, "request done"); /* the client's choice */
-        else if (!s->_keep_alive || s->srv->draining)
-            close_after_response(s); /* ours: requests may be on their way */
-        if (len == 0)
-            return;
-    }
-}
-
-/* The peer took our responses: read the requests that waited, then the
- * socket again. Called from the write path, which holds no lock. */
-static void http_resume(session_t *s)
-{
-    aw_lock();
-    if (s->state == SESSION_HTTP && s->_http_paused && backlog(s) <= HTTP_BACKLOG_MAX / 2) {
-        s->_http_paused = false;
-        s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
-        aw_buf_t pending = s->_rbuf;
-        memset(&s->_rbuf, 0, sizeof s->_rbuf);
-        if (pending.len)
-            http_input(s, pending.data, pending.len);
-        aw_buf_free(&pending);
-        if (s->state != SESSION_GONE && !s->_http_paused && !s->_close_when_flushed)
-            uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
-    }
-    aw_unlock();
-}
-
 /* Bytes from the peer, decrypted when TLS is on. */
 static void on_plain(void *arg, char *data, size_t len)
 {
     session_t *s = arg;
     if (s->state == SESSION_HTTP)
-        http_input(s, data, len);
+        session_http_input(s, data, len);
     else if (s->state == SESSION_OPEN || s->state == SESSION_CLOSING)
-        ws_input(s, data, len);
+        session_ws_input(s, data, len);
 }
 
 typedef struct raw_write {
@@ -959,7 +760,7 @@ static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf)
  * (stops counting past limit; an evicted event counts as past it). */
 static size_t lag(const session_t *s, size_t limit)
 {
-    size_t n = backlog(s);
+    size_t n = session_backlog(s);
     for (uint64_t q = s->replay_next; q && q <= s->user->seq && n <= limit; q++) {
         frame_t *f = history_get(&s->user->history, q);
         n += f ? f->len : limit + 1;
@@ -982,7 +783,7 @@ static size_t kernel_outq(session_t *s)
  * only when the kernel has room again, which a slow reader behind large
  * socket buffers may not give for a while; the kernel's send queue going
  * down shows it at once. */
-static bool made_progress(session_t *s)
+bool session_made_progress(session_t *s)
 {
     size_t wq = uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
     bool moved = s->_written != s->_tick_written || wq < s->_tick_write_queue;
@@ -1005,36 +806,7 @@ void session_tick(session_t *s, int64_t now)
         queue_truncate(s, 0); /* idle: the ring goes back (see queue_truncate) */
     switch (s->state) {
     case SESSION_HTTP:
-        if (s->_lingering) {
-            if (now >= s->_deadline_ms)
-                session_abort(s, NULL);
-            return;
-        }
-        if (s->_qlen || s->_http_paused ||
-            uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp)) {
-            /* responses wait: the peer must take bytes, or go */
-            if (made_progress(s))
-                s->_progress_ms = now;
-            else if (now - s->_progress_ms >= cfg->handshake_timeout_ms) {
-                log_kv(LOG_INFO | LOG_LIMITED, "peer reads nothing", "conn", s->id, "remote",
-                       s->remote, NULL);
-                session_abort(s, "peer reads nothing");
-            }
-            return;
-        }
-        s->_progress_ms = now;
-        if (now >= s->_deadline_ms && s->_http_partial) {
-            log_kv(LOG_INFO | LOG_LIMITED, "request timeout", "conn", s->id, "remote", s->remote,
-                   NULL);
-            session_abort(s, "request timeout");
-        } else if (now >= s->_deadline_ms ||
-                   (now - s->connected_ms >= cfg->keepalive_max_ms &&
-                    now - (s->_deadline_ms - cfg->handshake_timeout_ms) >= KEEPALIVE_IDLE_MS)) {
-            /* idle between requests: for the idle time, or past the
-             * connection's time and quiet for a moment (a busy client gets
-             * Connection: close on its next response instead) */
-            session_abort(s, "keep-alive ended");
-        }
+        session_http_tick(s, now);
         return;
     case SESSION_OPEN:
         if (now - s->_last_rx_ms >= 2 * cfg->heartbeat_interval_ms) {
@@ -1048,7 +820,7 @@ void session_tick(session_t *s, int64_t now)
         /* A reader that is too far behind and took nothing since the last
          * tick is slow; one that is draining a burst or a replay is not. */
         size_t limit = (size_t)cfg->queue_limit_bytes;
-        bool moved = made_progress(s);
+        bool moved = session_made_progress(s);
         size_t behind = lag(s, limit);
         if (behind > limit && !moved) {
             slow_consumer(s, behind);
@@ -1066,50 +838,4 @@ void session_tick(session_t *s, int64_t now)
     case SESSION_GONE:
         return;
     }
-}
-
-/* ---- HTTP responses ---- */
-
-void session_respond(session_t *s, int status, const char *content_type, const char *body,
-                     size_t len, const char *extra_headers)
-{
-    char head[1024];
-    bool keep = s->_keep_alive && !s->srv->draining;
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: %s\r\nCache-Control: no-store\r\n%s\r\n",
-                     status, http_status_text(status), content_type ? content_type : "text/plain",
-                     len, keep ? "keep-alive" : "close", extra_headers ? extra_headers : "");
-    if (n < 0 || (size_t)n >= sizeof head) {
-        session_abort(s, "response head too large");
-        return;
-    }
-    frame_t *f = frame_alloc((size_t)n + len);
-    if (!f) {
-        session_abort(s, "out of memory");
-        return;
-    }
-    memcpy(f->data, head, (size_t)n);
-    if (len)
-        memcpy(f->data + n, body, len);
-    enqueue(s, f);
-    frame_unref(f);
-}
-
-void session_respond_json(session_t *s, int status, const json_t *body)
-{
-    char *text = jalloc_dumps(body, JSON_COMPACT);
-    if (!text) {
-        session_abort(s, "out of memory");
-        return;
-    }
-    session_respond(s, status, "application/json", text, strlen(text), NULL);
-    free(text);
-}
-
-void session_respond_error(session_t *s, int status, const char *code, const char *message)
-{
-    json_t *body = json_pack("{s:s, s:s}", "error", code, "message", message);
-    session_respond_json(s, status, body);
-    json_decref(body);
 }

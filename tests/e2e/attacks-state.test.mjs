@@ -30,7 +30,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import zlib from 'node:zlib';
 import {
-  api, connectReady, expectRefusal, generateKeys, metricValue, nowS, pollUntil, publish, randomId, signHS256, tempFile, uniqueMessageId, unsignedParts, b64url, upgradeRequest, useServer, withTimeout, WAIT_MS, rawUpgrade,
+  api, connectReady, expectRefusal, generateKeys, metricValue, nowS, pollUntil, publish, randomId, signHS256, tempFile, uniqueMessageId, unsignedParts, b64url, upgradeRequest, useServer, withTimeout, WAIT_MS, rawUpgrade, frameReader,
 } from './lib/harness.mjs';
 import { spawnUntilLog } from './lib/attack-util.mjs';
 
@@ -472,36 +472,6 @@ test('text logs: client text with newlines, quotes and "=" cannot forge a log li
 /* 10. permessage-deflate with BFINAL=1                                 */
 /* ================================================================== */
 
-/** Reads unmasked server frames from sock (after the upgrade response). */
-function frameReader(sock, initial) {
-  let buf = initial ?? Buffer.alloc(0);
-  const frames = [];
-  const waiters = [];
-  let closed = false;
-  const pump = () => {
-    for (;;) {
-      if (buf.length < 2) break;
-      let len = buf[1] & 0x7f;
-      let off = 2;
-      if (len === 126) { if (buf.length < 4) break; len = buf.readUInt16BE(2); off = 4; }
-      else if (len === 127) { if (buf.length < 10) break; len = Number(buf.readBigUInt64BE(2)); off = 10; }
-      if (buf.length < off + len) break;
-      frames.push({ rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) });
-      buf = buf.subarray(off + len);
-    }
-    while (waiters.length && (frames.length || closed)) waiters.shift()();
-  };
-  sock.on('data', (c) => { buf = Buffer.concat([buf, c]); pump(); });
-  sock.on('close', () => { closed = true; pump(); });
-  pump();
-  return {
-    async next(ms = WAIT_MS) {
-      if (!frames.length && !closed) await withTimeout(new Promise((r) => waiters.push(r)), ms, 'a frame from the server');
-      if (!frames.length) throw new Error('connection closed');
-      return frames.shift();
-    },
-  };
-}
 
 /** A masked client frame. */
 function clientFrame(opcode, payload, { rsv1 = false } = {}) {

@@ -9,41 +9,10 @@ import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import net from 'node:net';
 import {
-  useServer, upgradeRequest, publish, api, metricValue, withTimeout, rawUpgrade,
+  useServer, upgradeRequest, publish, api, metricValue, withTimeout, rawUpgrade, frameReader,
 } from './lib/harness.mjs';
 
 const T = { timeout: 30000 };
-
-/* A raw client that negotiated deflate: reads unmasked server frames. */
-function frameReader(sock, initial) {
-  let buf = initial ?? Buffer.alloc(0);
-  const waiters = [];
-  let closed = false;
-  const frames = [];
-  const pump = () => {
-    for (;;) {
-      if (buf.length < 2) break;
-      let len = buf[1] & 0x7f;
-      let off = 2;
-      if (len === 126) { if (buf.length < 4) break; len = buf.readUInt16BE(2); off = 4; }
-      else if (len === 127) { if (buf.length < 10) break; len = Number(buf.readBigUInt64BE(2)); off = 10; }
-      if (buf.length < off + len) break;
-      frames.push({ fin: !!(buf[0] & 0x80), rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) });
-      buf = buf.subarray(off + len);
-    }
-    while (waiters.length && (frames.length || closed)) waiters.shift()();
-  };
-  sock.on('data', (c) => { buf = Buffer.concat([buf, c]); pump(); });
-  sock.on('close', () => { closed = true; pump(); });
-  pump();
-  return {
-    async next(ms = 5000) {
-      if (!frames.length && !closed) await withTimeout(new Promise((r) => waiters.push(r)), ms, 'a frame');
-      if (!frames.length) throw new Error('connection closed');
-      return frames.shift();
-    },
-  };
-}
 
 function clientFrame(opcode, payload, { rsv1 = false, fin = true } = {}) {
   const mask = crypto.randomBytes(4);

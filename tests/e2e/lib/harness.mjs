@@ -795,6 +795,39 @@ export function rawUpgrade(srv, headers, { timeoutMs = 5000 } = {}) {
   }), timeoutMs, 'the upgrade response');
 }
 
+/** Reads server frames (unmasked) from a raw socket, starting with the bytes
+ * already read (initial): reader.next() resolves {fin, rsv1, opcode, payload},
+ * and rejects once the socket closed with no frame left. */
+export function frameReader(sock, initial) {
+  let buf = initial ?? Buffer.alloc(0);
+  const waiters = [];
+  let closed = false;
+  const frames = [];
+  const pump = () => {
+    for (;;) {
+      if (buf.length < 2) break;
+      let len = buf[1] & 0x7f;
+      let off = 2;
+      if (len === 126) { if (buf.length < 4) break; len = buf.readUInt16BE(2); off = 4; }
+      else if (len === 127) { if (buf.length < 10) break; len = Number(buf.readBigUInt64BE(2)); off = 10; }
+      if (buf.length < off + len) break;
+      frames.push({ fin: !!(buf[0] & 0x80), rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: buf.subarray(off, off + len) });
+      buf = buf.subarray(off + len);
+    }
+    while (waiters.length && (frames.length || closed)) waiters.shift()();
+  };
+  sock.on('data', (c) => { buf = Buffer.concat([buf, c]); pump(); });
+  sock.on('close', () => { closed = true; pump(); });
+  pump();
+  return {
+    async next(ms = WAIT_MS) {
+      if (!frames.length && !closed) await withTimeout(new Promise((r) => waiters.push(r)), ms, 'a frame');
+      if (!frames.length) throw new Error('connection closed');
+      return frames.shift();
+    },
+  };
+}
+
 export function wsKeyPair() {
   const key = crypto.randomBytes(16).toString('base64');
   const accept = crypto.createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');

@@ -20,6 +20,8 @@ if [ "${1:-build}" = test ]; then
   # The benchmark (make bench, and its smoke run in the tests): nginx with nchan as
   # a peer, gnuplot for the plots.
   need+=(nginx libnginx-mod-nchan gnuplot-nox)
+  # The cluster tests (tests/cluster) start their own redis-server processes.
+  need+=(redis-server)
 fi
 
 missing=()

@@ -151,6 +151,17 @@ static const option_t options[] = {
     NUM("history-memory-bytes", "AGENTWIRE_HISTORY_MEMORY_BYTES", history_memory_bytes, "268435456",
         65536, (int64_t)1 << 40, "N",
         "memory for all users' history together; the oldest events go first"),
+    STR("redis", "AGENTWIRE_REDIS", redis, NULL, "URL[,URL...]",
+        "cluster mode: Redis shards (redis://[:PASSWORD@]HOST:PORT), a user's stream on one of "
+        "them; every node given the same list serves as one gateway (docs/cluster.md)"),
+    NUM("redis-timeout-ms", "AGENTWIRE_REDIS_TIMEOUT_MS", redis_timeout_ms, "2000", 50, 600000,
+        "MS", "a Redis command unanswered for this long fails (publish: 503) and the connection "
+        "is made again"),
+    NUM("node-ttl-ms", "AGENTWIRE_NODE_TTL_MS", node_ttl_ms, "10000", 500, 3600000, "MS",
+        "cluster mode: a node silent this long is dead; its connections leave the listing and "
+        "its open runs end with status error"),
+    STR("node-id", "AGENTWIRE_NODE_ID", node_id, NULL, "ID",
+        "cluster mode: this node's name ([A-Za-z0-9_.-], at most 64; default: made up at start)"),
     STR("log-format", "AGENTWIRE_LOG_FORMAT", log_format_name, "text", "FMT",
         "log lines as 'json' or 'text' (stderr)"),
     STR("log-level", "AGENTWIRE_LOG_LEVEL", log_level_name, "info", "LEVEL",

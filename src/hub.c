@@ -264,6 +264,50 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
     return AW_OK;
 }
 
+/* The one delivery path: event number seq of u, already stamped (json),
+ * becomes one shared frame, joins the history and is queued on every open
+ * session of u that is live (not the echo endpoint, not still syncing). */
+static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
+                   size_t *recipients)
+{
+    frame_t *f = frame_ws(WS_OP_TEXT, json, len);
+    if (!f)
+        return AW_ENOMEM;
+    int64_t now = aw_now_ms();
+    u->seq = seq; /* committed: the event exists from here on */
+    u->last_active_ms = now;
+    idle_remove(h, u);
+    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
+    if (history_append(&h->history, &u->history, seq, f, now) != AW_OK)
+        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
+    h->_metrics->events_published++;
+    size_t n = 0;
+    server_loop_t *here = server_current_loop();
+    bool drained = false;
+    for (session_t *s = u->_conns; s; s = s->_user_next) {
+        if (s->echo || s->syncing)
+            continue;
+        frame_t *wf = session_wire_frame(s, f);
+        int rc;
+        if (!here || s->lp == here) {
+            /* earlier events from other loops first, so this one is not
+             * queued ahead of them */
+            if (!drained && here)
+                server_drain_inbox(here);
+            drained = true;
+            rc = session_deliver(s, wf, seq); /* queued, or caught up from history */
+        } else {
+            rc = server_post_delivery(s, wf, seq); /* its own loop queues it */
+        }
+        if (rc == AW_OK)
+            n++;
+    }
+    h->_metrics->events_delivered += n;
+    *recipients = n;
+    frame_unref(f);
+    return AW_OK;
+}
+
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
 {
     out->error[0] = '\0';
@@ -279,40 +323,48 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     hub_user_t *u = hub_user(h, user_id);
     if (!u || serialize(h, u, ev, out) != AW_OK)
         return AW_ENOMEM;
-    frame_t *f = frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
-    if (!f)
-        return AW_ENOMEM;
-    int64_t now = aw_now_ms();
-    u->seq = out->seq; /* committed: the event exists from here on */
-    u->last_active_ms = now;
-    idle_remove(h, u);
-    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
-    if (history_append(&h->history, &u->history, out->seq, f, now) != AW_OK)
-        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
-    h->_metrics->events_published++;
     out->recipients = 0;
-    server_loop_t *here = server_current_loop();
-    bool drained = false;
-    for (session_t *s = u->_conns; s; s = s->_user_next) {
-        if (s->echo)
-            continue;
-        frame_t *wf = session_wire_frame(s, f);
-        int rc;
-        if (!here || s->lp == here) {
-            /* earlier events from other loops first, so this one is not
-             * queued ahead of them */
-            if (!drained && here)
-                server_drain_inbox(here);
-            drained = true;
-            rc = session_deliver(s, wf, out->seq); /* queued, or caught up from history */
-        } else {
-            rc = server_post_delivery(s, wf, out->seq); /* its own loop queues it */
-        }
-        if (rc == AW_OK)
-            out->recipients++;
-    }
-    h->_metrics->events_delivered += out->recipients;
-    frame_unref(f);
+    return deliver(h, u, out->seq, h->_scratch.data, h->_scratch.len, &out->recipients);
+}
+
+int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, size_t len,
+               size_t *recipients)
+{
+    hub_user_t *u = hub_user(h, user_id);
+    if (!u)
+        return AW_ENOMEM;
+    size_t n = 0;
+    int rc = deliver(h, u, seq, json, len, &n);
+    if (recipients)
+        *recipients = n;
+    return rc;
+}
+
+int hub_stream_reset(hub_t *h, const char *user_id, const char *epoch, uint64_t seq)
+{
+    hub_user_t *u = hub_user(h, user_id);
+    if (!u)
+        return AW_ENOMEM;
+    history_clear(&h->history, &u->history);
+    snprintf(u->epoch, sizeof u->epoch, "%s", epoch);
+    u->seq = seq;
+    for (session_t *s = u->_conns; s; s = s->_user_next)
+        if (s->syncing)
+            s->_last_seq = seq;
+    return AW_OK;
+}
+
+int hub_event_body(hub_t *h, json_t *ev, const char **out, size_t *len)
+{
+    for (size_t i = 0; i < AW_ARRAY_LEN(envelope_fields); i++)
+        json_object_del(ev, envelope_fields[i]);
+    h->_scratch.len = 0;
+    if (json_dump_callback(ev, aw_buf_append, &h->_scratch, JSON_COMPACT) != 0)
+        return AW_ENOMEM;
+    if (h->literals && h->literals->n && splice_literals(h, 0) != AW_OK)
+        return AW_ENOMEM;
+    *out = h->_scratch.data;
+    *len = h->_scratch.len;
     return AW_OK;
 }
 

@@ -106,6 +106,21 @@ hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
  * publish was refused. 0, AW_EINVAL, AW_ECONFLICT or AW_ENOMEM. */
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
 
+/* Delivers an event stamped elsewhere (cluster mode: the user's shard gave
+ * it seq and epoch; json is the whole event) through the same path as
+ * hub_publish: history, then every live session of the user. */
+int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, size_t len,
+               size_t *recipients);
+
+/* The user's stream starts over from elsewhere's state (cluster mode: the
+ * shard's epoch and seq); retained events are dropped. */
+int hub_stream_reset(hub_t *h, const char *user_id, const char *epoch, uint64_t seq);
+
+/* Serializes ev without its envelope fields (and with h->literals spliced
+ * back), for a publish stamped elsewhere. *out is valid until the next hub
+ * call. */
+int hub_event_body(hub_t *h, json_t *ev, const char **out, size_t *len);
+
 /* Can a client holding events up to `since` of `epoch` be given every event
  * after it? True when the epoch matches and events since+1..seq are all
  * retained (or there are none). */

@@ -47,6 +47,7 @@ typedef struct session {
     int64_t token_exp_ms;     /* token expiry plus leeway, 0: none */
     uint64_t replay_next;     /* next seq to replay from history; 0: live */
     bool echo;                /* the --echo-path endpoint: messages come back, no events */
+    bool syncing;             /* cluster mode: waits for its stream; gets no events yet */
     bool deflate;             /* permessage-deflate negotiated */
     deflate_params_t zparams; /* its parameters */
 

@@ -1,0 +1,1294 @@
+/* cluster.c -- users' streams on Redis shards (cluster.h). Two connections
+ * per shard: one for commands (every call is the script cluster.lua, by
+ * EVALSHA, sent again as EVAL after NOSCRIPT), one for the channels of the
+ * users this node serves. */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "event.h"
+#include "log.h"
+#include "map.h"
+#include "rconn.h"
+#include "session.h"
+#include "shard.h"
+#include "ws.h"
+
+/* the script, embedded at build time from cluster.lua */
+#include "cluster_lua.h"
+
+#define STREAM_KEEP_MS (24LL * 3600 * 1000) /* a stream outlives its history by a day */
+
+typedef struct shard {
+    struct cluster *c;
+    int index;
+    rconn_t cmd, sub;
+    char sha[41];
+    char era[48];        /* the server's run_id when it may lose writes, "" when durable */
+    char durability[80]; /* appendonly/appendfsync as read at connect */
+    bool durable;
+    int hs_step;
+} shard_t;
+
+typedef struct waiter {
+    cluster_ready_fn fn;
+    void *arg;
+    int64_t deadline;
+    struct waiter *next;
+} waiter_t;
+
+typedef struct pending_ev {
+    struct pending_ev *next;
+    uint64_t seq;
+    char epoch[HUB_EPOCH_LEN + 1];
+    size_t len;
+    char json[];
+} pending_ev_t;
+
+enum cuser_state { CU_NEW, CU_SUBSCRIBING, CU_SUBSCRIBED, CU_LIVE };
+
+typedef struct cuser {
+    const char *id; /* the map's key */
+    struct cluster *c;
+    int shard;
+    unsigned refs;
+    enum cuser_state state;
+    bool loaded;       /* the hub holds this user's stream (LIVE once) */
+    bool range_wanted; /* a range read must be made (load or gap) */
+    bool range_flight; /* one is on its way */
+    waiter_t *waiters;
+    pending_ev_t *pend, *pend_tail;
+    size_t npend;
+    bool present;         /* some node has a connection of this user */
+    int64_t present_asked; /* last presence read */
+} cuser_t;
+
+struct cluster {
+    uv_loop_t *loop;
+    const config_t *cfg;
+    hub_t *hub;
+    metrics_t *m;
+    shard_t *shards;
+    int nshards;
+    char node[72];
+    char eid_prefix[9];
+    uint64_t next_eid;
+    map_t users;    /* id -> cuser_t* (subscribed or wanted) */
+    map_t pres;     /* users whose presence must be written (value unused) */
+    map_t asked;    /* users whose cluster presence runs asked about */
+    int64_t next_refresh, next_reap;
+    cluster_each_run_fn each_run;
+    void *runs_ctx;
+    void (*stop_run)(void *ctx, const char *user, const char *run_id);
+    uint64_t subscriptions;
+    uint64_t gaps_filled, resets;
+};
+
+/* ---- keys ---- */
+
+static void user_key(char *out, size_t len, const char *user, const char *suffix)
+{
+    snprintf(out, len, "aw:%zu:%s:%s", strlen(user), user, suffix);
+}
+
+/* "aw:N:USER:c" -> USER (in place: returns a pointer into buf, NUL-ended) */
+static const char *channel_user(char *buf, size_t buflen, const char *ch, size_t chlen)
+{
+    if (chlen + 1 > buflen || chlen < 6 || memcmp(ch, "aw:", 3) != 0)
+        return NULL;
+    memcpy(buf, ch, chlen);
+    buf[chlen] = '\0';
+    char *end;
+    unsigned long n = strtoul(buf + 3, &end, 10);
+    if (*end != ':' || (size_t)(end + 1 - buf) + n + 2 != chlen)
+        return NULL;
+    char *u = end + 1;
+    u[n] = '\0';
+    return u;
+}
+
+static shard_t *shard_for(const cluster_t *c, const char *user)
+{
+    return &c->shards[shard_of(user, c->nshards)];
+}
+
+/* ---- calls of the script ---- */
+
+typedef void (*call_fn)(cluster_t *c, redisReply *r, void *ctx);
+
+typedef struct call {
+    cluster_t *c;
+    shard_t *sh;
+    call_fn fn;
+    void *ctx;
+    int argc;
+    bool retried;
+    char **argv;
+    size_t *lens;
+} call_t;
+
+static void call_free(call_t *k)
+{
+    for (int i = 0; i < k->argc; i++)
+        free(k->argv[i]);
+    free(k->argv);
+    free(k->lens);
+    free(k);
+}
+
+static void on_call_reply(rconn_t *rc, redisReply *r, void *arg);
+
+static int call_send(call_t *k)
+{
+    return rconn_command(&k->sh->cmd, on_call_reply, k, k->argc, (const char **)k->argv, k->lens);
+}
+
+static void on_call_reply(rconn_t *rc, redisReply *r, void *arg)
+{
+    (void)rc;
+    call_t *k = arg;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !k->retried) {
+        /* the server forgot the script (restart, SCRIPT FLUSH): send it whole */
+        k->retried = true;
+        free(k->argv[0]);
+        free(k->argv[1]);
+        k->argv[0] = strdup("EVAL");
+        k->lens[0] = 4;
+        k->argv[1] = malloc(sizeof cluster_lua);
+        if (k->argv[0] && k->argv[1]) {
+            memcpy(k->argv[1], cluster_lua, sizeof cluster_lua);
+            k->lens[1] = sizeof cluster_lua;
+            if (call_send(k) == AW_OK)
+                return;
+        }
+        r = NULL;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        log_kv(LOG_ERROR | LOG_LIMITED, "redis script error", "error", r->str, NULL);
+        r = NULL;
+    }
+    k->fn(k->c, r, k->ctx);
+    call_free(k);
+}
+
+/* Runs operation op on sh with the string arguments that follow (NULL
+ * ends them; a length of SIZE_MAX means strlen). fn always gets called. */
+static void call(cluster_t *c, shard_t *sh, call_fn fn, void *ctx, int n, const char **args,
+                 const size_t *arglens)
+{
+    call_t *k = calloc(1, sizeof *k);
+    if (k) {
+        k->argc = n + 3;
+        k->argv = calloc((size_t)k->argc, sizeof *k->argv);
+        k->lens = calloc((size_t)k->argc, sizeof *k->lens);
+    }
+    if (!k || !k->argv || !k->lens) {
+        if (k)
+            free(k->argv), free(k->lens), free(k);
+        fn(c, NULL, ctx);
+        return;
+    }
+    *k = (call_t){.c = c, .sh = sh, .fn = fn, .ctx = ctx, .argc = k->argc, .argv = k->argv,
+                  .lens = k->lens};
+    const char *head[3] = {"EVALSHA", sh->sha, "0"};
+    bool ok = true;
+    for (int i = 0; i < k->argc; i++) {
+        const char *a = i < 3 ? head[i] : args[i - 3];
+        size_t len = i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
+        k->argv[i] = malloc(len + 1);
+        if (!k->argv[i]) {
+            ok = false;
+            break;
+        }
+        memcpy(k->argv[i], a, len);
+        k->argv[i][len] = '\0';
+        k->lens[i] = len;
+    }
+    if (!ok || call_send(k) != AW_OK) {
+        call_free(k);
+        fn(c, NULL, ctx);
+    }
+}
+
+static const char *num(char *buf, long long v)
+{
+    snprintf(buf, 24, "%lld", v);
+    return buf;
+}
+
+static void new_epoch(char out[HUB_EPOCH_LEN + 1])
+{
+    uint8_t raw[HUB_EPOCH_LEN / 2];
+    aw_random_bytes(raw, sizeof raw);
+    aw_hex(out, raw, sizeof raw);
+}
+
+static void next_event_id(cluster_t *c, char *out, size_t len)
+{
+    snprintf(out, len, "ev_%s%012llx", c->eid_prefix, (unsigned long long)++c->next_eid);
+}
+
+static int64_t stream_keep(const cluster_t *c)
+{
+    return c->cfg->history_ttl_ms + STREAM_KEEP_MS;
+}
+
+/* ---- receipts ---- */
+
+typedef struct pub {
+    cluster_receipt_fn fn;
+    void *arg;
+} pub_t;
+
+static void on_receipt(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    pub_t *p = ctx;
+    hub_receipt_t rec = {0};
+    int rc = AW_EUNAVAIL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
+        long long code = r->element[0]->integer;
+        if ((code == 0 || code == 1) && r->elements >= 4) {
+            rec.seq = (uint64_t)r->element[1]->integer;
+            snprintf(rec.epoch, sizeof rec.epoch, "%s", r->element[2]->str);
+            snprintf(rec.event_id, sizeof rec.event_id, "%s", r->element[3]->str);
+            rc = AW_OK;
+        } else if (code == 2 && r->elements >= 2) {
+            snprintf(rec.error, sizeof rec.error, "%s", r->element[1]->str);
+            rc = AW_ECONFLICT;
+        } else if (code == 3) {
+            rc = AW_ENOTFOUND;
+        }
+    }
+    if (rc == AW_EUNAVAIL)
+        snprintf(rec.error, sizeof rec.error, "the user's Redis shard did not answer");
+    p->fn(p->arg, rc, &rec);
+    free(p);
+}
+
+static const char *field(const json_t *ev, const char *name)
+{
+    const char *v = json_string_value(json_object_get(ev, name));
+    return v ? v : "";
+}
+
+void cluster_publish(cluster_t *c, const char *user, json_t *ev, const char *idem,
+                     const char *owner, cluster_receipt_fn fn, void *arg)
+{
+    hub_receipt_t rec = {0};
+    if (!event_id_valid(user)) {
+        snprintf(rec.error, sizeof rec.error, "user_id (the target) is required");
+        fn(arg, AW_EINVAL, &rec);
+        return;
+    }
+    if (event_validate(ev, rec.error, sizeof rec.error) != AW_OK) {
+        fn(arg, AW_EINVAL, &rec);
+        return;
+    }
+    shard_t *sh = shard_for(c, user);
+    pub_t *p = malloc(sizeof *p);
+    if (!p || !rconn_ready(&sh->cmd)) {
+        free(p);
+        snprintf(rec.error, sizeof rec.error, "the user's Redis shard is not available");
+        fn(arg, AW_EUNAVAIL, &rec);
+        return;
+    }
+    *p = (pub_t){fn, arg};
+    /* copies first: the body serialization drops the envelope fields */
+    char run[EVENT_MAX_ID + 1], type[64], thread[EVENT_MAX_ID + 1], tool[256];
+    snprintf(run, sizeof run, "%s", field(ev, "run_id"));
+    snprintf(type, sizeof type, "%s", field(ev, "type"));
+    snprintf(thread, sizeof thread, "%s", field(ev, "thread_id"));
+    snprintf(tool, sizeof tool, "%s", field(ev, "tool_name"));
+    const char *body;
+    size_t blen;
+    if (hub_event_body(c->hub, ev, &body, &blen) != AW_OK) {
+        free(p);
+        snprintf(rec.error, sizeof rec.error, "out of memory");
+        fn(arg, AW_ENOMEM, &rec);
+        return;
+    }
+    char epoch[HUB_EPOCH_LEN + 1], eid[HUB_EVENT_ID_LEN], b[10][24];
+    new_epoch(epoch);
+    next_event_id(c, eid, sizeof eid);
+    const config_t *cfg = c->cfg;
+    const char *args[] = {"pub",
+                          user,
+                          sh->era,
+                          epoch,
+                          num(b[0], aw_now_ms()),
+                          num(b[1], cfg->history_size),
+                          num(b[2], cfg->history_ttl_ms),
+                          num(b[3], stream_keep(c)),
+                          idem ? idem : "",
+                          num(b[4], cfg->idempotency_ttl_ms),
+                          eid,
+                          body,
+                          run,
+                          type,
+                          thread,
+                          tool,
+                          owner ? owner : "",
+                          num(b[5], cfg->node_ttl_ms),
+                          num(b[6], cfg->run_idle_timeout_ms),
+                          num(b[7], cfg->run_timeout_ms),
+                          num(b[8], cfg->run_timeout_ms + cfg->history_ttl_ms)};
+    size_t lens[AW_ARRAY_LEN(args)];
+    for (size_t i = 0; i < AW_ARRAY_LEN(args); i++)
+        lens[i] = SIZE_MAX;
+    lens[11] = blen;
+    call(c, sh, on_receipt, p, (int)AW_ARRAY_LEN(args), args, lens);
+}
+
+void cluster_finish_run(cluster_t *c, const char *user, const char *run_id, const char *status,
+                        const char *error, cluster_receipt_fn fn, void *arg)
+{
+    shard_t *sh = shard_for(c, user);
+    pub_t *p = malloc(sizeof *p);
+    if (!p) {
+        hub_receipt_t rec = {.error = "out of memory"};
+        fn(arg, AW_ENOMEM, &rec);
+        return;
+    }
+    *p = (pub_t){fn, arg};
+    char epoch[HUB_EPOCH_LEN + 1], eid[HUB_EVENT_ID_LEN], b[4][24];
+    new_epoch(epoch);
+    next_event_id(c, eid, sizeof eid);
+    const char *args[] = {"fin",
+                          user,
+                          run_id,
+                          status,
+                          error,
+                          sh->era,
+                          epoch,
+                          num(b[0], aw_now_ms()),
+                          num(b[1], c->cfg->history_size),
+                          num(b[2], c->cfg->history_ttl_ms),
+                          num(b[3], stream_keep(c)),
+                          eid};
+    call(c, sh, on_receipt, p, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+/* ---- users' streams on this node ---- */
+
+static void range_request(cuser_t *cu);
+
+static void waiters_done(cuser_t *cu, int rc, bool all)
+{
+    int64_t now = aw_now_ms();
+    waiter_t **pw = &cu->waiters;
+    while (*pw) {
+        waiter_t *w = *pw;
+        if (all || now >= w->deadline) {
+            *pw = w->next;
+            w->fn(w->arg, rc);
+            free(w);
+        } else {
+            pw = &w->next;
+        }
+    }
+}
+
+static void pend_clear(cuser_t *cu)
+{
+    while (cu->pend) {
+        pending_ev_t *p = cu->pend;
+        cu->pend = p->next;
+        free(p);
+    }
+    cu->pend_tail = NULL;
+    cu->npend = 0;
+}
+
+/* A live event of a loaded stream, in channel order. */
+static void apply(cuser_t *cu, uint64_t seq, const char *epoch, const char *json, size_t len);
+
+static void pend_push(cuser_t *cu, uint64_t seq, const char *epoch, const char *json, size_t len)
+{
+    if (cu->npend >= (size_t)cu->c->cfg->history_size) {
+        /* more arrived than a range read can give back: read it all again */
+        pend_clear(cu);
+        cu->range_wanted = true;
+        return;
+    }
+    pending_ev_t *p = malloc(sizeof *p + len + 1);
+    if (!p) {
+        cu->range_wanted = true;
+        return;
+    }
+    p->next = NULL;
+    p->seq = seq;
+    snprintf(p->epoch, sizeof p->epoch, "%s", epoch);
+    p->len = len;
+    memcpy(p->json, json, len);
+    p->json[len] = '\0';
+    if (cu->pend_tail)
+        cu->pend_tail->next = p;
+    else
+        cu->pend = p;
+    cu->pend_tail = p;
+    cu->npend++;
+}
+
+static void stream_reset(cuser_t *cu, const char *why)
+{
+    cluster_t *c = cu->c;
+    c->resets++;
+    size_t n = hub_disconnect_user(c->hub, cu->id, WS_CLOSE_GOING_AWAY, "stream reset");
+    log_kv(LOG_WARN, "stream reset: connections closed to resume", "user", cu->id, "reason", why,
+           "#connections", (long long)n, NULL);
+    cu->loaded = false;
+}
+
+/* The answer to a range read: {epoch, seq, "SEQ TS JSON"...}. */
+static void on_range(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    cuser_t *cu = ctx;
+    cu->range_flight = false;
+    if (cu->refs == 0) { /* released meanwhile */
+        map_remove(&c->users, cu->id, strlen(cu->id));
+        pend_clear(cu);
+        free(cu);
+        return;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
+        cu->range_wanted = true; /* the tick tries again; waiters time out */
+        return;
+    }
+    const char *epoch = r->element[0]->str;
+    uint64_t seq = (uint64_t)r->element[1]->integer;
+    uint64_t first = seq + 1;
+    if (r->elements > 2)
+        first = strtoull(r->element[2]->str, NULL, 10);
+    hub_user_t *u = hub_user_find(c->hub, cu->id);
+    bool continues = cu->loaded && u && strcmp(u->epoch, epoch) == 0 && seq >= u->seq &&
+                     (seq == u->seq || first <= u->seq + 1);
+    if (!continues) {
+        if (cu->loaded) /* first loads: sessions still syncing decide resume themselves */
+            stream_reset(cu, u && strcmp(u->epoch, epoch) != 0 ? "epoch changed"
+                                                                : "events lost before delivery");
+        hub_stream_reset(c->hub, cu->id, epoch, first - 1);
+        u = hub_user_find(c->hub, cu->id);
+    } else {
+        c->gaps_filled += seq > u->seq;
+    }
+    for (size_t i = 2; u && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        char *p;
+        uint64_t q = strtoull(e->str, &p, 10);
+        if (q <= u->seq || *p != ' ')
+            continue;
+        char *json = strchr(p + 1, ' ');
+        if (!json)
+            continue;
+        json++;
+        hub_accept(c->hub, cu->id, q, json, e->len - (size_t)(json - e->str), NULL);
+    }
+    cu->loaded = true;
+    cu->state = CU_LIVE;
+    /* what the channel brought meanwhile, newer than the range */
+    pending_ev_t *list = cu->pend;
+    cu->pend = cu->pend_tail = NULL;
+    cu->npend = 0;
+    while (list) {
+        pending_ev_t *p = list;
+        list = p->next;
+        apply(cu, p->seq, p->epoch, p->json, p->len);
+        free(p);
+    }
+    if (!cu->range_flight && !cu->range_wanted)
+        waiters_done(cu, AW_OK, true);
+    else if (cu->range_wanted)
+        range_request(cu);
+}
+
+static void range_request(cuser_t *cu)
+{
+    cluster_t *c = cu->c;
+    shard_t *sh = &c->shards[cu->shard];
+    if (cu->range_flight || cu->state < CU_SUBSCRIBED || !rconn_ready(&sh->cmd)) {
+        cu->range_wanted = true;
+        return;
+    }
+    cu->range_wanted = false;
+    cu->range_flight = true;
+    hub_user_t *u = hub_user_find(c->hub, cu->id);
+    uint64_t from = cu->loaded && u ? u->seq + 1 : 0;
+    char epoch[HUB_EPOCH_LEN + 1], b[5][24];
+    new_epoch(epoch);
+    const char *args[] = {"range",
+                          cu->id,
+                          sh->era,
+                          epoch,
+                          num(b[0], aw_now_ms()),
+                          num(b[1], (long long)from),
+                          num(b[2], c->cfg->history_size),
+                          num(b[3], c->cfg->history_ttl_ms),
+                          num(b[4], stream_keep(c))};
+    call(c, sh, on_range, cu, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+static void apply(cuser_t *cu, uint64_t seq, const char *epoch, const char *json, size_t len)
+{
+    cluster_t *c = cu->c;
+    if (cu->state != CU_LIVE || cu->range_flight || cu->range_wanted) {
+        pend_push(cu, seq, epoch, json, len);
+        return;
+    }
+    hub_user_t *u = hub_user_find(c->hub, cu->id);
+    if (!u || strcmp(u->epoch, epoch) != 0 || seq > u->seq + 1) {
+        /* a new epoch, or a message lost on the channel: the shard knows */
+        pend_push(cu, seq, epoch, json, len);
+        range_request(cu);
+        return;
+    }
+    if (seq <= u->seq)
+        return; /* had it from a range read */
+    hub_accept(c->hub, cu->id, seq, json, len, NULL);
+}
+
+static void on_message(rconn_t *rc, const char *ch, size_t chlen, const char *msg, size_t len)
+{
+    shard_t *sh = rc->owner;
+    cluster_t *c = sh->c;
+    char buf[EVENT_MAX_ID + 64];
+    const char *user = channel_user(buf, sizeof buf, ch, chlen);
+    cuser_t *cu = user ? map_get(&c->users, user, strlen(user)) : NULL;
+    if (!cu)
+        return;
+    if (len > 2 && msg[0] == 'E' && msg[1] == ' ') {
+        char *p;
+        uint64_t seq = strtoull(msg + 2, &p, 10);
+        const char *e = p + 1;
+        const char *sp = memchr(e, ' ', len - (size_t)(e - msg));
+        if (*p != ' ' || !sp || sp - e > HUB_EPOCH_LEN)
+            return;
+        char epoch[HUB_EPOCH_LEN + 1];
+        memcpy(epoch, e, (size_t)(sp - e));
+        epoch[sp - e] = '\0';
+        apply(cu, seq, epoch, sp + 1, len - (size_t)(sp + 1 - msg));
+    } else if (len >= 6 && memcmp(msg, "C kick", 6) == 0) {
+        size_t n = hub_disconnect_user(c->hub, cu->id, WS_CLOSE_DISCONNECTED, "disconnected");
+        log_kv(LOG_INFO, "kick", "user", cu->id, "#connections", (long long)n, NULL);
+    } else if (len > 7 && memcmp(msg, "C stop ", 7) == 0 && c->stop_run) {
+        char run[EVENT_MAX_ID + 1];
+        snprintf(run, sizeof run, "%.*s", (int)(len - 7), msg + 7);
+        c->stop_run(c->runs_ctx, cu->id, run);
+    }
+}
+
+static void subscribe(cuser_t *cu)
+{
+    shard_t *sh = &cu->c->shards[cu->shard];
+    char ch[EVENT_MAX_ID + 64];
+    user_key(ch, sizeof ch, cu->id, "c");
+    if (rconn_subscribe(&sh->sub, ch, true) == AW_OK) {
+        cu->state = CU_SUBSCRIBING;
+        cu->c->subscriptions++;
+    }
+}
+
+static void on_subscribed(rconn_t *rc, const char *ch, size_t chlen)
+{
+    shard_t *sh = rc->owner;
+    char buf[EVENT_MAX_ID + 64];
+    const char *user = channel_user(buf, sizeof buf, ch, chlen);
+    cuser_t *cu = user ? map_get(&sh->c->users, user, strlen(user)) : NULL;
+    if (!cu || cu->state != CU_SUBSCRIBING)
+        return;
+    cu->state = CU_SUBSCRIBED;
+    range_request(cu); /* subscribed first, then the range: nothing falls between */
+}
+
+void cluster_user_acquire(cluster_t *c, const char *user, cluster_ready_fn fn, void *arg)
+{
+    cuser_t *cu = map_get(&c->users, user, strlen(user));
+    if (!cu) {
+        cu = calloc(1, sizeof *cu);
+        map_entry_t *e = cu ? map_put(&c->users, user, strlen(user), cu) : NULL;
+        if (!e) {
+            free(cu);
+            fn(arg, AW_ENOMEM);
+            return;
+        }
+        cu->id = e->key;
+        cu->c = c;
+        cu->shard = shard_of(user, c->nshards);
+        subscribe(cu);
+    }
+    cu->refs++;
+    if (cu->state == CU_LIVE && !cu->range_flight && !cu->range_wanted) {
+        fn(arg, AW_OK);
+        return;
+    }
+    waiter_t *w = malloc(sizeof *w);
+    if (!w) {
+        fn(arg, AW_ENOMEM);
+        return;
+    }
+    *w = (waiter_t){fn, arg, aw_now_ms() + 2 * c->cfg->redis_timeout_ms + 1000, cu->waiters};
+    cu->waiters = w;
+}
+
+void cluster_user_release(cluster_t *c, const char *user)
+{
+    cuser_t *cu = map_get(&c->users, user, strlen(user));
+    if (!cu || --cu->refs > 0)
+        return;
+    shard_t *sh = &c->shards[cu->shard];
+    char ch[EVENT_MAX_ID + 64];
+    user_key(ch, sizeof ch, cu->id, "c");
+    if (cu->state >= CU_SUBSCRIBING) {
+        rconn_subscribe(&sh->sub, ch, false);
+        c->subscriptions--;
+    }
+    waiters_done(cu, AW_ECLOSED, true);
+    if (cu->range_flight) {
+        cu->state = CU_NEW; /* on_range frees it */
+        return;
+    }
+    map_remove(&c->users, cu->id, strlen(cu->id));
+    pend_clear(cu);
+    free(cu);
+}
+
+/* ---- shards: handshake, up and down ---- */
+
+static void handshake_next(shard_t *sh);
+
+static void on_handshake(rconn_t *rc, redisReply *r, void *arg)
+{
+    (void)arg;
+    shard_t *sh = rc->owner;
+    if (!r) {
+        rconn_fail(rc, "handshake failed");
+        return;
+    }
+    switch (sh->hs_step) {
+    case 0: /* CONFIG GET appendonly appendfsync (may be refused: not durable) */
+    {
+        const char *ao = "unknown", *af = "unknown";
+        if (r->type == REDIS_REPLY_ARRAY)
+            for (size_t i = 0; i + 1 < r->elements; i += 2) {
+                if (strcmp(r->element[i]->str, "appendonly") == 0)
+                    ao = r->element[i + 1]->str;
+                else if (strcmp(r->element[i]->str, "appendfsync") == 0)
+                    af = r->element[i + 1]->str;
+            }
+        snprintf(sh->durability, sizeof sh->durability, "appendonly=%s appendfsync=%s", ao, af);
+        sh->durable = strcmp(ao, "yes") == 0 && strcmp(af, "always") == 0;
+        break;
+    }
+    case 1: /* INFO server: run_id changes with every start of the server */
+    {
+        const char *id = r->type == REDIS_REPLY_STRING ? strstr(r->str, "run_id:") : NULL;
+        if (!id) {
+            rconn_fail(rc, "INFO gave no run_id");
+            return;
+        }
+        snprintf(sh->era, sizeof sh->era, "%.40s", id + 7);
+        if (sh->durable)
+            sh->era[0] = '\0';
+        break;
+    }
+    case 2: /* SCRIPT LOAD */
+        if (r->type != REDIS_REPLY_STRING) {
+            rconn_fail(rc, r->type == REDIS_REPLY_ERROR ? r->str : "SCRIPT LOAD failed");
+            return;
+        }
+        snprintf(sh->sha, sizeof sh->sha, "%s", r->str);
+        break;
+    }
+    sh->hs_step++;
+    handshake_next(sh);
+}
+
+static void handshake_next(shard_t *sh)
+{
+    rconn_t *rc = &sh->cmd;
+    int rcode = AW_OK;
+    if (sh->hs_step == 0) {
+        const char *argv[] = {"CONFIG", "GET", "append*"};
+        size_t lens[] = {6, 3, 7};
+        rcode = rconn_handshake_command(rc, on_handshake, NULL, 3, argv, lens);
+    } else if (sh->hs_step == 1) {
+        const char *argv[] = {"INFO", "server"};
+        size_t lens[] = {4, 6};
+        rcode = rconn_handshake_command(rc, on_handshake, NULL, 2, argv, lens);
+    } else if (sh->hs_step == 2) {
+        const char *argv[] = {"SCRIPT", "LOAD", (const char *)cluster_lua};
+        size_t lens[] = {6, 4, sizeof cluster_lua};
+        rcode = rconn_handshake_command(rc, on_handshake, NULL, 3, argv, lens);
+    } else {
+        rconn_set_ready(rc);
+        log_kv(sh->durable ? LOG_INFO : LOG_WARN, "redis shard ready", "#shard", (long long)sh->index,
+               "durability", sh->durability, "acknowledged_events",
+               sh->durable ? "survive a Redis restart"
+                           : "may be lost by a Redis restart: streams then start a new epoch",
+               NULL);
+        /* connections and users waiting on this shard */
+        if (!rconn_ready(&sh->sub))
+            rconn_fail(&sh->sub, "made again with the commands connection");
+    }
+    if (rcode != AW_OK)
+        rconn_fail(rc, "handshake failed");
+}
+
+static void on_cmd_connected(rconn_t *rc)
+{
+    shard_t *sh = rc->owner;
+    sh->hs_step = 0;
+    handshake_next(sh);
+}
+
+static bool mark_shard_users(const void *value, void *arg)
+{
+    cuser_t *cu = (cuser_t *)value;
+    shard_t *sh = arg;
+    if (cu->shard == sh->index && cu->state != CU_NEW) {
+        /* messages may have been lost: subscribe again, then fill the gap */
+        cu->state = CU_NEW;
+        cu->range_wanted = false;
+        pend_clear(cu);
+    }
+    return false;
+}
+
+static void on_cmd_down(rconn_t *rc)
+{
+    shard_t *sh = rc->owner;
+    rconn_fail(&sh->sub, "the commands connection is down");
+}
+
+static void on_sub_down(rconn_t *rc)
+{
+    shard_t *sh = rc->owner;
+    map_remove_if(&sh->c->users, mark_shard_users, sh, NULL);
+}
+
+static bool resubscribe(const void *value, void *arg)
+{
+    cuser_t *cu = (cuser_t *)value;
+    shard_t *sh = arg;
+    if (cu->shard == sh->index && cu->state == CU_NEW && cu->refs > 0)
+        subscribe(cu);
+    return false;
+}
+
+/* ---- setup ---- */
+
+int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub,
+                 metrics_t *m, char *err, size_t errlen)
+{
+    cluster_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return AW_ENOMEM;
+    }
+    c->loop = loop;
+    c->cfg = cfg;
+    c->hub = hub;
+    c->m = m;
+    map_init(&c->users);
+    map_init(&c->pres);
+    map_init(&c->asked);
+    uint8_t raw[8];
+    aw_random_bytes(raw, sizeof raw);
+    aw_hex(c->eid_prefix, raw, 4);
+    if (cfg->node_id) {
+        size_t n = strlen(cfg->node_id);
+        bool ok = n >= 1 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (cfg->node_id[i] >= 'a' && cfg->node_id[i] <= 'z') ||
+                 (cfg->node_id[i] >= 'A' && cfg->node_id[i] <= 'Z') ||
+                 (cfg->node_id[i] >= '0' && cfg->node_id[i] <= '9') ||
+                 strchr("_.-", cfg->node_id[i]);
+        if (!ok) {
+            snprintf(err, errlen, "--node-id: expected 1 to 64 of A-Z a-z 0-9 _ . -");
+            cluster_free(c);
+            return AW_EINVAL;
+        }
+        snprintf(c->node, sizeof c->node, "%s", cfg->node_id);
+    } else {
+        char hex[17];
+        aw_hex(hex, raw, sizeof raw);
+        snprintf(c->node, sizeof c->node, "n_%s", hex);
+    }
+    /* the shard list */
+    char *list = strdup(cfg->redis);
+    int n = 1;
+    for (const char *p = cfg->redis; *p; p++)
+        n += *p == ',';
+    c->shards = calloc((size_t)n, sizeof *c->shards);
+    if (!list || !c->shards) {
+        free(list);
+        snprintf(err, errlen, "out of memory");
+        cluster_free(c);
+        return AW_ENOMEM;
+    }
+    char *save = NULL;
+    for (char *url = strtok_r(list, ",", &save); url; url = strtok_r(NULL, ",", &save)) {
+        shard_t *sh = &c->shards[c->nshards];
+        char host[256], *password;
+        int port;
+        if (rconn_parse_url(url, host, sizeof host, &port, &password, err, errlen) != AW_OK) {
+            free(list);
+            cluster_free(c);
+            return AW_EINVAL;
+        }
+        sh->c = c;
+        sh->index = c->nshards++;
+        sh->cmd.owner = sh->sub.owner = sh;
+        sh->cmd.on_connected = on_cmd_connected;
+        sh->cmd.on_down = on_cmd_down;
+        sh->sub.subscriber = true;
+        sh->sub.on_message = on_message;
+        sh->sub.on_subscribed = on_subscribed;
+        sh->sub.on_down = on_sub_down;
+        rconn_start(&sh->cmd, loop, host, port, password, cfg->redis_timeout_ms);
+        rconn_start(&sh->sub, loop, host, port, password, cfg->redis_timeout_ms);
+        free(password);
+    }
+    free(list);
+    if (c->nshards == 0) {
+        snprintf(err, errlen, "--redis: no URL given");
+        cluster_free(c);
+        return AW_EINVAL;
+    }
+    log_kv(LOG_INFO, "cluster mode", "node", c->node, "#shards", (long long)c->nshards, NULL);
+    *out = c;
+    return AW_OK;
+}
+
+const char *cluster_node_id(const cluster_t *c)
+{
+    return c->node;
+}
+
+void cluster_stop(cluster_t *c)
+{
+    for (int i = 0; i < c->nshards; i++) {
+        rconn_stop(&c->shards[i].cmd);
+        rconn_stop(&c->shards[i].sub);
+    }
+}
+
+static void cuser_free(void *value)
+{
+    cuser_t *cu = value;
+    waiters_done(cu, AW_ECLOSED, true);
+    pend_clear(cu);
+    free(cu);
+}
+
+void cluster_free(cluster_t *c)
+{
+    if (!c)
+        return;
+    map_dispose(&c->users, cuser_free);
+    map_dispose(&c->pres, NULL);
+    map_dispose(&c->asked, NULL);
+    free(c->shards);
+    free(c);
+}
+
+bool cluster_user_available(const cluster_t *c, const char *user)
+{
+    const shard_t *sh = shard_for(c, user);
+    return rconn_ready(&sh->cmd) && rconn_ready(&sh->sub);
+}
+
+bool cluster_ready(const cluster_t *c, char *why, size_t whylen)
+{
+    for (int i = 0; i < c->nshards; i++) {
+        const shard_t *sh = &c->shards[i];
+        const rconn_t *bad = !rconn_ready(&sh->cmd) ? &sh->cmd : !rconn_ready(&sh->sub) ? &sh->sub
+                                                                                        : NULL;
+        if (bad) {
+            snprintf(why, whylen, "redis shard %d not ready: %s", i, bad->error);
+            return false;
+        }
+    }
+    snprintf(why, whylen, "ready");
+    return true;
+}
+
+/* ---- presence ---- */
+
+void cluster_presence_changed(cluster_t *c, const char *user)
+{
+    map_put(&c->pres, user, strlen(user), (void *)1);
+}
+
+static void describe(session_t *s, void *arg)
+{
+    json_t *list = arg;
+    if (s->state != SESSION_OPEN)
+        return;
+    json_array_append_new(list, json_pack("{s:s, s:s, s:I}", "connection_id", s->id, "remote_addr",
+                                          s->remote, "connected_at", (json_int_t)s->connected_ms));
+}
+
+static void on_ignore(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c, (void)r, (void)ctx;
+}
+
+static void write_presence(cluster_t *c, const char *user, int64_t now)
+{
+    json_t *list = json_array();
+    hub_each_session(c->hub, user, describe, list);
+    size_t n = json_array_size(list);
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(json_array_get(list, i), "node", json_string(c->node));
+    char *text = n ? json_dumps(list, JSON_COMPACT) : NULL;
+    json_decref(list);
+    char b[3][24];
+    const char *args[] = {"pres",
+                          user,
+                          c->node,
+                          num(b[0], now + c->cfg->node_ttl_ms),
+                          text ? text : "",
+                          num(b[1], c->cfg->node_ttl_ms * 2),
+                          num(b[2], stream_keep(c))};
+    call(c, shard_for(c, user), on_ignore, NULL, (int)AW_ARRAY_LEN(args), args, NULL);
+    free(text);
+}
+
+typedef struct tick_ctx {
+    cluster_t *c;
+    int64_t now;
+} tick_ctx_t;
+
+static bool flush_presence(const void *value, void *arg)
+{
+    (void)value;
+    (void)arg;
+    return true;
+}
+
+static bool refresh_user(const void *value, void *arg)
+{
+    const cuser_t *cu = value;
+    tick_ctx_t *t = arg;
+    hub_user_t *u = hub_user_find(t->c->hub, cu->id);
+    if (u && u->nconns > 0)
+        cluster_presence_changed(t->c, cu->id);
+    return false;
+}
+
+typedef struct pres_ask {
+    cluster_t *c;
+    char user[];
+} pres_ask_t;
+
+static void on_present(cluster_t *c, redisReply *r, void *ctx)
+{
+    pres_ask_t *a = ctx;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        map_entry_t *e = map_find(&c->asked, a->user, strlen(a->user));
+        if (e)
+            e->value = (void *)(uintptr_t)(r->elements > 0 ? 2 : 1);
+    }
+    free(a);
+}
+
+static bool user_tick(const void *value, void *arg)
+{
+    cuser_t *cu = (cuser_t *)value;
+    tick_ctx_t *t = arg;
+    if (cu->refs == 0)
+        return false;
+    shard_t *sh = &t->c->shards[cu->shard];
+    if (cu->state == CU_NEW && rconn_ready(&sh->sub))
+        subscribe(cu);
+    if (cu->range_wanted && !cu->range_flight)
+        range_request(cu);
+    if (cu->waiters)
+        waiters_done(cu, AW_EUNAVAIL, false); /* past their deadline only */
+    return false;
+}
+
+/* ---- runs: leases and the reaper ---- */
+
+typedef struct renew_acc {
+    cluster_t *c;
+    int64_t now;
+} renew_acc_t;
+
+static void renew_one(void *acc, const char *user, const char *run_id)
+{
+    renew_acc_t *a = acc;
+    cluster_t *c = a->c;
+    char b[3][24];
+    const char *args[] = {"renew", num(b[0], a->now), num(b[1], c->cfg->node_ttl_ms),
+                          num(b[2], c->cfg->run_timeout_ms), user, run_id};
+    call(c, shard_for(c, user), on_ignore, NULL, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+static void on_reaped(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    shard_t *sh = ctx;
+    if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+        log_kv(LOG_INFO, "runs ended past their deadline", "#shard", (long long)sh->index, "#runs",
+               (long long)r->integer, NULL);
+}
+
+static void reap(cluster_t *c, shard_t *sh, int64_t now)
+{
+    char epoch[HUB_EPOCH_LEN + 1], prefix[32], b[5][24];
+    new_epoch(epoch);
+    snprintf(prefix, sizeof prefix, "%s%08llx", c->eid_prefix, (unsigned long long)++c->next_eid);
+    c->next_eid += 16;
+    const char *args[] = {"reap",
+                          sh->era,
+                          epoch,
+                          num(b[0], now),
+                          num(b[1], c->cfg->history_size),
+                          num(b[2], c->cfg->history_ttl_ms),
+                          num(b[3], stream_keep(c)),
+                          prefix,
+                          num(b[4], c->cfg->run_timeout_ms)};
+    call(c, sh, on_reaped, sh, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+void cluster_set_runs(cluster_t *c, cluster_each_run_fn each, void *ctx,
+                      void (*stop)(void *ctx, const char *user, const char *run_id))
+{
+    c->each_run = each;
+    c->runs_ctx = ctx;
+    c->stop_run = stop;
+}
+
+bool cluster_user_present(cluster_t *c, const char *user)
+{
+    hub_user_t *u = hub_user_find(c->hub, user);
+    if (u && u->nconns > 0)
+        return true;
+    map_entry_t *e = map_find(&c->asked, user, strlen(user));
+    if (!e) {
+        map_put(&c->asked, user, strlen(user), (void *)(uintptr_t)2); /* present until told */
+        return true;
+    }
+    return (uintptr_t)e->value != 1;
+}
+
+void cluster_tick(cluster_t *c, int64_t now)
+{
+    tick_ctx_t t = {c, now};
+    if (now >= c->next_refresh) {
+        c->next_refresh = now + c->cfg->node_ttl_ms / 3;
+        map_remove_if(&c->users, refresh_user, &t, NULL);
+        if (c->each_run) {
+            renew_acc_t acc = {c, now};
+            c->each_run(c->runs_ctx, renew_one, &acc);
+        }
+        /* the runs' questions about presence, asked again */
+        for (size_t i = 0; i < c->asked._nbuckets; i++)
+            for (map_entry_t *e = c->asked._buckets[i]; e; e = e->_next) {
+                pres_ask_t *a = malloc(sizeof *a + e->keylen + 1);
+                if (!a)
+                    continue;
+                a->c = c;
+                memcpy(a->user, e->key, e->keylen + 1);
+                char b[24];
+                const char *args[] = {"conns", a->user, num(b, now)};
+                call(c, shard_for(c, a->user), on_present, a, 3, args, NULL);
+            }
+    }
+    /* presence of users whose connections changed */
+    for (size_t i = 0; i < c->pres._nbuckets; i++)
+        for (map_entry_t *e = c->pres._buckets[i]; e; e = e->_next)
+            write_presence(c, e->key, now);
+    map_remove_if(&c->pres, flush_presence, NULL, NULL);
+    map_remove_if(&c->users, user_tick, &t, NULL);
+    if (now >= c->next_reap) {
+        c->next_reap = now + 1000;
+        for (int i = 0; i < c->nshards; i++)
+            if (rconn_ready(&c->shards[i].cmd))
+                reap(c, &c->shards[i], now);
+        for (int i = 0; i < c->nshards; i++)
+            if (rconn_ready(&c->shards[i].sub))
+                map_remove_if(&c->users, resubscribe, &c->shards[i], NULL);
+    }
+}
+
+/* ---- API reads ---- */
+
+typedef struct list_call {
+    cluster_list_fn fn;
+    void *arg;
+} list_call_t;
+
+static void on_list(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    list_call_t *l = ctx;
+    json_t *all = json_array();
+    int rc = AW_EUNAVAIL;
+    if (r && r->type == REDIS_REPLY_ARRAY) {
+        rc = AW_OK;
+        for (size_t i = 0; i < r->elements; i++) {
+            json_t *part = json_loadb(r->element[i]->str, r->element[i]->len, 0, NULL);
+            if (json_is_array(part))
+                json_array_extend(all, part);
+            json_decref(part);
+        }
+    }
+    l->fn(l->arg, rc, all);
+    json_decref(all);
+    free(l);
+}
+
+static void list_op(cluster_t *c, const char *op, const char *user, cluster_list_fn fn, void *arg)
+{
+    shard_t *sh = shard_for(c, user);
+    list_call_t *l = malloc(sizeof *l);
+    if (!l || !rconn_ready(&sh->cmd)) {
+        free(l);
+        fn(arg, AW_EUNAVAIL, NULL);
+        return;
+    }
+    *l = (list_call_t){fn, arg};
+    char b[24];
+    const char *args[] = {op, user, num(b, aw_now_ms())};
+    call(c, sh, on_list, l, 3, args, NULL);
+}
+
+void cluster_connections(cluster_t *c, const char *user, cluster_list_fn fn, void *arg)
+{
+    list_op(c, "conns", user, fn, arg);
+}
+
+void cluster_disconnect(cluster_t *c, const char *user, cluster_list_fn fn, void *arg)
+{
+    list_op(c, "kick", user, fn, arg);
+}
+
+typedef struct hist_call {
+    cluster_history_fn fn;
+    void *arg;
+    uint64_t since;
+} hist_call_t;
+
+static void on_history(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    hist_call_t *h = ctx;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+        h->fn(h->arg, AW_EUNAVAIL, NULL, 0, 0, NULL, NULL, 0);
+        free(h);
+        return;
+    }
+    size_t n = r->elements - 2;
+    const char **ev = calloc(n + 1, sizeof *ev);
+    size_t *lens = calloc(n + 1, sizeof *lens);
+    uint64_t seq = (uint64_t)r->element[1]->integer, first = 0;
+    size_t k = 0;
+    for (size_t i = 0; ev && lens && i < n; i++) {
+        redisReply *e = r->element[i + 2];
+        char *p;
+        uint64_t q = strtoull(e->str, &p, 10);
+        const char *json = *p == ' ' ? strchr(p + 1, ' ') : NULL;
+        if (!json)
+            continue;
+        if (!first)
+            first = q;
+        if (q <= h->since)
+            continue;
+        json++;
+        ev[k] = json;
+        lens[k++] = e->len - (size_t)(json - e->str);
+    }
+    if (!n)
+        first = 0;
+    h->fn(h->arg, ev && lens ? AW_OK : AW_ENOMEM, r->element[0]->str, seq, first, ev, lens, k);
+    free(ev);
+    free(lens);
+    free(h);
+}
+
+void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_history_fn fn,
+                     void *arg)
+{
+    shard_t *sh = shard_for(c, user);
+    hist_call_t *h = malloc(sizeof *h);
+    if (!h || !rconn_ready(&sh->cmd)) {
+        free(h);
+        fn(arg, AW_EUNAVAIL, NULL, 0, 0, NULL, NULL, 0);
+        return;
+    }
+    *h = (hist_call_t){fn, arg, since};
+    char epoch[HUB_EPOCH_LEN + 1], b[5][24];
+    new_epoch(epoch);
+    const char *args[] = {"range",
+                          user,
+                          sh->era,
+                          epoch,
+                          num(b[0], aw_now_ms()),
+                          num(b[1], 0),
+                          num(b[2], c->cfg->history_size),
+                          num(b[3], c->cfg->history_ttl_ms),
+                          num(b[4], stream_keep(c))};
+    call(c, sh, on_history, h, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+/* ---- metrics ---- */
+
+void cluster_metrics(cluster_t *c, FILE *f)
+{
+    fprintf(f, "# HELP agentwire_redis_up Whether the shard's connections are ready.\n"
+               "# TYPE agentwire_redis_up gauge\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_up{shard=\"%d\"} %d\n", i,
+                rconn_ready(&c->shards[i].cmd) && rconn_ready(&c->shards[i].sub));
+    fprintf(f, "# HELP agentwire_redis_durable Whether the shard keeps acknowledged events over "
+               "its restart (appendfsync always).\n# TYPE agentwire_redis_durable gauge\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_durable{shard=\"%d\"} %d\n", i, c->shards[i].durable);
+    fprintf(f, "# HELP agentwire_redis_commands_total Commands answered.\n"
+               "# TYPE agentwire_redis_commands_total counter\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_commands_total{shard=\"%d\"} %llu\n", i,
+                (unsigned long long)c->shards[i].cmd.rtt_count);
+    fprintf(f, "# HELP agentwire_redis_rtt_seconds_sum Round trips of answered commands.\n"
+               "# TYPE agentwire_redis_rtt_seconds_sum counter\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_rtt_seconds_sum{shard=\"%d\"} %.6f\n", i,
+                (double)c->shards[i].cmd.rtt_us_sum / 1e6);
+    fprintf(f, "# HELP agentwire_redis_rtt_max_seconds Longest round trip since the last "
+               "scrape.\n# TYPE agentwire_redis_rtt_max_seconds gauge\n");
+    for (int i = 0; i < c->nshards; i++) {
+        fprintf(f, "agentwire_redis_rtt_max_seconds{shard=\"%d\"} %.6f\n", i,
+                (double)c->shards[i].cmd.rtt_us_max / 1e6);
+        c->shards[i].cmd.rtt_us_max = 0;
+    }
+    fprintf(f, "# HELP agentwire_redis_errors_total Commands that failed or timed out.\n"
+               "# TYPE agentwire_redis_errors_total counter\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_errors_total{shard=\"%d\"} %llu\n", i,
+                (unsigned long long)(c->shards[i].cmd.errors + c->shards[i].sub.errors));
+    fprintf(f, "# HELP agentwire_redis_reconnects_total Connections made again.\n"
+               "# TYPE agentwire_redis_reconnects_total counter\n");
+    for (int i = 0; i < c->nshards; i++)
+        fprintf(f, "agentwire_redis_reconnects_total{shard=\"%d\"} %llu\n", i,
+                (unsigned long long)(c->shards[i].cmd.reconnects + c->shards[i].sub.reconnects));
+    fprintf(f,
+            "# HELP agentwire_redis_subscriptions Users' channels this node listens to.\n"
+            "# TYPE agentwire_redis_subscriptions gauge\nagentwire_redis_subscriptions %llu\n"
+            "# HELP agentwire_stream_gaps_filled_total Gaps on a channel filled from the "
+            "shard.\n# TYPE agentwire_stream_gaps_filled_total counter\n"
+            "agentwire_stream_gaps_filled_total %llu\n"
+            "# HELP agentwire_stream_resets_total Streams that changed epoch under open "
+            "connections.\n# TYPE agentwire_stream_resets_total counter\n"
+            "agentwire_stream_resets_total %llu\n",
+            (unsigned long long)c->subscriptions, (unsigned long long)c->gaps_filled,
+            (unsigned long long)c->resets);
+}

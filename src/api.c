@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "aw.h"
 #include "bigstr.h"
+#include "cluster.h"
 #include "event.h"
 #include "jalloc.h"
 #include "log.h"
@@ -106,6 +107,217 @@ static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, a
     return receipt_json(&r);
 }
 
+/* ---- cluster mode: the shard answers on a later loop turn ---- */
+
+typedef struct pub_wait {
+    session_wait_t base; /* first: the session, NULL once it is gone */
+    json_t *results;     /* one receipt or error per event */
+    size_t pending;      /* answers still to come */
+    bool batch;
+    server_t *srv;
+} pub_wait_t;
+
+typedef struct pub_slot {
+    pub_wait_t *w;
+    size_t index;
+} pub_slot_t;
+
+static json_t *error_json(server_t *srv, int status, enum metrics_error code, const char *msg)
+{
+    srv->metrics.errors[code]++;
+    return json_pack("{s:s, s:s, s:i}", "error", metrics_error_name(code), "message", msg, "status",
+                     status);
+}
+
+static void pub_answer(pub_wait_t *w)
+{
+    session_t *s = w->base.s;
+    if (s) {
+        if (w->batch) {
+            session_respond_json(s, 200, w->results);
+        } else {
+            json_t *r = json_array_get(w->results, 0);
+            json_t *st = json_object_get(r, "status");
+            if (!st) {
+                session_respond_json(s, 200, r);
+            } else {
+                int status = (int)json_integer_value(st);
+                json_object_del(r, "status");
+                char *text = jalloc_dumps(r, JSON_COMPACT);
+                session_respond(s, status, "application/json", text, text ? strlen(text) : 0,
+                                status == 503 ? "Retry-After: 1\r\n" : NULL);
+                free(text);
+            }
+        }
+    }
+    json_decref(w->results);
+    session_http_release(&w->base);
+}
+
+static void pub_done(pub_wait_t *w)
+{
+    if (--w->pending == 0)
+        pub_answer(w);
+}
+
+static void on_cluster_receipt(void *arg, int rc, const hub_receipt_t *r)
+{
+    pub_slot_t *slot = arg;
+    pub_wait_t *w = slot->w;
+    json_t *out = rc == AW_OK          ? receipt_json(r)
+                  : rc == AW_EINVAL    ? error_json(w->srv, 422, ERR_INVALID_EVENT, r->error)
+                  : rc == AW_ECONFLICT ? error_json(w->srv, 409, ERR_RUN_ORDER, r->error)
+                                       : error_json(w->srv, 503, ERR_UNAVAILABLE,
+                                                    rc == AW_ENOMEM ? "out of memory" : r->error);
+    json_array_set_new(w->results, slot->index, out);
+    free(slot);
+    pub_done(w);
+}
+
+/* Publishes the events of arr (or the one event) through the user's shard
+ * and answers when every one has its answer. */
+static void cluster_publish_all(session_t *s, json_t *events, bool batch, const char *idem_header)
+{
+    server_t *srv = s->srv;
+    pub_wait_t *w = (pub_wait_t *)session_http_hold(s, sizeof *w);
+    if (!w) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    size_t n = json_array_size(events);
+    w->results = json_array();
+    w->batch = batch;
+    w->srv = srv;
+    w->pending = n + 1; /* answers may come before the loop ends */
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(w->results, json_null());
+    for (size_t i = 0; i < n; i++) {
+        json_t *ev = json_array_get(events, i);
+        pub_slot_t *slot = malloc(sizeof *slot);
+        if (!slot) {
+            json_array_set_new(w->results, i,
+                               error_json(srv, 503, ERR_UNAVAILABLE, "out of memory"));
+            w->pending--;
+            continue;
+        }
+        *slot = (pub_slot_t){w, i};
+        hub_receipt_t r = {0};
+        if (!json_is_object(ev)) {
+            snprintf(r.error, sizeof r.error, "an event must be a JSON object");
+            on_cluster_receipt(slot, AW_EINVAL, &r);
+            continue;
+        }
+        const char *user = json_string_value(json_object_get(ev, "user_id"));
+        json_t *key = json_object_get(ev, "idempotency_key");
+        const char *idem = idem_header;
+        if (key) {
+            idem = json_string_value(key);
+            if (!idem || !*idem || strlen(idem) > IDEM_MAX_KEY) {
+                snprintf(r.error, sizeof r.error,
+                         "idempotency_key must be a string of 1 to 255 bytes");
+                on_cluster_receipt(slot, AW_EINVAL, &r);
+                continue;
+            }
+        }
+        if (!event_id_valid(user)) {
+            snprintf(r.error, sizeof r.error, "user_id (the target) is required");
+            on_cluster_receipt(slot, AW_EINVAL, &r);
+            continue;
+        }
+        char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
+        snprintf(user_copy, sizeof user_copy, "%s", user);
+        snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
+        json_object_del(ev, "idempotency_key");
+        cluster_publish(srv->cluster, user_copy, ev, idem ? idem_copy : NULL, NULL,
+                        on_cluster_receipt, slot);
+    }
+    pub_done(w);
+}
+
+typedef struct list_wait {
+    session_wait_t base;
+    char user[EVENT_MAX_ID + 1];
+    bool kick;
+} list_wait_t;
+
+static void on_cluster_list(void *arg, int rc, json_t *list)
+{
+    list_wait_t *w = arg;
+    session_t *s = w->base.s;
+    if (s && rc != AW_OK) {
+        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's Redis "
+                                   "shard did not answer\"}";
+        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+    } else if (s) {
+        json_t *body = w->kick ? json_pack("{s:s, s:I}", "user_id", w->user, "disconnected",
+                                           (json_int_t)json_array_size(list))
+                               : json_pack("{s:s, s:O}", "user_id", w->user, "connections", list);
+        if (w->kick)
+            log_kv(LOG_INFO, "kick", "user", w->user, "#connections",
+                   (long long)json_array_size(list), NULL);
+        session_respond_json(s, 200, body);
+        json_decref(body);
+    }
+    session_http_release(&w->base);
+}
+
+static void cluster_list(session_t *s, const char *user, bool kick)
+{
+    list_wait_t *w = (list_wait_t *)session_http_hold(s, sizeof *w);
+    if (!w) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    snprintf(w->user, sizeof w->user, "%s", user);
+    w->kick = kick;
+    (kick ? cluster_disconnect : cluster_connections)(s->srv->cluster, user, on_cluster_list, w);
+}
+
+typedef struct hist_wait {
+    session_wait_t base;
+    char user[EVENT_MAX_ID + 1];
+} hist_wait_t;
+
+static void on_cluster_history(void *arg, int rc, const char *epoch, uint64_t seq, uint64_t first,
+                               const char *const *events, const size_t *lens, size_t n)
+{
+    hist_wait_t *w = arg;
+    session_t *s = w->base.s;
+    if (s && rc != AW_OK) {
+        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's Redis "
+                                   "shard did not answer\"}";
+        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+    } else if (s) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        json_t *head = json_pack("{s:s, s:s, s:I, s:I}", "user_id", w->user, "epoch", epoch, "seq",
+                                 (json_int_t)seq, "first_seq", (json_int_t)first);
+        char *text = head ? jalloc_dumps(head, JSON_COMPACT) : NULL;
+        json_decref(head);
+        if (f && text) {
+            fprintf(f, "%.*s,\"events\":[", (int)(strlen(text) - 1), text);
+            for (size_t i = 0; i < n; i++) {
+                if (i)
+                    fputc(',', f);
+                fwrite(events[i], 1, lens[i], f);
+            }
+            fputs("]}", f);
+        }
+        free(text);
+        if (f)
+            fclose(f);
+        if (buf)
+            session_respond(s, 200, "application/json", buf, len, NULL);
+        else
+            respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        free(buf);
+    }
+    session_http_release(&w->base);
+}
+
 static void on_publish(session_t *s, const http_request_t *req)
 {
     bigstr_t lits = {0};
@@ -123,6 +335,15 @@ static void on_publish(session_t *s, const http_request_t *req)
         return;
     }
     s->srv->hub.literals = &lits;
+    if (s->srv->cluster) {
+        json_t *one = json_pack("[O]", ev);
+        cluster_publish_all(s, one, false, idem);
+        s->srv->hub.literals = NULL;
+        json_decref(one);
+        json_decref(ev);
+        bigstr_free(&lits);
+        return;
+    }
     json_t *r = publish_one(s->srv, ev, idem, &err);
     s->srv->hub.literals = NULL;
     if (r)
@@ -148,6 +369,13 @@ static void on_batch(session_t *s, const http_request_t *req)
         return;
     }
     s->srv->hub.literals = &lits;
+    if (s->srv->cluster) {
+        cluster_publish_all(s, arr, true, NULL);
+        s->srv->hub.literals = NULL;
+        json_decref(arr);
+        bigstr_free(&lits);
+        return;
+    }
     json_t *out = json_array();
     size_t i;
     json_t *ev;
@@ -179,6 +407,10 @@ static void describe_session(session_t *c, void *arg)
 
 static void on_connections(session_t *s, const char *user)
 {
+    if (s->srv->cluster) {
+        cluster_list(s, user, false);
+        return;
+    }
     json_t *list = json_array();
     hub_each_session(&s->srv->hub, user, describe_session, list);
     json_t *body = json_pack("{s:s, s:o}", "user_id", user, "connections", list);
@@ -188,6 +420,10 @@ static void on_connections(session_t *s, const char *user)
 
 static void on_disconnect(session_t *s, const char *user)
 {
+    if (s->srv->cluster) {
+        cluster_list(s, user, true);
+        return;
+    }
     size_t n = hub_disconnect_user(&s->srv->hub, user, WS_CLOSE_DISCONNECTED, "disconnected");
     log_kv(LOG_INFO, "kick", "user", user, "#connections", (long long)n, NULL);
     json_t *body = json_pack("{s:s, s:I}", "user_id", user, "disconnected", (json_int_t)n);
@@ -249,6 +485,16 @@ static void on_history(session_t *s, const http_request_t *req)
         }
     } else if (rc != AW_ENOTFOUND) {
         respond_error(s, 422, ERR_INVALID_EVENT, "since must be a non-negative integer");
+        return;
+    }
+    if (s->srv->cluster) {
+        hist_wait_t *w = (hist_wait_t *)session_http_hold(s, sizeof *w);
+        if (!w) {
+            respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+            return;
+        }
+        snprintf(w->user, sizeof w->user, "%s", user);
+        cluster_history(s->srv->cluster, user, since, on_cluster_history, w);
         return;
     }
     const hub_user_t *u = hub_user_find(&s->srv->hub, user);
@@ -344,6 +590,19 @@ static void on_metrics(session_t *s)
     };
     server_sum_counters(srv);
     char *text = metrics_render(&srv->metrics, &g, &len);
+    if (text && srv->cluster) { /* the cluster's lines follow */
+        char *all = NULL;
+        size_t alen = 0;
+        FILE *f = open_memstream(&all, &alen);
+        if (f) {
+            fwrite(text, 1, len, f);
+            cluster_metrics(srv->cluster, f);
+            fclose(f);
+        }
+        free(text);
+        text = all;
+        len = alen;
+    }
     if (!text) {
         respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
         return;
@@ -479,8 +738,11 @@ void api_handle(session_t *s, const http_request_t *req)
     } else if (strcmp(p, "/healthz") == 0) {
         session_respond(s, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     } else if (strcmp(p, "/readyz") == 0) {
+        char why[256];
         if (s->srv->draining)
             respond_error(s, 503, ERR_UNAVAILABLE, "draining");
+        else if (s->srv->cluster && !cluster_ready(s->srv->cluster, why, sizeof why))
+            respond_error(s, 503, ERR_UNAVAILABLE, why);
         else
             session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
     } else if (strcmp(p, "/metrics") == 0) {

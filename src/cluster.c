@@ -10,6 +10,7 @@
 
 #include "aw.h"
 #include "event.h"
+#include "jalloc.h"
 #include "log.h"
 #include "map.h"
 #include "rconn.h"
@@ -62,7 +63,7 @@ typedef struct cuser {
     waiter_t *waiters;
     pending_ev_t *pend, *pend_tail;
     size_t npend;
-    bool present;         /* some node has a connection of this user */
+    bool present;          /* some node has a connection of this user */
     int64_t present_asked; /* last presence read */
 } cuser_t;
 
@@ -76,9 +77,10 @@ struct cluster {
     char node[72];
     char eid_prefix[9];
     uint64_t next_eid;
-    map_t users;    /* id -> cuser_t* (subscribed or wanted) */
-    map_t pres;     /* users whose presence must be written (value unused) */
-    map_t asked;    /* users whose cluster presence runs asked about */
+    map_t users;           /* id -> cuser_t* (subscribed or wanted) */
+    map_t pres;            /* users whose presence must be written (value unused) */
+    map_t asked;           /* users whose cluster presence runs asked about */
+    uv_timer_t pres_timer; /* writes changed presence soon after the change */
     int64_t next_refresh, next_reap;
     cluster_each_run_fn each_run;
     void *runs_ctx;
@@ -191,8 +193,8 @@ static void call(cluster_t *c, shard_t *sh, call_fn fn, void *ctx, int n, const 
         fn(c, NULL, ctx);
         return;
     }
-    *k = (call_t){.c = c, .sh = sh, .fn = fn, .ctx = ctx, .argc = k->argc, .argv = k->argv,
-                  .lens = k->lens};
+    *k = (call_t){
+        .c = c, .sh = sh, .fn = fn, .ctx = ctx, .argc = k->argc, .argv = k->argv, .lens = k->lens};
     const char *head[3] = {"EVALSHA", sh->sha, "0"};
     bool ok = true;
     for (int i = 0; i < k->argc; i++) {
@@ -472,7 +474,7 @@ static void on_range(cluster_t *c, redisReply *r, void *ctx)
     if (!continues) {
         if (cu->loaded) /* first loads: sessions still syncing decide resume themselves */
             stream_reset(cu, u && strcmp(u->epoch, epoch) != 0 ? "epoch changed"
-                                                                : "events lost before delivery");
+                                                               : "events lost before delivery");
         hub_stream_reset(c->hub, cu->id, epoch, first - 1);
         u = hub_user_find(c->hub, cu->id);
     } else {
@@ -727,8 +729,8 @@ static void handshake_next(shard_t *sh)
         rcode = rconn_handshake_command(rc, on_handshake, NULL, 3, argv, lens);
     } else {
         rconn_set_ready(rc);
-        log_kv(sh->durable ? LOG_INFO : LOG_WARN, "redis shard ready", "#shard", (long long)sh->index,
-               "durability", sh->durability, "acknowledged_events",
+        log_kv(sh->durable ? LOG_INFO : LOG_WARN, "redis shard ready", "#shard",
+               (long long)sh->index, "durability", sh->durability, "acknowledged_events",
                sh->durable ? "survive a Redis restart"
                            : "may be lost by a Redis restart: streams then start a new epoch",
                NULL);
@@ -783,8 +785,8 @@ static bool resubscribe(const void *value, void *arg)
 
 /* ---- setup ---- */
 
-int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub,
-                 metrics_t *m, char *err, size_t errlen)
+int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub, metrics_t *m,
+                 char *err, size_t errlen)
 {
     cluster_t *c = calloc(1, sizeof *c);
     if (!c) {
@@ -798,6 +800,8 @@ int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *h
     map_init(&c->users);
     map_init(&c->pres);
     map_init(&c->asked);
+    uv_timer_init(loop, &c->pres_timer);
+    c->pres_timer.data = c;
     uint8_t raw[8];
     aw_random_bytes(raw, sizeof raw);
     aw_hex(c->eid_prefix, raw, 4);
@@ -873,6 +877,7 @@ const char *cluster_node_id(const cluster_t *c)
 
 void cluster_stop(cluster_t *c)
 {
+    uv_close((uv_handle_t *)&c->pres_timer, NULL);
     for (int i = 0; i < c->nshards; i++) {
         rconn_stop(&c->shards[i].cmd);
         rconn_stop(&c->shards[i].sub);
@@ -908,8 +913,9 @@ bool cluster_ready(const cluster_t *c, char *why, size_t whylen)
 {
     for (int i = 0; i < c->nshards; i++) {
         const shard_t *sh = &c->shards[i];
-        const rconn_t *bad = !rconn_ready(&sh->cmd) ? &sh->cmd : !rconn_ready(&sh->sub) ? &sh->sub
-                                                                                        : NULL;
+        const rconn_t *bad = !rconn_ready(&sh->cmd)   ? &sh->cmd
+                             : !rconn_ready(&sh->sub) ? &sh->sub
+                                                      : NULL;
         if (bad) {
             snprintf(why, whylen, "redis shard %d not ready: %s", i, bad->error);
             return false;
@@ -921,9 +927,18 @@ bool cluster_ready(const cluster_t *c, char *why, size_t whylen)
 
 /* ---- presence ---- */
 
+static void flush_all_presence(cluster_t *c, int64_t now);
+
+static void on_pres_timer(uv_timer_t *t)
+{
+    flush_all_presence(t->data, aw_now_ms());
+}
+
 void cluster_presence_changed(cluster_t *c, const char *user)
 {
     map_put(&c->pres, user, strlen(user), (void *)1);
+    if (!uv_is_active((uv_handle_t *)&c->pres_timer))
+        uv_timer_start(&c->pres_timer, on_pres_timer, 20, 0);
 }
 
 static void describe(session_t *s, void *arg)
@@ -947,7 +962,7 @@ static void write_presence(cluster_t *c, const char *user, int64_t now)
     size_t n = json_array_size(list);
     for (size_t i = 0; i < n; i++)
         json_object_set_new(json_array_get(list, i), "node", json_string(c->node));
-    char *text = n ? json_dumps(list, JSON_COMPACT) : NULL;
+    char *text = n ? jalloc_dumps(list, JSON_COMPACT) : NULL;
     json_decref(list);
     char b[3][24];
     const char *args[] = {"pres",
@@ -971,6 +986,15 @@ static bool flush_presence(const void *value, void *arg)
     (void)value;
     (void)arg;
     return true;
+}
+
+/* presence of users whose connections changed */
+static void flush_all_presence(cluster_t *c, int64_t now)
+{
+    for (size_t i = 0; i < c->pres._nbuckets; i++)
+        for (map_entry_t *e = c->pres._buckets[i]; e; e = e->_next)
+            write_presence(c, e->key, now);
+    map_remove_if(&c->pres, flush_presence, NULL, NULL);
 }
 
 static bool refresh_user(const void *value, void *arg)
@@ -1027,8 +1051,12 @@ static void renew_one(void *acc, const char *user, const char *run_id)
     renew_acc_t *a = acc;
     cluster_t *c = a->c;
     char b[3][24];
-    const char *args[] = {"renew", num(b[0], a->now), num(b[1], c->cfg->node_ttl_ms),
-                          num(b[2], c->cfg->run_timeout_ms), user, run_id};
+    const char *args[] = {"renew",
+                          num(b[0], a->now),
+                          num(b[1], c->cfg->node_ttl_ms),
+                          num(b[2], c->cfg->run_timeout_ms),
+                          user,
+                          run_id};
     call(c, shard_for(c, user), on_ignore, NULL, (int)AW_ARRAY_LEN(args), args, NULL);
 }
 
@@ -1103,11 +1131,7 @@ void cluster_tick(cluster_t *c, int64_t now)
                 call(c, shard_for(c, a->user), on_present, a, 3, args, NULL);
             }
     }
-    /* presence of users whose connections changed */
-    for (size_t i = 0; i < c->pres._nbuckets; i++)
-        for (map_entry_t *e = c->pres._buckets[i]; e; e = e->_next)
-            write_presence(c, e->key, now);
-    map_remove_if(&c->pres, flush_presence, NULL, NULL);
+    flush_all_presence(c, now);
     map_remove_if(&c->users, user_tick, &t, NULL);
     if (now >= c->next_reap) {
         c->next_reap = now + 1000;

@@ -31,8 +31,8 @@ typedef struct cluster cluster_t;
  * may or may not exist; a retry with an idempotency key is exact). */
 typedef void (*cluster_receipt_fn)(void *arg, int rc, const hub_receipt_t *r);
 
-int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub,
-                 metrics_t *m, char *err, size_t errlen);
+int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub, metrics_t *m,
+                 char *err, size_t errlen);
 /* Closes the connections (pending calls fail); cluster_free after the loop
  * ran their close callbacks. */
 void cluster_stop(cluster_t *c);
@@ -93,8 +93,8 @@ bool cluster_user_present(cluster_t *c, const char *user);
 void cluster_tick(cluster_t *c, int64_t now_ms);
 
 /* Runs this node's agents drive, for their leases: set by the owner of runs. */
-typedef void (*cluster_each_run_fn)(void *ctx, void (*add)(void *acc, const char *user,
-                                                           const char *run_id),
+typedef void (*cluster_each_run_fn)(void *ctx,
+                                    void (*add)(void *acc, const char *user, const char *run_id),
                                     void *acc);
 void cluster_set_runs(cluster_t *c, cluster_each_run_fn each, void *ctx,
                       void (*stop)(void *ctx, const char *user, const char *run_id));

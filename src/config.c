@@ -155,7 +155,8 @@ static const option_t options[] = {
         "cluster mode: Redis shards (redis://[:PASSWORD@]HOST:PORT), a user's stream on one of "
         "them; every node given the same list serves as one gateway (docs/cluster.md)"),
     NUM("redis-timeout-ms", "AGENTWIRE_REDIS_TIMEOUT_MS", redis_timeout_ms, "2000", 50, 600000,
-        "MS", "a Redis command unanswered for this long fails (publish: 503) and the connection "
+        "MS",
+        "a Redis command unanswered for this long fails (publish: 503) and the connection "
         "is made again"),
     NUM("node-ttl-ms", "AGENTWIRE_NODE_TTL_MS", node_ttl_ms, "10000", 500, 3600000, "MS",
         "cluster mode: a node silent this long is dead; its connections leave the listing and "

@@ -74,7 +74,7 @@ typedef struct config {
     int64_t history_ttl_ms;
     int64_t history_memory_bytes;
 
-    char *redis;             /* cluster mode: comma-separated shard URLs, NULL: one node */
+    char *redis;              /* cluster mode: comma-separated shard URLs, NULL: one node */
     int64_t redis_timeout_ms; /* bound of every Redis command */
     int64_t node_ttl_ms;      /* life of a silent node's presence and run leases */
     char *node_id;            /* this node's name in the cluster, NULL: made up */

@@ -13,7 +13,8 @@
     X(DRAINING, "draining")                                                                        \
     X(FORBIDDEN_ORIGIN, "forbidden_origin")                                                        \
     X(UNAUTHORIZED, "unauthorized")                                                                \
-    X(TOO_MANY_CONNECTIONS, "too_many_connections")
+    X(TOO_MANY_CONNECTIONS, "too_many_connections")                                                \
+    X(UNAVAILABLE, "unavailable")
 
 #define METRICS_ERRORS(X)                                                                          \
     X(INVALID_JSON, "invalid_json")                                                                \

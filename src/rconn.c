@@ -23,7 +23,7 @@ typedef struct rconn_cmd {
 } rconn_cmd_t;
 
 #define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 2000
 
 static uint64_t now_us(void)
 {
@@ -140,7 +140,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     (void)status;
     rconn_t *c = ac->data;
     if (!c || c->_ac != ac)
-        return; /* dropped by us */
+        return;                                                           /* dropped by us */
     drop_ctx(c, ac->errstr[0] ? ac->errstr : "connection closed", false); /* hiredis frees it */
 }
 
@@ -271,9 +271,9 @@ void rconn_set_ready(rconn_t *c)
     c->state = RCONN_READY;
     c->error[0] = '\0';
     c->_backoff_ms = BACKOFF_MIN_MS;
-    log_kv(c->_ever_ready ? LOG_WARN : LOG_INFO,
-           c->_ever_ready ? "redis back" : "redis connected", "host", c->host, "#port",
-           (long long)c->port, "role", c->subscriber ? "pubsub" : "commands", NULL);
+    log_kv(c->_ever_ready ? LOG_WARN : LOG_INFO, c->_ever_ready ? "redis back" : "redis connected",
+           "host", c->host, "#port", (long long)c->port, "role",
+           c->subscriber ? "pubsub" : "commands", NULL);
     c->_ever_ready = true;
 }
 
@@ -354,8 +354,9 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata)
     if (!r || c->state == RCONN_DOWN || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
         return;
     redisReply *kind = r->element[0], *ch = r->element[1], *msg = r->element[2];
-    if (kind->type == REDIS_REPLY_STRING && kind->len == 7 && memcmp(kind->str, "message", 7) == 0 &&
-        ch->type == REDIS_REPLY_STRING && msg->type == REDIS_REPLY_STRING && c->on_message)
+    if (kind->type == REDIS_REPLY_STRING && kind->len == 7 &&
+        memcmp(kind->str, "message", 7) == 0 && ch->type == REDIS_REPLY_STRING &&
+        msg->type == REDIS_REPLY_STRING && c->on_message)
         c->on_message(c, ch->str, ch->len, msg->str, msg->len);
     else if (kind->type == REDIS_REPLY_STRING && kind->len == 9 &&
              memcmp(kind->str, "subscribe", 9) == 0 && ch->type == REDIS_REPLY_STRING &&

@@ -29,15 +29,15 @@ typedef struct rconn {
     enum rconn_state state;
     char host[256];
     int port;
-    char error[160];       /* why it is not ready, "" when it is */
-    uint64_t reconnects;   /* connections made after the first */
-    uint64_t errors;       /* commands that failed or timed out */
-    uint64_t rtt_us_sum;   /* round trips of answered commands */
+    char error[160];     /* why it is not ready, "" when it is */
+    uint64_t reconnects; /* connections made after the first */
+    uint64_t errors;     /* commands that failed or timed out */
+    uint64_t rtt_us_sum; /* round trips of answered commands */
     uint64_t rtt_count;
-    uint64_t rtt_us_max;   /* since the last read of it (metrics) */
+    uint64_t rtt_us_max; /* since the last read of it (metrics) */
     /* set by the owner before rconn_start */
     void *owner;
-    bool subscriber;       /* pub/sub connection: messages go to on_message */
+    bool subscriber; /* pub/sub connection: messages go to on_message */
     /* the connection is up and authenticated: send setup commands, then call
      * rconn_set_ready (or rconn_fail) */
     void (*on_connected)(struct rconn *c);

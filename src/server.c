@@ -3,6 +3,8 @@
  * of sessions but nothing of their protocol. */
 #include "server.h"
 
+#include "cluster.h"
+
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -206,6 +208,8 @@ static void finish(server_t *srv)
     log_kv(LOG_INFO, "stopped", "#connections_left", (long long)srv->nsessions, NULL);
     srv->_stopping = true;
     wake_all(srv);
+    if (srv->cluster)
+        cluster_stop(srv->cluster); /* its handles close through hiredis first */
     uv_walk(srv->loops[0].loop, close_handle, NULL);
 }
 
@@ -246,6 +250,8 @@ static void on_tick(uv_timer_t *t)
         tickets_sweep(&srv->tickets, now);
         hub_sweep(&srv->hub, now);
         runs_tick(&srv->runs, now);
+        if (srv->cluster)
+            cluster_tick(srv->cluster, now);
         trim_memory(srv);
         idem_sweep(&srv->idem, now);
     }
@@ -426,6 +432,12 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
      * granularity. */
     srv->tick_ms = clamp64(shortest / 4, 10, 1000);
     srv->nloops = loop_count(cfg);
+    if (cfg->redis && srv->nloops > 1) {
+        /* cluster mode answers from Redis replies on the main loop */
+        log_kv(LOG_INFO, "cluster mode runs one event loop", "#threads_asked",
+               (long long)srv->nloops, NULL);
+        srv->nloops = 1;
+    }
     /* Sessions past the descriptor limit could not be served: they are
      * accepted and closed at once instead, before accept itself fails. */
     struct rlimit rl;
@@ -472,6 +484,12 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         return AW_ENOMEM;
     }
     srv->hub.runs = &srv->runs;
+    if (cfg->redis) {
+        int crc = cluster_init(&srv->cluster, loop, cfg, &srv->hub, &srv->metrics, err, errlen);
+        if (crc != AW_OK)
+            return crc;
+        srv->hub.runs = NULL; /* the run gate is the shard's script */
+    }
     deflater_init(&srv->deflater, (size_t)cfg->deflate_min_bytes);
     if (cfg->tls_cert) {
         int trc = tls_ctx_load(&srv->tls, cfg->tls_cert, cfg->tls_key, err, errlen);
@@ -549,6 +567,7 @@ void server_dispose(server_t *srv)
     free(srv->loops);
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
+    cluster_free(srv->cluster);
     deflater_dispose(&srv->deflater);
     tls_ctx_dispose(&srv->tls);
     hub_dispose(&srv->hub);

@@ -87,6 +87,7 @@ typedef struct server {
     bool tls_on;         /* --tls-cert given: every connection is TLS */
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
+    struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
     bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */
     int bound_port;       /* the port actually listened on */
     int64_t tick_ms;      /* period of the housekeeping tick */

@@ -6,6 +6,8 @@
  * does). */
 #include "session.h"
 
+#include "cluster.h"
+
 #include <linux/sockios.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,7 +518,13 @@ static void on_close(uv_handle_t *h)
     queue_truncate(s, 0);
     if (s->user)
         hub_detach(&s->srv->hub, s); /* unlinked only now: see hub.c */
-    server_purge_inbox(s->lp, s);    /* after the detach: no loop posts to s any more */
+    if (s->_wait)
+        s->_wait->s = NULL; /* a reply still on its way finds no session */
+    if (s->_cluster_user) {
+        cluster_presence_changed(s->srv->cluster, s->user->id);
+        cluster_user_release(s->srv->cluster, s->user->id);
+    }
+    server_purge_inbox(s->lp, s); /* after the detach: no loop posts to s any more */
     server_remove_session(s->lp, s);
     if (s->_ip_counted)
         server_ip_release(s->srv, s->ip);

@@ -105,8 +105,27 @@ typedef struct session {
     uint64_t _body_reserved; /* bytes of --max-request-bytes-in-flight held */
     bool _close_when_flushed;
     bool _close_received;
-    uint16_t _close_code; /* code we sent or will send */
+    struct session_wait *_wait; /* a reply this session waits for (cluster mode) */
+    bool _http_held;            /* the current request's response comes later */
+    bool _held_keep_alive;      /* that request allowed another */
+    bool _cluster_user;         /* holds its user's stream on this node (cluster mode) */
+    uint16_t _close_code;       /* code we sent or will send */
 } session_t;
+
+/* A reply that arrives later (cluster mode: Redis answers on a later loop
+ * turn): it names its session, or NULL once that session is gone. Callers
+ * embed it first in their own struct of `size` bytes. */
+typedef struct session_wait {
+    struct session *s;
+} session_wait_t;
+
+session_wait_t *session_wait_new(session_t *s, size_t size);
+void session_wait_free(session_wait_t *w);
+
+/* HTTP: the current request is answered later; the requests behind it wait
+ * (unread) until session_http_release, called after the response. */
+session_wait_t *session_http_hold(session_t *s, size_t size);
+void session_http_release(session_wait_t *w);
 
 /* Accepts a connection from the loop's listener into a new session. */
 int session_accept(struct server_loop *lp, uv_stream_t *listener);

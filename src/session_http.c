@@ -185,6 +185,11 @@ void session_http_input(session_t *s, const char *data, size_t len)
         } else {
             api_handle(s, req);
             body_release(s);
+            if (s->_http_held) { /* answered later: what follows waits */
+                s->_held_keep_alive = req->keep_alive;
+                http_pause(s, data, len);
+                return;
+            }
         }
         if (!req->keep_alive)
             session_close(s, 0, "request done"); /* the client's choice */
@@ -200,7 +205,8 @@ void session_http_input(session_t *s, const char *data, size_t len)
 void session_http_resume(session_t *s)
 {
     aw_lock();
-    if (s->state == SESSION_HTTP && s->_http_paused && session_backlog(s) <= HTTP_BACKLOG_MAX / 2) {
+    if (s->state == SESSION_HTTP && s->_http_paused && !s->_http_held &&
+        session_backlog(s) <= HTTP_BACKLOG_MAX / 2) {
         s->_http_paused = false;
         s->_deadline_ms = aw_now_ms() + s->srv->cfg->handshake_timeout_ms;
         aw_buf_t pending = s->_rbuf;
@@ -224,6 +230,8 @@ void session_http_tick(session_t *s, int64_t now)
             session_abort(s, NULL);
         return;
     }
+    if (s->_http_held)
+        return; /* bounded by --redis-timeout-ms */
     if (s->_qlen || s->_http_paused || session_backlog(s)) {
         /* responses wait: the peer must take bytes, or go */
         if (session_made_progress(s))
@@ -293,6 +301,49 @@ void session_respond_error(session_t *s, int status, const char *code, const cha
     json_t *body = json_pack("{s:s, s:s}", "error", code, "message", message);
     session_respond_json(s, status, body);
     json_decref(body);
+}
+
+session_wait_t *session_wait_new(session_t *s, size_t size)
+{
+    session_wait_t *w = calloc(1, size);
+    if (!w)
+        return NULL;
+    w->s = s;
+    s->_wait = w;
+    return w;
+}
+
+void session_wait_free(session_wait_t *w)
+{
+    if (w && w->s && w->s->_wait == w)
+        w->s->_wait = NULL;
+    free(w);
+}
+
+session_wait_t *session_http_hold(session_t *s, size_t size)
+{
+    session_wait_t *w = session_wait_new(s, size);
+    if (w)
+        s->_http_held = true;
+    return w;
+}
+
+void session_http_release(session_wait_t *w)
+{
+    session_t *s = w->s;
+    session_wait_free(w);
+    if (!s)
+        return;
+    s->_http_held = false;
+    if (s->state != SESSION_HTTP)
+        return;
+    if (!s->_held_keep_alive)
+        session_close(s, 0, "request done");
+    else if (!s->_keep_alive || s->srv->draining)
+        close_after_response(s);
+    if (s->_http_paused && s->state == SESSION_HTTP && !s->_close_when_flushed &&
+        session_backlog(s) <= HTTP_BACKLOG_MAX / 2)
+        session_http_resume(s);
 }
 
 void session_http_dispose(session_t *s)

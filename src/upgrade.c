@@ -10,6 +10,7 @@
 
 #include "auth.h"
 #include "aw.h"
+#include "cluster.h"
 #include "log.h"
 #include "server.h"
 
@@ -93,6 +94,49 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
         session_replay(s, since + 1, NULL);
 }
 
+/* Cluster mode: the session waits, getting no events, until this node
+ * holds the user's stream as the shard has it; then it is told where it
+ * stands, as in the memory mode. */
+typedef struct sync_wait {
+    session_wait_t base;
+    bool has_since;
+    uint64_t since;
+    char epoch[72];
+} sync_wait_t;
+
+static void on_synced(void *arg, int rc)
+{
+    sync_wait_t *w = arg;
+    session_t *s = w->base.s;
+    if (s && s->state == SESSION_OPEN) {
+        if (rc == AW_OK) {
+            s->syncing = false;
+            s->_last_seq = s->user->seq; /* events from here on are live for it */
+            send_established(s, w->has_since, w->since, w->epoch);
+        } else {
+            session_close(s, WS_CLOSE_TRY_AGAIN, "stream unavailable");
+        }
+    }
+    session_wait_free(&w->base);
+}
+
+static void cluster_sync(session_t *s, bool has_since, uint64_t since, const char *epoch)
+{
+    cluster_t *c = s->srv->cluster;
+    s->syncing = true;
+    s->_cluster_user = true;
+    cluster_presence_changed(c, s->user->id);
+    sync_wait_t *w = (sync_wait_t *)session_wait_new(s, sizeof *w);
+    if (!w) {
+        session_close(s, WS_CLOSE_INTERNAL, "internal error");
+        return;
+    }
+    w->has_since = has_since;
+    w->since = since;
+    snprintf(w->epoch, sizeof w->epoch, "%s", epoch);
+    cluster_user_acquire(c, s->user->id, on_synced, w);
+}
+
 static bool is_echo_path(const server_t *srv, const char *path)
 {
     return srv->cfg->echo_path && strcmp(path, srv->cfg->echo_path) == 0;
@@ -155,6 +199,18 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth.user);
         return; /* a ticket stays valid for a later attempt */
     }
+    if (srv->cluster && !is_echo_path(srv, req->path) &&
+        !cluster_user_available(srv->cluster, auth.user)) {
+        srv->metrics.refusals[REFUSAL_UNAVAILABLE]++;
+        log_kv(LOG_WARN | LOG_LIMITED, "refused", "conn", s->id, "reason", "unavailable", "detail",
+               "the user's Redis shard is not available", "#status", 503LL, NULL);
+        s->_keep_alive = false;
+        static const char body[] = "{\"error\":\"unavailable\",\"message\":\"the user's stream "
+                                   "is not reachable now; retry later\"}";
+        session_respond(s, 503, "application/json", body, sizeof body - 1, "Retry-After: 1\r\n");
+        session_close(s, 0, "refused");
+        return;
+    }
     char user_copy[sizeof auth.user];
     int64_t exp_copy;
     if (auth.ticket[0] &&
@@ -196,6 +252,10 @@ void upgrade_handle(session_t *s, const http_request_t *req)
            auth.place, "#user_connections", (long long)s->user->nconns, has_since ? "#since" : NULL,
            (long long)since, NULL);
     s->echo = is_echo_path(srv, req->path);
-    if (!s->echo) /* the echo endpoint sends nothing of its own */
+    if (s->echo) /* the echo endpoint sends nothing of its own */
+        return;
+    if (srv->cluster)
+        cluster_sync(s, has_since, since, epoch);
+    else
         send_established(s, has_since, since, epoch);
 }

@@ -38,6 +38,7 @@ enum ws_close_code {
     WS_CLOSE_POLICY = 1008,
     WS_CLOSE_TOO_BIG = 1009,
     WS_CLOSE_INTERNAL = 1011,
+    WS_CLOSE_TRY_AGAIN = 1013, /* the user's stream is not reachable now */
     WS_CLOSE_TOKEN_EXPIRED = 4001,
     WS_CLOSE_DISCONNECTED = 4002,
     WS_CLOSE_SLOW_CONSUMER = 4003,

@@ -210,6 +210,21 @@ int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char 
     return AW_OK;
 }
 
+/* Every event of a run goes out here. In cluster mode the shard's script
+ * is the gate and gives the seq: this node's own view of its runs is kept by
+ * the same rules (runs_admit), and the event leaves through the hook. */
+static int run_publish(runs_t *r, const char *user, json_t *ev, hub_receipt_t *rec)
+{
+    if (!r->remote_publish)
+        return hub_publish(r->_hub, user, ev, rec);
+    rec->error[0] = '\0';
+    int rc = runs_admit(r, user, ev, aw_now_ms(), rec->error, sizeof rec->error);
+    if (rc != AW_OK)
+        return rc;
+    r->remote_publish(r->remote_ctx, user, ev);
+    return AW_OK;
+}
+
 /* Publishes the server's own agent_completed for a run that must end. */
 static void finish(runs_t *r, run_t *run, const char *status, const char *error)
 {
@@ -219,7 +234,7 @@ static void finish(runs_t *r, run_t *run, const char *status, const char *error)
                            run->thread_id, "run_id", run->id, "status", status, "final_response",
                            "", "error", error);
     hub_receipt_t rec;
-    int rc = ev ? hub_publish(r->_hub, run->user_id, ev, &rec) : AW_ENOMEM;
+    int rc = ev ? run_publish(r, run->user_id, ev, &rec) : AW_ENOMEM;
     json_decref(ev);
     log_kv(LOG_INFO, "run ended by server", "run", run->id, "user", run->user_id, "status", status,
            "error", error, NULL);
@@ -236,7 +251,7 @@ static int publish_started(runs_t *r, run_t *run)
     json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "type", "agent_started", "thread_id",
                            run->thread_id, "run_id", run->id, "agent_name", name);
     hub_receipt_t rec;
-    int rc = ev ? hub_publish(r->_hub, run->user_id, ev, &rec) : AW_ENOMEM;
+    int rc = ev ? run_publish(r, run->user_id, ev, &rec) : AW_ENOMEM;
     if (rc != AW_OK)
         log_kv(LOG_ERROR, "cannot publish agent_started: the run does not start", "run", run->id,
                "error", rc == AW_ENOMEM ? aw_strerror(rc) : rec.error, NULL);
@@ -391,7 +406,7 @@ static void agent_line(run_t *run, const char *line, size_t len)
     json_object_set_new(ev, "run_id", json_string(run->id));
     json_object_set_new(ev, "user_id", json_string(run->user_id));
     hub_receipt_t rec;
-    if (hub_publish(r->_hub, run->user_id, ev, &rec) != AW_OK) {
+    if (run_publish(r, run->user_id, ev, &rec) != AW_OK) {
         r->_metrics->agent_lines_dropped++;
         log_kv(LOG_WARN | LOG_LIMITED, "agent event refused", "run", run->id, "type", type,
                "reason", rec.error, NULL);

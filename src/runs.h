@@ -51,6 +51,10 @@ typedef struct runs {
     size_t open_runs;
     size_t agents_running;    /* runs a backend still holds */
     agent_backend_t *backend; /* owned */
+    /* cluster mode: events of runs go to the user's shard through this
+     * (answers come later and are logged); NULL: the hub */
+    void (*remote_publish)(void *ctx, const char *user, json_t *ev);
+    void *remote_ctx;
     /* private */
     map_t _runs;     /* "user\nrun_id" -> run_t * (open and recently finished) */
     map_t _per_user; /* user -> open agent runs (uintptr_t) */

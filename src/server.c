@@ -229,6 +229,23 @@ static void trim_memory(server_t *srv)
     }
 }
 
+/* Cluster mode: an agent's event was answered by the user's shard. */
+static void on_run_receipt(void *arg, int rc, const hub_receipt_t *r)
+{
+    (void)arg;
+    if (rc != AW_OK)
+        log_kv(LOG_WARN | LOG_LIMITED, "agent event refused by the shard", "error",
+               r->error[0] ? r->error : aw_strerror(rc), NULL);
+}
+
+static void run_to_cluster(void *ctx, const char *user, json_t *ev)
+{
+    server_t *srv = ctx;
+    /* leased like an API run (deadline: the idle timeout after each event)
+     * until owners renew their leases */
+    cluster_publish(srv->cluster, user, ev, NULL, NULL, on_run_receipt, NULL);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     server_loop_t *lp = t->data;
@@ -489,6 +506,8 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         if (crc != AW_OK)
             return crc;
         srv->hub.runs = NULL; /* the run gate is the shard's script */
+        srv->runs.remote_publish = run_to_cluster;
+        srv->runs.remote_ctx = srv;
     }
     deflater_init(&srv->deflater, (size_t)cfg->deflate_min_bytes);
     if (cfg->tls_cert) {

@@ -24,6 +24,8 @@ for kind in release asan; do
   (cd "$dir" && ctest --output-on-failure --timeout 300)
   echo "== $kind: end-to-end tests (node --test)"
   AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/e2e/
+  echo "== $kind: cluster tests (tests/cluster: nodes on redis-server shards started by the tests)"
+  AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/cluster/
   echo "== $kind: RFC 6455 conformance tests (tests/conformance)"
   AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/conformance/
   echo "== $kind: browser tests (tests/browser, headless Chromium)"

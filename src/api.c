@@ -133,7 +133,16 @@ static void pub_answer(pub_wait_t *w)
 {
     session_t *s = w->base.s;
     if (s) {
-        if (w->batch) {
+        size_t i, down = 0;
+        json_t *r;
+        json_array_foreach(w->results, i, r) down +=
+            json_integer_value(json_object_get(r, "status")) == 503;
+        if (w->batch && down > 0 && down == json_array_size(w->results)) {
+            static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the Redis "
+                                       "shards of these events did not answer\"}";
+            session_respond(s, 503, "application/json", busy, sizeof busy - 1,
+                            "Retry-After: 1\r\n");
+        } else if (w->batch) {
             session_respond_json(s, 200, w->results);
         } else {
             json_t *r = json_array_get(w->results, 0);

@@ -134,9 +134,9 @@ static void pub_answer(pub_wait_t *w)
     session_t *s = w->base.s;
     if (s) {
         size_t i, down = 0;
-        json_t *r;
-        json_array_foreach(w->results, i, r) down +=
-            json_integer_value(json_object_get(r, "status")) == 503;
+        json_t *item;
+        json_array_foreach(w->results, i, item) down +=
+            json_integer_value(json_object_get(item, "status")) == 503;
         if (w->batch && down > 0 && down == json_array_size(w->results)) {
             static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the Redis "
                                        "shards of these events did not answer\"}";

@@ -245,7 +245,7 @@ static void cluster_publish_all(session_t *s, json_t *events, bool batch, const 
 
 typedef struct list_wait {
     session_wait_t base;
-    char user[EVENT_MAX_ID + 1];
+    char user[EVENT_MAX_ID * 3 + 1]; /* as the route decoded it */
     bool kick;
 } list_wait_t;
 
@@ -285,7 +285,7 @@ static void cluster_list(session_t *s, const char *user, bool kick)
 
 typedef struct hist_wait {
     session_wait_t base;
-    char user[EVENT_MAX_ID + 1];
+    char user[EVENT_MAX_ID * 3 + 1];
 } hist_wait_t;
 
 static void on_cluster_history(void *arg, int rc, const char *epoch, uint64_t seq, uint64_t first,

@@ -302,8 +302,9 @@ static void on_cluster_history(void *arg, int rc, const char *epoch, uint64_t se
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
-        json_t *head = json_pack("{s:s, s:s, s:I, s:I}", "user_id", w->user, "epoch", epoch, "seq",
-                                 (json_int_t)seq, "first_seq", (json_int_t)first);
+        json_t *head = json_pack("{s:s, s:o, s:I, s:I}", "user_id", w->user, "epoch",
+                                 epoch ? json_string(epoch) : json_null(), "seq", (json_int_t)seq,
+                                 "first_seq", (json_int_t)first);
         char *text = head ? jalloc_dumps(head, JSON_COMPACT) : NULL;
         json_decref(head);
         if (f && text) {

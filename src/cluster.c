@@ -1206,6 +1206,11 @@ static void on_history(cluster_t *c, redisReply *r, void *ctx)
 {
     (void)c;
     hist_call_t *h = ctx;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) { /* no stream */
+        h->fn(h->arg, AW_OK, NULL, 0, 0, NULL, NULL, 0);
+        free(h);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
         h->fn(h->arg, AW_EUNAVAIL, NULL, 0, 0, NULL, NULL, 0);
         free(h);
@@ -1260,7 +1265,8 @@ void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_his
                           num(b[1], 0),
                           num(b[2], c->cfg->history_size),
                           num(b[3], c->cfg->history_ttl_ms),
-                          num(b[4], stream_keep(c))};
+                          num(b[4], stream_keep(c)),
+                          "peek"};
     call(c, sh, on_history, h, (int)AW_ARRAY_LEN(args), args, NULL);
 }
 

@@ -18,6 +18,12 @@ local function key(u, suffix)
   return 'aw:' .. #u .. ':' .. u .. ':' .. suffix
 end
 
+-- A JSON string as the nodes write one: ids hold no control characters, so
+-- only the quote and the backslash are escaped (cjson would also escape '/').
+local function jstr(s)
+  return '"' .. string.gsub(s, '["\\]', '\\%0') .. '"'
+end
+
 -- The user's stream, started (or started again) when it does not exist or
 -- was written before a restart of a non-durable server (era differs).
 local function stream(u, era, cand, sttl)
@@ -55,7 +61,7 @@ local function append(u, era, cand, now, hmax, httl, sttl, eid, body)
   seq = seq + 1
   redis.call('HSET', key(u, 's'), 'q', seq)
   local head = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '","event_id":"' .. eid ..
-               '","timestamp":' .. now .. ',"user_id":' .. cjson.encode(u)
+               '","timestamp":' .. now .. ',"user_id":' .. jstr(u)
   local json
   if body == '{}' then json = head .. '}' else json = head .. ',' .. string.sub(body, 2) end
   local hk = key(u, 'h')
@@ -225,8 +231,13 @@ end
 if op == 'range' then
   -- The stream and its retained events from a seq on: 2 user, 3 era,
   -- 4 epoch candidate, 5 now, 6 from seq, 7 history size, 8 history ttl,
-  -- 9 stream ttl. Returns {epoch, seq, "SEQ TS JSON"...}.
+  -- 9 stream ttl, 10 'peek' to read without starting a stream. Returns
+  -- {epoch, seq, "SEQ TS JSON"...}, or {''} for no stream when peeking.
   local u, now = ARGV[2], tonumber(ARGV[5])
+  if ARGV[10] == 'peek' then
+    local st = redis.call('HMGET', key(u, 's'), 'e', 'r')
+    if not st[1] or (ARGV[3] ~= '' and st[2] ~= ARGV[3]) then return {''} end
+  end
   local epoch, seq = stream(u, ARGV[3], ARGV[4], ARGV[9])
   trim(u, now, tonumber(ARGV[7]), tonumber(ARGV[8]))
   local hk = key(u, 'h')

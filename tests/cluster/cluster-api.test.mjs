@@ -85,7 +85,7 @@ test('idempotency: one key sent to all three nodes at the same moment publishes 
 
 /* ---------------- tickets ---------------- */
 
-test('tickets: made on node 0, accepted once on node 1; a second use on any node is 401', { todo: 'tickets are still kept by the node that issued them (docs/cluster.md, Not yet)' }, T, async (t) => {
+test('tickets: made on node 0, accepted once on node 1; a second use on any node is 401', { ...T, todo: 'tickets are still kept by the node that issued them (docs/cluster.md, Not yet)' }, async (t) => {
   const cl = await startCluster(t, { nodes: 3, shards: 2 });
   const [n0, n1, n2] = cl.nodes;
   for (const shard of [0, 1]) {
@@ -146,7 +146,7 @@ test('connections: every node lists the user\'s connections on all nodes; a clos
     const got = await pollUntil(async () => {
       const ids = await connectionIds(n, user);
       return ids.length === 3 ? ids : false;
-    }, { timeoutMs: 5000, what: `node ${n.index} to list 3 connections` });
+    }, { timeoutMs: 10000, what: `node ${n.index} to list 3 connections` });
     assert.deepEqual(got, want, `node ${n.index} lists the user's connections on all nodes`);
     assert.deepEqual(await connectionIds(n, other), [o.hello.connection_id], `node ${n.index}: the other user`);
   }
@@ -158,7 +158,7 @@ test('connections: every node lists the user\'s connections on all nodes; a clos
   await b.close();
   for (const n of cl.nodes) {
     await pollUntil(async () => JSON.stringify(await connectionIds(n, user)) === JSON.stringify([a, c].map((x) => x.hello.connection_id).sort()),
-      { timeoutMs: 5000, what: `node ${n.index} to drop the closed connection` });
+      { timeoutMs: 10000, what: `node ${n.index} to drop the closed connection` });
   }
   const ghost = rid('nobody');
   for (const n of cl.nodes) assert.deepEqual(await connectionIds(n, ghost), []);
@@ -171,7 +171,7 @@ test('disconnect through node 2 closes the user\'s connections on every node wit
   const bystander = rid('bystander');
   const conns = [await connectUser(n0, user), await connectUser(n0, user), await connectUser(n1, user)];
   const others = await Promise.all(cl.nodes.map((n) => connectUser(n, bystander)));
-  await pollUntil(async () => (await connectionIds(n2, user)).length === 3, { what: 'node 2 to list the 3 connections' });
+  await pollUntil(async () => (await connectionIds(n2, user)).length === 3, { timeoutMs: 10000, what: 'node 2 to list the 3 connections' });
   const res = await api(n2, 'POST', `/api/v1/users/${user}/disconnect`);
   assert.equal(res.status, 200, res.text);
   assert.deepEqual(res.json, { user_id: user, disconnected: 3 }, 'the total of every node');
@@ -185,7 +185,7 @@ test('disconnect through node 2 closes the user\'s connections on every node wit
     assert.ok(o.isOpen, 'the bystander stays connected');
   }
   for (const n of cl.nodes) {
-    await pollUntil(async () => (await connectionIds(n, user)).length === 0, { timeoutMs: 5000, what: `node ${n.index} to list none` });
+    await pollUntil(async () => (await connectionIds(n, user)).length === 0, { timeoutMs: 10000, what: `node ${n.index} to list none` });
   }
   const again = await api(n0, 'POST', `/api/v1/users/${user}/disconnect`);
   assert.equal(again.status, 200);
@@ -204,7 +204,7 @@ test('a node killed with SIGKILL: its connections leave every listing within abo
   const keep = await connectUser(n0, user);
   const dead = [await connectUser(n1, user), await connectUser(n1, user)];
   const all = [keep, ...dead].map((c) => c.hello.connection_id).sort();
-  await pollUntil(async () => JSON.stringify(await connectionIds(n2, user)) === JSON.stringify(all), { what: 'node 2 to list all 3' });
+  await pollUntil(async () => JSON.stringify(await connectionIds(n2, user)) === JSON.stringify(all), { timeoutMs: 10000, what: 'node 2 to list all 3' });
   const killedAt = Date.now();
   await n1.kill9();
   let vanishedMs = null;

@@ -10,7 +10,6 @@
 // acknowledged (200), failed, delivered, lost (acknowledged but gone).
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { api, expectRefusal, pollUntil, publish, withTimeout } from '../e2e/lib/harness.mjs';
 import {
@@ -324,8 +323,9 @@ test('SIGSTOP of a shard: its users get 503 within the timeout, the other shard\
     assert.ok(c.isOpen, 'open WebSockets stay open and are served while the shard is stopped');
   }
   // keep it stopped for at least 3 s, through the nodes' timeouts and reconnect
-  // attempts: every publish to U is 503, the sockets are served (bounded loop)
-  for (let i = 0; i < 300 && Date.now() - stoppedAt < 3000; i++) {
+  // attempts, publishing as a client that honours Retry-After: every publish to U
+  // is 503 and the sockets are served (bounded loop)
+  for (let i = 0; i < 10 && Date.now() - stoppedAt < 3000; i++) {
     const marker = `during_${i}`;
     const x = await timedPublish(cl.nodes[i % 2], { user_id: U, type: 'during', marker });
     assertUnavailable(x, `publish ${i} to U while its shard is still stopped`);
@@ -333,6 +333,7 @@ test('SIGSTOP of a shard: its users get 503 within the timeout, the other shard\
     F.published++;
     F.failed++;
     for (const c of [u0, u1]) await c.sync(5000);
+    await new Promise((r) => setTimeout(r, Number(x.res.headers.get('retry-after')) * 1000));
   }
   F.stopped_ms = Date.now() - stoppedAt;
   assert.ok(F.stopped_ms >= 3000, `the shard stayed stopped ${F.stopped_ms} ms`);

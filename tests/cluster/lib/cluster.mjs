@@ -3,6 +3,10 @@
 // one JWT secret, one API key and one --redis list. Also the helpers that the
 // cluster suites share: the shard of a user, users on a chosen shard, publishing,
 // history, sequence checks and the FIGURES lines.
+//
+// CLUSTER_TESTS_SINGLE_NODE=1 checks the suites' own logic: one node in memory
+// mode (no --redis) stands for every node; the tests that kill nodes or shards
+// cannot pass that way.
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -16,6 +20,14 @@ import {
   WAIT_MS,
 } from '../../e2e/lib/harness.mjs';
 import { startRedis } from './redis.mjs';
+
+/* Every node process started here: killed at exit if a test left one behind. */
+const liveNodes = new Set();
+process.on('exit', () => {
+  for (const srv of liveNodes) {
+    try { if (!srv.exitInfo) srv.proc.kill('SIGKILL'); } catch { /* gone */ }
+  }
+});
 
 /** Flags every node gets unless a test overrides them. */
 const NODE_DEFAULTS = ['--drain-timeout-ms', '2000'];
@@ -61,6 +73,8 @@ export async function startCluster(t, { nodes = 3, shards = 2, args = [], nodeAr
         await withTimeout(srv.exited, 5000, 'agentwire node to die after SIGKILL');
       };
       all.push(srv);
+      liveNodes.add(srv);
+      srv.exited.then(() => liveNodes.delete(srv));
       // listening is not ready: a node serves once its shards answer (/readyz 200)
       await waitNodeReady(srv);
       return srv;

@@ -441,6 +441,31 @@ static void on_disconnect(session_t *s, const char *user)
     json_decref(body);
 }
 
+typedef struct ticket_wait {
+    session_wait_t base;
+    int64_t expires;
+} ticket_wait_t;
+
+static void on_cluster_ticket(void *arg, int rc, const char *id)
+{
+    ticket_wait_t *w = arg;
+    session_t *s = w->base.s;
+    if (s && rc == AW_ELIMIT) {
+        respond_error(s, 429, ERR_TOO_MANY_TICKETS,
+                      "too many unused tickets; use or let expire the ones issued");
+    } else if (s && rc != AW_OK) {
+        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"cannot issue a "
+                                   "ticket now: the user's Redis shard did not answer\"}";
+        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+    } else if (s) {
+        json_t *body = json_pack("{s:s, s:I}", "ticket", id, "expires_at", (json_int_t)w->expires);
+        session_respond_json(s, 200, body);
+        json_decref(body);
+    }
+    session_http_release(&w->base);
+}
+
 static void on_ticket(session_t *s, const http_request_t *req)
 {
     server_t *srv = s->srv;
@@ -456,6 +481,17 @@ static void on_ticket(session_t *s, const http_request_t *req)
     int64_t token_exp = r.expires_ms - srv->jwt.leeway_s * 1000;
     if (token_exp <= now) { /* accepted within the leeway, but a ticket could never be used */
         respond_error(s, 401, ERR_UNAUTHORIZED, "the token has expired");
+        return;
+    }
+    if (srv->cluster) {
+        ticket_wait_t *w = (ticket_wait_t *)session_http_hold(s, sizeof *w);
+        if (!w) {
+            respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+            return;
+        }
+        w->expires = expires < token_exp ? expires : token_exp;
+        cluster_ticket_issue(srv->cluster, r.user, w->expires - now, token_exp,
+                             srv->cfg->max_tickets_per_user, on_cluster_ticket, w);
         return;
     }
     int rc = tickets_issue(&srv->tickets, r.user, expires, token_exp, id);

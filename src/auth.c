@@ -184,7 +184,13 @@ int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *
     if (rc != AW_ENOTFOUND) {
         out->place = "ticket";
         pick_protocol(req, NULL, out);
-        if (rc != AW_OK || tickets_peek(t, buf, now_ms, out->user, &out->expires_ms) != AW_OK) {
+        if (!t && rc == AW_OK && strlen(buf) == TICKET_LEN) { /* kept elsewhere (cluster) */
+            memcpy(out->ticket, buf, TICKET_LEN + 1);
+            out->reason = "the ticket is redeemed on its shard";
+            return AW_EAGAIN;
+        }
+        if (rc != AW_OK || !t ||
+            tickets_peek(t, buf, now_ms, out->user, &out->expires_ms) != AW_OK) {
             out->reason = "unknown, used or expired ticket";
             return AW_ENOTFOUND;
         }

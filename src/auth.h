@@ -22,7 +22,9 @@ typedef struct auth_result {
     char protocol[8192 + 16];    /* subprotocol to answer with, "" for none */
 } auth_result_t;
 
-/* 0 with *out filled, or AW_EAUTH-like codes (any negative) with out->reason. */
+/* 0 with *out filled, or AW_EAUTH-like codes (any negative) with out->reason.
+ * With t NULL (cluster mode: tickets live on Redis shards) a ticket of the
+ * right length gives AW_EAGAIN with out->ticket set: the caller redeems it. */
 int auth_handshake(const jwt_verifier_t *v, tickets_t *t, const http_request_t *req, int64_t now_ms,
                    auth_result_t *out);
 

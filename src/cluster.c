@@ -1270,6 +1270,113 @@ void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_his
     call(c, sh, on_history, h, (int)AW_ARRAY_LEN(args), args, NULL);
 }
 
+/* ---- tickets ---- */
+
+typedef struct ticket_call {
+    cluster_ticket_fn fn;
+    cluster_take_fn take;
+    void *arg;
+    char id[40];
+} ticket_call_t;
+
+static void on_ticket_issued(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    ticket_call_t *t = ctx;
+    int rc = !r || r->type != REDIS_REPLY_INTEGER ? AW_EUNAVAIL
+             : r->integer == 1                    ? AW_OK
+                                                  : AW_ELIMIT;
+    t->fn(t->arg, rc, t->id);
+    free(t);
+}
+
+void cluster_ticket_issue(cluster_t *c, const char *user, int64_t ttl_ms, int64_t token_exp_ms,
+                          int64_t max_per_user, cluster_ticket_fn fn, void *arg)
+{
+    shard_t *sh = shard_for(c, user);
+    ticket_call_t *t = calloc(1, sizeof *t);
+    uint8_t raw[15];
+    if (!t || !rconn_ready(&sh->cmd) || aw_random_bytes(raw, sizeof raw) != AW_OK) {
+        free(t);
+        fn(arg, AW_EUNAVAIL, NULL);
+        return;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    snprintf(t->id, sizeof t->id, "%02x", (unsigned)sh->index);
+    aw_hex(t->id + 2, raw, sizeof raw);
+    char b[4][24];
+    const char *args[] = {"tkt",
+                          user,
+                          t->id,
+                          num(b[0], ttl_ms),
+                          num(b[1], token_exp_ms),
+                          num(b[2], aw_now_ms()),
+                          num(b[3], max_per_user)};
+    call(c, sh, on_ticket_issued, t, (int)AW_ARRAY_LEN(args), args, NULL);
+}
+
+static void on_ticket_taken(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    ticket_call_t *t = ctx;
+    if (!r) {
+        t->take(t->arg, AW_EUNAVAIL, NULL, 0, NULL);
+    } else if (r->type != REDIS_REPLY_STRING) {
+        t->take(t->arg, AW_ENOTFOUND, NULL, 0, NULL);
+    } else {
+        char user[EVENT_MAX_ID + 1];
+        const char *nl = memchr(r->str, '\n', r->len);
+        size_t ulen = nl ? (size_t)(nl - r->str) : 0;
+        if (!nl || ulen == 0 || ulen > EVENT_MAX_ID) {
+            t->take(t->arg, AW_ENOTFOUND, NULL, 0, NULL);
+        } else {
+            memcpy(user, r->str, ulen);
+            user[ulen] = '\0';
+            t->take(t->arg, AW_OK, user, strtoll(nl + 1, NULL, 10), r->str);
+        }
+    }
+    free(t);
+}
+
+static int ticket_shard(const cluster_t *c, const char *id)
+{
+    if (strlen(id) != 32 || strspn(id, "0123456789abcdef") != 32)
+        return -1;
+    int n = (int)strtol((char[3]){id[0], id[1], 0}, NULL, 16);
+    return n < c->nshards ? n : -1;
+}
+
+void cluster_ticket_take(cluster_t *c, const char *id, cluster_take_fn fn, void *arg)
+{
+    int n = ticket_shard(c, id);
+    if (n < 0) {
+        fn(arg, AW_ENOTFOUND, NULL, 0, NULL);
+        return;
+    }
+    shard_t *sh = &c->shards[n];
+    ticket_call_t *t = calloc(1, sizeof *t);
+    if (!t || !rconn_ready(&sh->cmd)) {
+        free(t);
+        fn(arg, AW_EUNAVAIL, NULL, 0, NULL);
+        return;
+    }
+    t->take = fn;
+    t->arg = arg;
+    const char *args[] = {"take", id};
+    call(c, sh, on_ticket_taken, t, 2, args, NULL);
+}
+
+void cluster_ticket_untake(cluster_t *c, const char *id, const char *value)
+{
+    int n = ticket_shard(c, id);
+    if (n < 0)
+        return;
+    char b[24];
+    const char *args[] = {"untake", id, value, num(b, aw_now_ms())};
+    call(c, &c->shards[n], on_ignore, NULL, 4, args, NULL);
+}
+
 /* ---- metrics ---- */
 
 void cluster_metrics(cluster_t *c, FILE *f)

@@ -85,6 +85,20 @@ typedef void (*cluster_history_fn)(void *arg, int rc, const char *epoch, uint64_
 void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_history_fn fn,
                      void *arg);
 
+/* Tickets (PROTOCOL section 5) kept on the user's shard, so any node
+ * accepts them once. The id's first two hex digits name the shard. */
+typedef void (*cluster_ticket_fn)(void *arg, int rc, const char *id);
+/* fn: 0 with the id, AW_ELIMIT (the user holds the most), AW_EUNAVAIL. */
+void cluster_ticket_issue(cluster_t *c, const char *user, int64_t ttl_ms, int64_t token_exp_ms,
+                          int64_t max_per_user, cluster_ticket_fn fn, void *arg);
+/* Spends a ticket: fn(arg, rc, user, token_exp_ms, value) with rc 0,
+ * AW_ENOTFOUND (unknown, used, expired) or AW_EUNAVAIL; value is what
+ * cluster_ticket_untake needs to give it back. */
+typedef void (*cluster_take_fn)(void *arg, int rc, const char *user, int64_t token_exp_ms,
+                                const char *value);
+void cluster_ticket_take(cluster_t *c, const char *id, cluster_take_fn fn, void *arg);
+void cluster_ticket_untake(cluster_t *c, const char *id, const char *value);
+
 /* Is user connected to some node (presence of live nodes, cached and
  * refreshed each tick for the users asked about)? */
 bool cluster_user_present(cluster_t *c, const char *user);

@@ -11,7 +11,7 @@
 --                 aw:N:U:p  presence (hash: node -> "EXPIRY_MS JSON_ARRAY")
 --                 aw:N:U:k  tickets (zset: ticket -> expiry)
 -- Shard-wide:     aw:leases  open runs (zset: "U\nRUN" -> deadline)
---                 aw:t:ID    ticket ("USER\nTOKEN_EXPIRY_MS")
+--                 aw:t:ID    ticket ("USER\nTOKEN_EXPIRY_MS\nEXPIRY_MS")
 local op = ARGV[1]
 
 local function key(u, suffix)
@@ -307,12 +307,24 @@ if op == 'tkt' then
   if redis.call('ZCARD', kk) >= tonumber(ARGV[7]) then return 0 end
   redis.call('ZADD', kk, now + tonumber(ARGV[4]), ARGV[3])
   redis.call('PEXPIRE', kk, ARGV[4])
-  redis.call('SET', 'aw:t:' .. ARGV[3], u .. '\n' .. ARGV[5], 'PX', ARGV[4])
+  redis.call('SET', 'aw:t:' .. ARGV[3], u .. '\n' .. ARGV[5] .. '\n' .. (now + tonumber(ARGV[4])),
+             'PX', ARGV[4])
+  return 1
+end
+
+if op == 'untake' then
+  -- Gives back a ticket spent by an upgrade that was then refused (limits):
+  -- 2 ticket id, 3 the value 'take' returned, 4 now.
+  local exp = tonumber(string.match(ARGV[3], '\n(%d+)$'))
+  local u = string.match(ARGV[3], '^(.*)\n%d+\n%d+$')
+  if not exp or not u or exp <= tonumber(ARGV[4]) then return 0 end
+  redis.call('SET', 'aw:t:' .. ARGV[2], ARGV[3], 'PX', exp - tonumber(ARGV[4]))
+  redis.call('ZADD', key(u, 'k'), exp, ARGV[2])
   return 1
 end
 
 if op == 'take' then
-  -- Spends a ticket: 2 ticket id. The "USER\nTOKEN_EXPIRY" it was, or nil.
+  -- Spends a ticket: 2 ticket id. "USER\nTOKEN_EXPIRY\nTICKET_EXPIRY", or nil.
   local v = redis.call('GET', 'aw:t:' .. ARGV[2])
   if not v then return false end
   redis.call('DEL', 'aw:t:' .. ARGV[2])

@@ -88,11 +88,11 @@ typedef struct server {
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
     struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
-    bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */
-    int bound_port;       /* the port actually listened on */
-    int64_t tick_ms;      /* period of the housekeeping tick */
-    frame_t *ping_frame;  /* one shared ping frame for every heartbeat */
-    server_loop_t *loops; /* loops[0] is the main thread's */
+    bool draining;           /* SIGTERM/SIGINT seen: refuse, close, exit */
+    int bound_port;          /* the port actually listened on */
+    int64_t tick_ms;         /* period of the housekeeping tick */
+    frame_t *ping_frame;     /* one shared ping frame for every heartbeat */
+    server_loop_t *loops;    /* loops[0] is the main thread's */
     unsigned nloops;
     size_t nsessions;  /* read-only: sessions of all loops */
     size_t tcp_cap;    /* read-only: sessions allowed at once (limits and descriptors) */

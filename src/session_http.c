@@ -185,11 +185,11 @@ void session_http_input(session_t *s, const char *data, size_t len)
         } else {
             api_handle(s, req);
             body_release(s);
-            if (s->_http_held) { /* answered later: what follows waits */
-                s->_held_keep_alive = req->keep_alive;
-                http_pause(s, data, len);
-                return;
-            }
+        }
+        if (s->_http_held) { /* answered later: what follows waits */
+            s->_held_keep_alive = req->keep_alive;
+            http_pause(s, data, len);
+            return;
         }
         if (!req->keep_alive)
             session_close(s, 0, "request done"); /* the client's choice */
@@ -335,6 +335,20 @@ void session_http_release(session_wait_t *w)
     if (!s)
         return;
     s->_http_held = false;
+    if (s->state == SESSION_OPEN && s->_http) { /* an upgrade finished: WebSocket from here */
+        http_reader_dispose(s->_http);
+        free(s->_http);
+        s->_http = NULL;
+        s->_http_paused = false;
+        aw_buf_t pending = s->_rbuf;
+        memset(&s->_rbuf, 0, sizeof s->_rbuf);
+        if (pending.len)
+            session_ws_input(s, pending.data, pending.len);
+        aw_buf_free(&pending);
+        if (s->state == SESSION_OPEN)
+            session_read_start(s);
+        return;
+    }
     if (s->state != SESSION_HTTP)
         return;
     if (!s->_held_keep_alive)

@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "aw.h"
 #include "cluster.h"
+#include "event.h"
 #include "log.h"
 #include "server.h"
 
@@ -162,6 +163,121 @@ bool upgrade_is_websocket_path(const server_t *srv, const char *path)
            is_echo_path(srv, path);
 }
 
+/* What the upgrade needs from the request once its credential is known:
+ * kept whole, so a ticket redeemed on a Redis shard can finish it later. */
+typedef struct upgrade_ctx {
+    session_wait_t base; /* first: the session, NULL once it is gone */
+    char accept[29];
+    bool echo;
+    bool has_since;
+    uint64_t since;
+    char epoch[72];
+    char ext[160];
+    bool deflate;
+    deflate_params_t zparams;
+    char ticket_value[EVENT_MAX_ID + 64]; /* cluster: what 'take' returned */
+    auth_result_t auth;
+} upgrade_ctx_t;
+
+static void refuse_unavailable(session_t *s, const char *detail)
+{
+    s->srv->metrics.refusals[REFUSAL_UNAVAILABLE]++;
+    log_kv(LOG_WARN | LOG_LIMITED, "refused", "conn", s->id, "remote", s->remote, "reason",
+           "unavailable", "detail", detail, "#status", 503LL, NULL);
+    s->_keep_alive = false;
+    static const char body[] = "{\"error\":\"unavailable\",\"message\":\"the user's stream "
+                               "is not reachable now; retry later\"}";
+    session_respond(s, 503, "application/json", body, sizeof body - 1, "Retry-After: 1\r\n");
+    session_close(s, 0, "refused");
+}
+
+/* Admission, then the 101 and the session's start. */
+static void upgrade_finish(session_t *s, upgrade_ctx_t *u)
+{
+    server_t *srv = s->srv;
+    auth_result_t *auth = &u->auth;
+    int64_t now = aw_now_ms();
+    if (hub_admit(&srv->hub, auth->user) != AW_OK) {
+        if (srv->cluster && u->ticket_value[0]) /* a ticket stays valid for a later attempt */
+            cluster_ticket_untake(srv->cluster, auth->ticket, u->ticket_value);
+        refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth->user);
+        return; /* a ticket stays valid for a later attempt */
+    }
+    if (srv->cluster && !u->echo && !cluster_user_available(srv->cluster, auth->user)) {
+        if (u->ticket_value[0])
+            cluster_ticket_untake(srv->cluster, auth->ticket, u->ticket_value);
+        refuse_unavailable(s, "the user's Redis shard is not available");
+        return;
+    }
+    char user_copy[sizeof auth->user];
+    int64_t exp_copy;
+    if (!srv->cluster && auth->ticket[0] &&
+        tickets_take(&srv->tickets, auth->ticket, now, user_copy, &exp_copy) != AW_OK) {
+        refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
+               "ticket credential: unknown, used or expired ticket");
+        return;
+    }
+    s->deflate = u->deflate;
+    s->zparams = u->zparams;
+    char head[sizeof auth->protocol + 512];
+    int n =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n",
+                 u->accept, auth->protocol[0] ? "Sec-WebSocket-Protocol: " : "", auth->protocol,
+                 auth->protocol[0] ? "\r\n" : "", s->deflate ? "Sec-WebSocket-Extensions: " : "",
+                 u->ext, s->deflate ? "\r\n" : "");
+    frame_t *f = frame_raw(head, (size_t)n);
+    if (!f || !hub_attach(&srv->hub, s, auth->user)) {
+        frame_unref(f);
+        session_abort(s, "out of memory");
+        return;
+    }
+    s->state = SESSION_OPEN;
+    session_send(s, f);
+    frame_unref(f);
+    ws_parser_init(&s->_ws, (uint64_t)srv->cfg->max_message_bytes, true);
+    s->_ws.allow_rsv1 = s->deflate;
+    s->token_exp_ms = auth->expires_ms;
+    s->_last_rx_ms = now;
+    s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;
+    srv->metrics.handshakes_total++;
+    log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
+           auth->place, "#user_connections", (long long)s->user->nconns,
+           u->has_since ? "#since" : NULL, (long long)u->since, NULL);
+    s->echo = u->echo;
+    if (s->echo) /* the echo endpoint sends nothing of its own */
+        return;
+    if (srv->cluster)
+        cluster_sync(s, u->has_since, u->since, u->epoch);
+    else
+        send_established(s, u->has_since, u->since, u->epoch);
+}
+
+/* Cluster mode: the ticket was spent (or not) on its shard. */
+static void on_ticket_taken(void *arg, int rc, const char *user, int64_t token_exp_ms,
+                            const char *value)
+{
+    upgrade_ctx_t *u = arg;
+    session_t *s = u->base.s;
+    if (s && s->state == SESSION_HTTP) {
+        if (rc == AW_EUNAVAIL) {
+            refuse_unavailable(s, "the ticket's Redis shard is not available");
+        } else if (rc != AW_OK) {
+            refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
+                   "ticket credential: unknown, used or expired ticket");
+        } else {
+            snprintf(u->auth.user, sizeof u->auth.user, "%s", user);
+            snprintf(u->ticket_value, sizeof u->ticket_value, "%s", value);
+            u->auth.expires_ms = token_exp_ms + s->srv->jwt.leeway_s * 1000;
+            upgrade_finish(s, u);
+        }
+    } else if (rc == AW_OK && s) {
+        cluster_ticket_untake(s->srv->cluster, u->auth.ticket, value);
+    }
+    session_http_release(&u->base);
+}
+
 void upgrade_handle(session_t *s, const http_request_t *req)
 {
     server_t *srv = s->srv;
@@ -172,8 +288,10 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         session_close(s, 0, "not found");
         return;
     }
-    char accept[29];
-    const char *bad = check_handshake(req, accept);
+    static upgrade_ctx_t ctx; /* large (holds a subprotocol); used under the lock (lock.h) */
+    upgrade_ctx_t *u = &ctx;
+    memset(u, 0, offsetof(upgrade_ctx_t, auth));
+    const char *bad = check_handshake(req, u->accept);
     if (bad) {
         refuse(s, REFUSAL_BAD_HANDSHAKE, 400, bad, NULL);
         return;
@@ -186,76 +304,32 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_FORBIDDEN_ORIGIN, 403, "Origin is not allowed", NULL);
         return;
     }
-    static auth_result_t auth; /* large (holds a subprotocol); used under the lock (lock.h) */
-    int64_t now = aw_now_ms();
-    if (auth_handshake(&srv->jwt, &srv->tickets, req, now, &auth) != AW_OK) {
+    int rc =
+        auth_handshake(&srv->jwt, srv->cluster ? NULL : &srv->tickets, req, aw_now_ms(), &u->auth);
+    if (rc != AW_OK && !(rc == AW_EAGAIN && srv->cluster)) {
         char detail[160];
-        snprintf(detail, sizeof detail, "%s credential: %s", auth.place ? auth.place : "no",
-                 auth.reason);
+        snprintf(detail, sizeof detail, "%s credential: %s", u->auth.place ? u->auth.place : "no",
+                 u->auth.reason);
         refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential", detail);
         return;
     }
-    if (hub_admit(&srv->hub, auth.user) != AW_OK) {
-        refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth.user);
-        return; /* a ticket stays valid for a later attempt */
-    }
-    if (srv->cluster && !is_echo_path(srv, req->path) &&
-        !cluster_user_available(srv->cluster, auth.user)) {
-        srv->metrics.refusals[REFUSAL_UNAVAILABLE]++;
-        log_kv(LOG_WARN | LOG_LIMITED, "refused", "conn", s->id, "reason", "unavailable", "detail",
-               "the user's Redis shard is not available", "#status", 503LL, NULL);
-        s->_keep_alive = false;
-        static const char body[] = "{\"error\":\"unavailable\",\"message\":\"the user's stream "
-                                   "is not reachable now; retry later\"}";
-        session_respond(s, 503, "application/json", body, sizeof body - 1, "Retry-After: 1\r\n");
-        session_close(s, 0, "refused");
+    u->echo = is_echo_path(srv, req->path);
+    resume_params(req, &u->has_since, &u->since, u->epoch, sizeof u->epoch);
+    u->deflate =
+        srv->cfg->deflate && negotiate_deflate(srv, req, &u->zparams, u->ext, sizeof u->ext);
+    if (rc == AW_OK) {
+        upgrade_finish(s, u);
         return;
     }
-    char user_copy[sizeof auth.user];
-    int64_t exp_copy;
-    if (auth.ticket[0] &&
-        tickets_take(&srv->tickets, auth.ticket, now, user_copy, &exp_copy) != AW_OK) {
-        refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
-               "ticket credential: unknown, used or expired ticket");
-        return;
-    }
-
-    char ext[160] = "";
-    s->deflate = srv->cfg->deflate && negotiate_deflate(srv, req, &s->zparams, ext, sizeof ext);
-    char head[sizeof auth.protocol + 512];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s%s%s\r\n",
-                     accept, auth.protocol[0] ? "Sec-WebSocket-Protocol: " : "", auth.protocol,
-                     auth.protocol[0] ? "\r\n" : "", s->deflate ? "Sec-WebSocket-Extensions: " : "",
-                     ext, s->deflate ? "\r\n" : "");
-    frame_t *f = frame_raw(head, (size_t)n);
-    if (!f || !hub_attach(&srv->hub, s, auth.user)) {
-        frame_unref(f);
+    /* a ticket kept on a shard: spent there, then the upgrade goes on */
+    upgrade_ctx_t *w = (upgrade_ctx_t *)session_http_hold(s, sizeof *w);
+    if (!w) {
         session_abort(s, "out of memory");
         return;
     }
-    s->state = SESSION_OPEN;
-    session_send(s, f);
-    frame_unref(f);
-    ws_parser_init(&s->_ws, (uint64_t)srv->cfg->max_message_bytes, true);
-    s->_ws.allow_rsv1 = s->deflate;
-    s->token_exp_ms = auth.expires_ms;
-    s->_last_rx_ms = now;
-    s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;
-    srv->metrics.handshakes_total++;
-    bool has_since;
-    uint64_t since;
-    char epoch[72];
-    resume_params(req, &has_since, &since, epoch, sizeof epoch);
-    log_kv(LOG_INFO, "connect", "conn", s->id, "user", s->user->id, "remote", s->remote, "via",
-           auth.place, "#user_connections", (long long)s->user->nconns, has_since ? "#since" : NULL,
-           (long long)since, NULL);
-    s->echo = is_echo_path(srv, req->path);
-    if (s->echo) /* the echo endpoint sends nothing of its own */
-        return;
-    if (srv->cluster)
-        cluster_sync(s, has_since, since, epoch);
-    else
-        send_established(s, has_since, since, epoch);
+    session_t *keep = w->base.s;
+    memcpy(w, u, sizeof *w);
+    w->base.s = keep;
+    s->_wait = &w->base;
+    cluster_ticket_take(srv->cluster, w->auth.ticket, on_ticket_taken, w);
 }

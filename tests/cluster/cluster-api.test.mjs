@@ -85,7 +85,7 @@ test('idempotency: one key sent to all three nodes at the same moment publishes 
 
 /* ---------------- tickets ---------------- */
 
-test('tickets: made on node 0, accepted once on node 1; a second use on any node is 401', { ...T, todo: 'tickets are still kept by the node that issued them (docs/cluster.md, Not yet)' }, async (t) => {
+test('tickets: made on node 0, accepted once on node 1; a second use on any node is 401', T, async (t) => {
   const cl = await startCluster(t, { nodes: 3, shards: 2 });
   const [n0, n1, n2] = cl.nodes;
   for (const shard of [0, 1]) {

@@ -3,6 +3,8 @@
  * changes who the session belongs to (a refresh for another sub closes). */
 #include "client.h"
 
+#include "cluster.h"
+
 #include <string.h>
 
 #include "auth.h"
@@ -189,6 +191,63 @@ static void on_user_message(msg_t *m)
     json_decref(context);
 }
 
+/* Cluster mode: a run this node does not drive is stopped on the user's
+ * shard (its owner node stops the agent when told on the user's channel). */
+typedef struct stop_wait {
+    session_wait_t base;
+    json_t *message_id;
+    char run_id[EVENT_MAX_ID + 1];
+    char user[EVENT_MAX_ID + 1];
+} stop_wait_t;
+
+static void on_remote_stopped(void *arg, int rc, const hub_receipt_t *r)
+{
+    stop_wait_t *w = arg;
+    if (rc != AW_OK && rc != AW_ENOTFOUND)
+        log_kv(LOG_WARN | LOG_LIMITED, "stop_agent: the run could not be ended", "run", w->run_id,
+               "error", r->error, NULL);
+    json_decref(w->message_id);
+    session_wait_free(&w->base);
+}
+
+static void on_remote_open(void *arg, int rc)
+{
+    stop_wait_t *w = arg;
+    session_t *s = w->base.s;
+    if (s && rc == AW_ENOTFOUND) {
+        reply_error(s, w->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
+    } else if (s && rc != AW_OK) {
+        reply_error(s, w->message_id, ERR_UNAVAILABLE, "the user's stream is not reachable now",
+                    false);
+    } else if (s) {
+        json_t *ack =
+            json_pack("{s:s, s:s, s:s}", "type", "ack", "for", "stop_agent", "run_id", w->run_id);
+        if (w->message_id)
+            json_object_set(ack, "message_id", w->message_id);
+        session_send_json(s, ack);
+        json_decref(ack);
+        cluster_finish_run(s->srv->cluster, w->user, w->run_id, "cancelled", "stopped by the user",
+                           on_remote_stopped, w);
+        return;
+    }
+    json_decref(w->message_id);
+    session_wait_free(&w->base);
+}
+
+static void stop_remote(msg_t *m, const char *run_id)
+{
+    stop_wait_t *w =
+        strlen(run_id) <= EVENT_MAX_ID ? (stop_wait_t *)session_wait_new(m->s, sizeof *w) : NULL;
+    if (!w) {
+        reply_error(m->s, m->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
+        return;
+    }
+    w->message_id = json_incref(m->message_id);
+    snprintf(w->run_id, sizeof w->run_id, "%s", run_id);
+    snprintf(w->user, sizeof w->user, "%s", m->s->user->id);
+    cluster_run_open(m->s->srv->cluster, w->user, w->run_id, on_remote_open, w);
+}
+
 static void on_stop_agent(msg_t *m)
 {
     const char *run_id = json_string_value(json_object_get(m->args, "run_id"));
@@ -197,6 +256,10 @@ static void on_stop_agent(msg_t *m)
         return;
     }
     runs_t *runs = &m->s->srv->runs;
+    if (m->s->srv->cluster && !runs_is_open(runs, m->s->user->id, run_id)) {
+        stop_remote(m, run_id);
+        return;
+    }
     if (!runs_is_open(runs, m->s->user->id, run_id)) {
         reply_error(m->s, m->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
         return;

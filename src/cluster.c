@@ -375,6 +375,36 @@ void cluster_finish_run(cluster_t *c, const char *user, const char *run_id, cons
     call(c, sh, on_receipt, p, (int)AW_ARRAY_LEN(args), args, NULL);
 }
 
+typedef struct rc_call {
+    cluster_rc_fn fn;
+    void *arg;
+} rc_call_t;
+
+static void on_isopen(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    rc_call_t *k = ctx;
+    k->fn(k->arg, !r || r->type != REDIS_REPLY_INTEGER ? AW_EUNAVAIL
+                  : r->integer == 1                    ? AW_OK
+                                                       : AW_ENOTFOUND);
+    free(k);
+}
+
+void cluster_run_open(cluster_t *c, const char *user, const char *run_id, cluster_rc_fn fn,
+                      void *arg)
+{
+    shard_t *sh = shard_for(c, user);
+    rc_call_t *k = malloc(sizeof *k);
+    if (!k || !rconn_ready(&sh->cmd)) {
+        free(k);
+        fn(arg, AW_EUNAVAIL);
+        return;
+    }
+    *k = (rc_call_t){fn, arg};
+    const char *args[] = {"isopen", user, run_id};
+    call(c, sh, on_isopen, k, 3, args, NULL);
+}
+
 /* ---- users' streams on this node ---- */
 
 static void range_request(cuser_t *cu);

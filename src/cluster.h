@@ -59,6 +59,12 @@ void cluster_publish(cluster_t *c, const char *user, json_t *ev, const char *ide
 void cluster_finish_run(cluster_t *c, const char *user, const char *run_id, const char *status,
                         const char *error, cluster_receipt_fn fn, void *arg);
 
+/* Is run_id an open run of user (on any node)? fn(arg, rc): 0 open,
+ * AW_ENOTFOUND, AW_EUNAVAIL. */
+typedef void (*cluster_rc_fn)(void *arg, int rc);
+void cluster_run_open(cluster_t *c, const char *user, const char *run_id, cluster_rc_fn fn,
+                      void *arg);
+
 /* A session (or a run) of user on this node needs the user's live stream:
  * subscribes and loads it when this is the first. fn(arg, rc) is called once
  * the stream is live (rc 0; maybe before this returns) or cannot be loaded

@@ -190,6 +190,11 @@ if op == 'fin' then
                 tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11], ARGV[12])
 end
 
+if op == 'isopen' then
+  -- 2 user, 3 run: 1 when the run is open.
+  return redis.call('HGET', key(ARGV[2], 'r:' .. ARGV[3]), 'o') == '1' and 1 or 0
+end
+
 if op == 'reap' then
   -- Runs past their deadline: the owner stopped renewing (dead node), an
   -- API run went idle, or any run took too long. 2 era, 3 epoch candidate,

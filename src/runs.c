@@ -166,8 +166,11 @@ static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
     for (size_t i = 0; i < AW_ARRAY_LEN(statuses); i++)
         if (strcmp(status, statuses[i]) == 0)
             r->_metrics->runs_completed[i]++;
-    if (run->source == RUN_FROM_AGENT)
+    if (run->source == RUN_FROM_AGENT) {
         user_runs_add(r, run->user_id, -1);
+        if (r->remote_hold)
+            r->remote_hold(r->remote_ctx, run->user_id, false);
+    }
     if (run->agent_running && !run->_stop_sent) {
         run->_stop_sent = true;
         backend_stop(r, run, true); /* the agent said it is done */
@@ -191,6 +194,8 @@ int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char 
         run->events = 1;
         run->last_event_ms = now;
         r->open_runs++;
+        if (run->source == RUN_FROM_AGENT && r->remote_hold)
+            r->remote_hold(r->remote_ctx, user, true);
         return AW_OK;
     }
     if (!run || !run->open)
@@ -221,7 +226,9 @@ static int run_publish(runs_t *r, const char *user, json_t *ev, hub_receipt_t *r
     int rc = runs_admit(r, user, ev, aw_now_ms(), rec->error, sizeof rec->error);
     if (rc != AW_OK)
         return rc;
-    r->remote_publish(r->remote_ctx, user, ev);
+    const char *run_id = json_string_value(json_object_get(ev, "run_id"));
+    run_t *run = run_id ? run_find(r, user, run_id) : NULL;
+    r->remote_publish(r->remote_ctx, user, ev, run && run->source == RUN_FROM_AGENT);
     return AW_OK;
 }
 
@@ -452,7 +459,9 @@ static bool tick_one(const void *value, void *arg)
         finish(r, run, "timeout", why);
     } else if (run->open && run->source == RUN_FROM_AGENT) {
         const hub_user_t *u = hub_user_find(r->_hub, run->user_id);
-        if (u && u->nconns > 0)
+        bool connected = r->remote_connected ? r->remote_connected(r->remote_ctx, run->user_id)
+                                             : u && u->nconns > 0;
+        if (connected)
             run->_orphan_since_ms = 0;
         else if (!run->_orphan_since_ms)
             run->_orphan_since_ms = t->now;
@@ -484,4 +493,35 @@ static bool shutdown_one(const void *value, void *arg)
 void runs_shutdown(runs_t *r)
 {
     map_remove_if(&r->_runs, shutdown_one, r, NULL);
+}
+
+typedef struct each_run {
+    void (*add)(void *acc, const char *user, const char *run_id);
+    void *acc;
+} each_run_t;
+
+static bool each_agent_run(const void *value, void *arg)
+{
+    const run_t *run = value;
+    each_run_t *e = arg;
+    if (run->open && run->source == RUN_FROM_AGENT)
+        e->add(e->acc, run->user_id, run->id);
+    return false;
+}
+
+void runs_each_agent_run(runs_t *r, void (*add)(void *acc, const char *user, const char *run_id),
+                         void *acc)
+{
+    each_run_t e = {add, acc};
+    map_remove_if(&r->_runs, each_agent_run, &e, NULL);
+}
+
+void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id)
+{
+    run_t *run = run_find(r, user, run_id);
+    if (!run || !run->open)
+        return; /* ended here already (its own agent_completed) */
+    log_kv(LOG_INFO, "run ended on another node", "run", run->id, "user", run->user_id, NULL);
+    stop_agent(r, run);
+    close_run(r, run, "cancelled", aw_now_ms());
 }

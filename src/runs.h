@@ -53,7 +53,12 @@ typedef struct runs {
     agent_backend_t *backend; /* owned */
     /* cluster mode: events of runs go to the user's shard through this
      * (answers come later and are logged); NULL: the hub */
-    void (*remote_publish)(void *ctx, const char *user, json_t *ev);
+    void (*remote_publish)(void *ctx, const char *user, json_t *ev, bool own_run);
+    /* cluster mode: an agent run here opens (on) or ends: the node keeps
+     * listening to the user's channel meanwhile (stops come that way) */
+    void (*remote_hold)(void *ctx, const char *user, bool on);
+    /* cluster mode: does the user have a connection on any node? */
+    bool (*remote_connected)(void *ctx, const char *user);
     void *remote_ctx;
     /* private */
     map_t _runs;     /* "user\nrun_id" -> run_t * (open and recently finished) */
@@ -97,6 +102,15 @@ int runs_stop(runs_t *r, const char *user, const char *run_id);
 /* Backend callbacks: see agent.h. */
 void runs_agent_line(run_t *run, const char *line, size_t len);
 void runs_agent_ended(run_t *run, const char *reason);
+
+/* Cluster mode: calls add for each open run whose agent runs here (their
+ * leases are renewed). */
+void runs_each_agent_run(runs_t *r, void (*add)(void *acc, const char *user, const char *run_id),
+                         void *acc);
+
+/* Cluster mode: the user's shard closed run_id (stop_agent on another node,
+ * the API, a deadline): its agent here stops, nothing more is published. */
+void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id);
 
 /* The node is draining: every running agent is stopped and its open run
  * ends with status cancelled. */

@@ -238,12 +238,46 @@ static void on_run_receipt(void *arg, int rc, const hub_receipt_t *r)
                r->error[0] ? r->error : aw_strerror(rc), NULL);
 }
 
-static void run_to_cluster(void *ctx, const char *user, json_t *ev)
+/* An agent's own run is leased to this node, which renews the lease while
+ * it lives; a dead node's runs are ended by another (cluster.lua, reap). */
+static void run_to_cluster(void *ctx, const char *user, json_t *ev, bool own_run)
 {
     server_t *srv = ctx;
-    /* leased like an API run (deadline: the idle timeout after each event)
-     * until owners renew their leases */
-    cluster_publish(srv->cluster, user, ev, NULL, NULL, on_run_receipt, NULL);
+    cluster_publish(srv->cluster, user, ev, NULL, own_run ? cluster_node_id(srv->cluster) : NULL,
+                    on_run_receipt, NULL);
+}
+
+static void hold_done(void *arg, int rc)
+{
+    (void)arg, (void)rc; /* the stream loads for the user's sessions, if any */
+}
+
+static void hold_user(void *ctx, const char *user, bool on)
+{
+    server_t *srv = ctx;
+    if (on)
+        cluster_user_acquire(srv->cluster, user, hold_done, NULL);
+    else
+        cluster_user_release(srv->cluster, user);
+}
+
+static bool user_in_cluster(void *ctx, const char *user)
+{
+    server_t *srv = ctx;
+    return cluster_user_present(srv->cluster, user);
+}
+
+static void each_run(void *ctx, void (*add)(void *acc, const char *user, const char *run_id),
+                     void *acc)
+{
+    server_t *srv = ctx;
+    runs_each_agent_run(&srv->runs, add, acc);
+}
+
+static void stop_run(void *ctx, const char *user, const char *run_id)
+{
+    server_t *srv = ctx;
+    runs_closed_elsewhere(&srv->runs, user, run_id);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -507,7 +541,10 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
             return crc;
         srv->hub.runs = NULL; /* the run gate is the shard's script */
         srv->runs.remote_publish = run_to_cluster;
+        srv->runs.remote_connected = user_in_cluster;
+        srv->runs.remote_hold = hold_user;
         srv->runs.remote_ctx = srv;
+        cluster_set_runs(srv->cluster, each_run, srv, stop_run);
     }
     deflater_init(&srv->deflater, (size_t)cfg->deflate_min_bytes);
     if (cfg->tls_cert) {

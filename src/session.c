@@ -518,8 +518,8 @@ static void on_close(uv_handle_t *h)
     queue_truncate(s, 0);
     if (s->user)
         hub_detach(&s->srv->hub, s); /* unlinked only now: see hub.c */
-    if (s->_wait)
-        s->_wait->s = NULL; /* a reply still on its way finds no session */
+    for (session_wait_t *w = s->_wait; w; w = w->_next)
+        w->s = NULL; /* a reply still on its way finds no session */
     if (s->_cluster_user) {
         cluster_presence_changed(s->srv->cluster, s->user->id);
         cluster_user_release(s->srv->cluster, s->user->id);

@@ -105,7 +105,7 @@ typedef struct session {
     uint64_t _body_reserved; /* bytes of --max-request-bytes-in-flight held */
     bool _close_when_flushed;
     bool _close_received;
-    struct session_wait *_wait; /* a reply this session waits for (cluster mode) */
+    struct session_wait *_wait; /* replies this session waits for (cluster mode) */
     bool _http_held;            /* the current request's response comes later */
     bool _held_keep_alive;      /* that request allowed another */
     bool _cluster_user;         /* holds its user's stream on this node (cluster mode) */
@@ -117,6 +117,7 @@ typedef struct session {
  * embed it first in their own struct of `size` bytes. */
 typedef struct session_wait {
     struct session *s;
+    struct session_wait *_next, *_prev; /* the session's waits */
 } session_wait_t;
 
 session_wait_t *session_wait_new(session_t *s, size_t size);

@@ -309,14 +309,23 @@ session_wait_t *session_wait_new(session_t *s, size_t size)
     if (!w)
         return NULL;
     w->s = s;
+    w->_next = s->_wait;
+    if (s->_wait)
+        s->_wait->_prev = w;
     s->_wait = w;
     return w;
 }
 
 void session_wait_free(session_wait_t *w)
 {
-    if (w && w->s && w->s->_wait == w)
-        w->s->_wait = NULL;
+    if (w && w->s) { /* still linked: the session is alive */
+        if (w->_prev)
+            w->_prev->_next = w->_next;
+        else
+            w->s->_wait = w->_next;
+        if (w->_next)
+            w->_next->_prev = w->_prev;
+    }
     free(w);
 }
 

@@ -327,9 +327,8 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         session_abort(s, "out of memory");
         return;
     }
-    session_t *keep = w->base.s;
+    session_wait_t links = w->base;
     memcpy(w, u, sizeof *w);
-    w->base.s = keep;
-    s->_wait = &w->base;
+    w->base = links;
     cluster_ticket_take(srv->cluster, w->auth.ticket, on_ticket_taken, w);
 }

@@ -21,24 +21,10 @@
 
 #define BATCH_MAX 1000
 
-typedef struct api_error {
-    int status;
-    enum metrics_error code;
-    char message[200];
-} api_error_t;
-
 static void respond_error(session_t *s, int status, enum metrics_error code, const char *msg)
 {
     s->srv->metrics.errors[code]++;
     session_respond_error(s, status, metrics_error_name(code), msg);
-}
-
-static int set_error(api_error_t *e, int status, enum metrics_error code, const char *msg)
-{
-    e->status = status;
-    e->code = code;
-    snprintf(e->message, sizeof e->message, "%s", msg);
-    return AW_EINVAL;
 }
 
 static bool api_key_ok(server_t *srv, const http_request_t *req)
@@ -68,46 +54,7 @@ static json_t *receipt_json(const hub_receipt_t *r)
                      r->event_id);
 }
 
-/* Publishes one event object; on success returns its receipt as JSON. */
-static json_t *publish_one(server_t *srv, json_t *ev, const char *idem_header, api_error_t *err)
-{
-    if (!json_is_object(ev))
-        return set_error(err, 422, ERR_INVALID_EVENT, "an event must be a JSON object"), NULL;
-    const char *user = json_string_value(json_object_get(ev, "user_id"));
-    if (!event_id_valid(user))
-        return set_error(err, 422, ERR_INVALID_EVENT, "user_id (the target) is required"), NULL;
-    json_t *key = json_object_get(ev, "idempotency_key");
-    const char *idem = idem_header;
-    if (key) {
-        idem = json_string_value(key);
-        if (!idem || !*idem || strlen(idem) > IDEM_MAX_KEY)
-            return set_error(err, 422, ERR_INVALID_EVENT,
-                             "idempotency_key must be a string of 1 to 255 bytes"),
-                   NULL;
-    }
-    int64_t now = aw_now_ms();
-    hub_receipt_t prev;
-    if (idem && idem_get(&srv->idem, user, idem, now, &prev))
-        return receipt_json(&prev);
-    char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
-    snprintf(user_copy, sizeof user_copy, "%s", user);
-    snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
-    json_object_del(ev, "idempotency_key"); /* frees key: use the copies from here */
-    hub_receipt_t r;
-    int rc = hub_publish(&srv->hub, user_copy, ev, &r);
-    if (rc == AW_EINVAL)
-        return set_error(err, 422, ERR_INVALID_EVENT, r.error), NULL;
-    if (rc == AW_ECONFLICT)
-        return set_error(err, 409, ERR_RUN_ORDER, r.error), NULL;
-    if (rc != AW_OK)
-        return set_error(err, 503, ERR_UNAVAILABLE, "out of memory"), NULL;
-    if (idem && idem_put(&srv->idem, user_copy, idem_copy, &r, now) != AW_OK)
-        log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
-               user_copy, NULL);
-    return receipt_json(&r);
-}
-
-/* ---- cluster mode: the shard answers on a later loop turn ---- */
+/* ---- publishing: the broker answers, now (memory) or on a later loop turn (Redis) ---- */
 
 typedef struct pub_wait {
     session_wait_t base; /* first: the session, NULL once it is gone */
@@ -169,7 +116,7 @@ static void pub_done(pub_wait_t *w)
         pub_answer(w);
 }
 
-static void on_cluster_receipt(void *arg, int rc, const hub_receipt_t *r)
+static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
 {
     pub_slot_t *slot = arg;
     pub_wait_t *w = slot->w;
@@ -183,9 +130,9 @@ static void on_cluster_receipt(void *arg, int rc, const hub_receipt_t *r)
     pub_done(w);
 }
 
-/* Publishes the events of arr (or the one event) through the user's shard
- * and answers when every one has its answer. */
-static void cluster_publish_all(session_t *s, json_t *events, bool batch, const char *idem_header)
+/* Publishes the events of arr (or the one event) through the broker and
+ * answers when every one has its answer. */
+static void publish_all(session_t *s, json_t *events, bool batch, const char *idem_header)
 {
     server_t *srv = s->srv;
     pub_wait_t *w = (pub_wait_t *)session_http_hold(s, sizeof *w);
@@ -213,10 +160,15 @@ static void cluster_publish_all(session_t *s, json_t *events, bool batch, const 
         hub_receipt_t r = {0};
         if (!json_is_object(ev)) {
             snprintf(r.error, sizeof r.error, "an event must be a JSON object");
-            on_cluster_receipt(slot, AW_EINVAL, &r);
+            on_receipt(slot, AW_EINVAL, &r);
             continue;
         }
         const char *user = json_string_value(json_object_get(ev, "user_id"));
+        if (!event_id_valid(user)) {
+            snprintf(r.error, sizeof r.error, "user_id (the target) is required");
+            on_receipt(slot, AW_EINVAL, &r);
+            continue;
+        }
         json_t *key = json_object_get(ev, "idempotency_key");
         const char *idem = idem_header;
         if (key) {
@@ -224,21 +176,16 @@ static void cluster_publish_all(session_t *s, json_t *events, bool batch, const 
             if (!idem || !*idem || strlen(idem) > IDEM_MAX_KEY) {
                 snprintf(r.error, sizeof r.error,
                          "idempotency_key must be a string of 1 to 255 bytes");
-                on_cluster_receipt(slot, AW_EINVAL, &r);
+                on_receipt(slot, AW_EINVAL, &r);
                 continue;
             }
-        }
-        if (!event_id_valid(user)) {
-            snprintf(r.error, sizeof r.error, "user_id (the target) is required");
-            on_cluster_receipt(slot, AW_EINVAL, &r);
-            continue;
         }
         char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
         snprintf(user_copy, sizeof user_copy, "%s", user);
         snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
         json_object_del(ev, "idempotency_key");
-        cluster_publish(srv->cluster, user_copy, ev, idem ? idem_copy : NULL, NULL,
-                        on_cluster_receipt, slot);
+        broker_publish(srv->broker, user_copy, ev, idem ? idem_copy : NULL, false, on_receipt,
+                       slot);
     }
     pub_done(w);
 }
@@ -249,14 +196,14 @@ typedef struct list_wait {
     bool kick;
 } list_wait_t;
 
-static void on_cluster_list(void *arg, int rc, json_t *list)
+static void on_user_list(void *arg, int rc, json_t *list)
 {
     list_wait_t *w = arg;
     session_t *s = w->base.s;
     if (s && rc != AW_OK) {
         s->srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's Redis "
-                                   "shard did not answer\"}";
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's "
+                                   "stream did not answer\"}";
         session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
     } else if (s) {
         json_t *body = w->kick ? json_pack("{s:s, s:I}", "user_id", w->user, "disconnected",
@@ -271,7 +218,8 @@ static void on_cluster_list(void *arg, int rc, json_t *list)
     session_http_release(&w->base);
 }
 
-static void cluster_list(session_t *s, const char *user, bool kick)
+/* GET .../connections and POST .../disconnect: every node's connections. */
+static void list_user(session_t *s, const char *user, bool kick)
 {
     list_wait_t *w = (list_wait_t *)session_http_hold(s, sizeof *w);
     if (!w) {
@@ -280,7 +228,7 @@ static void cluster_list(session_t *s, const char *user, bool kick)
     }
     snprintf(w->user, sizeof w->user, "%s", user);
     w->kick = kick;
-    (kick ? cluster_disconnect : cluster_connections)(s->srv->cluster, user, on_cluster_list, w);
+    (kick ? broker_disconnect : broker_connections)(s->srv->broker, user, on_user_list, w);
 }
 
 typedef struct hist_wait {
@@ -288,15 +236,15 @@ typedef struct hist_wait {
     char user[EVENT_MAX_ID * 3 + 1];
 } hist_wait_t;
 
-static void on_cluster_history(void *arg, int rc, const char *epoch, uint64_t seq, uint64_t first,
-                               const char *const *events, const size_t *lens, size_t n)
+static void on_history_read(void *arg, int rc, const char *epoch, uint64_t seq, uint64_t first,
+                            const char *const *events, const size_t *lens, size_t n)
 {
     hist_wait_t *w = arg;
     session_t *s = w->base.s;
     if (s && rc != AW_OK) {
         s->srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's Redis "
-                                   "shard did not answer\"}";
+        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's "
+                                   "stream did not answer\"}";
         session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
     } else if (s) {
         char *buf = NULL;
@@ -336,7 +284,6 @@ static void on_publish(session_t *s, const http_request_t *req)
         bigstr_free(&lits);
         return;
     }
-    api_error_t err;
     const char *idem = http_header(req, "Idempotency-Key");
     if (idem && (!*idem || strlen(idem) > IDEM_MAX_KEY)) {
         respond_error(s, 400, ERR_BAD_REQUEST, "Idempotency-Key must be 1 to 255 bytes");
@@ -344,24 +291,14 @@ static void on_publish(session_t *s, const http_request_t *req)
         bigstr_free(&lits);
         return;
     }
+    json_t *one = json_pack("[o]", ev);
     s->srv->hub.literals = &lits;
-    if (s->srv->cluster) {
-        json_t *one = json_pack("[O]", ev);
-        cluster_publish_all(s, one, false, idem);
-        s->srv->hub.literals = NULL;
-        json_decref(one);
-        json_decref(ev);
-        bigstr_free(&lits);
-        return;
-    }
-    json_t *r = publish_one(s->srv, ev, idem, &err);
-    s->srv->hub.literals = NULL;
-    if (r)
-        session_respond_json(s, 200, r);
+    if (one)
+        publish_all(s, one, false, idem);
     else
-        respond_error(s, err.status, err.code, err.message);
-    json_decref(r);
-    json_decref(ev);
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+    s->srv->hub.literals = NULL;
+    json_decref(one);
     bigstr_free(&lits);
 }
 
@@ -379,66 +316,20 @@ static void on_batch(session_t *s, const http_request_t *req)
         return;
     }
     s->srv->hub.literals = &lits;
-    if (s->srv->cluster) {
-        cluster_publish_all(s, arr, true, NULL);
-        s->srv->hub.literals = NULL;
-        json_decref(arr);
-        bigstr_free(&lits);
-        return;
-    }
-    json_t *out = json_array();
-    size_t i;
-    json_t *ev;
-    json_array_foreach(arr, i, ev)
-    {
-        api_error_t err;
-        json_t *r = publish_one(s->srv, ev, NULL, &err);
-        if (!r) {
-            s->srv->metrics.errors[err.code]++;
-            r = json_pack("{s:s, s:s, s:i}", "error", metrics_error_name(err.code), "message",
-                          err.message, "status", err.status);
-        }
-        json_array_append_new(out, r);
-    }
+    publish_all(s, arr, true, NULL);
     s->srv->hub.literals = NULL;
-    session_respond_json(s, 200, out);
-    json_decref(out);
     json_decref(arr);
     bigstr_free(&lits);
 }
 
-static void describe_session(session_t *c, void *arg)
-{
-    if (c->state != SESSION_OPEN)
-        return;
-    json_array_append_new(arg, json_pack("{s:s, s:s, s:I}", "connection_id", c->id, "remote_addr",
-                                         c->remote, "connected_at", (json_int_t)c->connected_ms));
-}
-
 static void on_connections(session_t *s, const char *user)
 {
-    if (s->srv->cluster) {
-        cluster_list(s, user, false);
-        return;
-    }
-    json_t *list = json_array();
-    hub_each_session(&s->srv->hub, user, describe_session, list);
-    json_t *body = json_pack("{s:s, s:o}", "user_id", user, "connections", list);
-    session_respond_json(s, 200, body);
-    json_decref(body);
+    list_user(s, user, false);
 }
 
 static void on_disconnect(session_t *s, const char *user)
 {
-    if (s->srv->cluster) {
-        cluster_list(s, user, true);
-        return;
-    }
-    size_t n = hub_disconnect_user(&s->srv->hub, user, WS_CLOSE_DISCONNECTED, "disconnected");
-    log_kv(LOG_INFO, "kick", "user", user, "#connections", (long long)n, NULL);
-    json_t *body = json_pack("{s:s, s:I}", "user_id", user, "disconnected", (json_int_t)n);
-    session_respond_json(s, 200, body);
-    json_decref(body);
+    list_user(s, user, true);
 }
 
 typedef struct ticket_wait {
@@ -446,7 +337,7 @@ typedef struct ticket_wait {
     int64_t expires;
 } ticket_wait_t;
 
-static void on_cluster_ticket(void *arg, int rc, const char *id)
+static void on_ticket_issued(void *arg, int rc, const char *id)
 {
     ticket_wait_t *w = arg;
     session_t *s = w->base.s;
@@ -456,7 +347,7 @@ static void on_cluster_ticket(void *arg, int rc, const char *id)
     } else if (s && rc != AW_OK) {
         s->srv->metrics.errors[ERR_UNAVAILABLE]++;
         static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"cannot issue a "
-                                   "ticket now: the user's Redis shard did not answer\"}";
+                                   "ticket now\"}";
         session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
     } else if (s) {
         json_t *body = json_pack("{s:s, s:I}", "ticket", id, "expires_at", (json_int_t)w->expires);
@@ -475,7 +366,6 @@ static void on_ticket(session_t *s, const http_request_t *req)
         respond_error(s, 401, ERR_UNAUTHORIZED, "a ticket needs the user's JWT as Bearer");
         return;
     }
-    char id[TICKET_LEN + 1];
     int64_t now = aw_now_ms();
     int64_t expires = now + srv->cfg->ticket_ttl_ms;
     int64_t token_exp = r.expires_ms - srv->jwt.leeway_s * 1000;
@@ -483,31 +373,13 @@ static void on_ticket(session_t *s, const http_request_t *req)
         respond_error(s, 401, ERR_UNAUTHORIZED, "the token has expired");
         return;
     }
-    if (srv->cluster) {
-        ticket_wait_t *w = (ticket_wait_t *)session_http_hold(s, sizeof *w);
-        if (!w) {
-            respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
-            return;
-        }
-        w->expires = expires < token_exp ? expires : token_exp;
-        cluster_ticket_issue(srv->cluster, r.user, w->expires - now, token_exp,
-                             srv->cfg->max_tickets_per_user, on_cluster_ticket, w);
+    ticket_wait_t *w = (ticket_wait_t *)session_http_hold(s, sizeof *w);
+    if (!w) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    int rc = tickets_issue(&srv->tickets, r.user, expires, token_exp, id);
-    if (rc == AW_ELIMIT) {
-        respond_error(s, 429, ERR_TOO_MANY_TICKETS,
-                      "too many unused tickets; use or let expire the ones issued");
-        return;
-    }
-    if (rc != AW_OK) {
-        respond_error(s, 503, ERR_UNAVAILABLE, "cannot issue a ticket now");
-        return;
-    }
-    json_t *body = json_pack("{s:s, s:I}", "ticket", id, "expires_at",
-                             (json_int_t)(expires < token_exp ? expires : token_exp));
-    session_respond_json(s, 200, body);
-    json_decref(body);
+    w->expires = expires < token_exp ? expires : token_exp;
+    broker_ticket_issue(srv->broker, r.user, w->expires, token_exp, on_ticket_issued, w);
 }
 
 /* GET /api/v1/history?user_id=&since=: the retained events, as the very
@@ -533,48 +405,13 @@ static void on_history(session_t *s, const http_request_t *req)
         respond_error(s, 422, ERR_INVALID_EVENT, "since must be a non-negative integer");
         return;
     }
-    if (s->srv->cluster) {
-        hist_wait_t *w = (hist_wait_t *)session_http_hold(s, sizeof *w);
-        if (!w) {
-            respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
-            return;
-        }
-        snprintf(w->user, sizeof w->user, "%s", user);
-        cluster_history(s->srv->cluster, user, since, on_cluster_history, w);
-        return;
-    }
-    const hub_user_t *u = hub_user_find(&s->srv->hub, user);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    if (!f) {
+    hist_wait_t *w = (hist_wait_t *)session_http_hold(s, sizeof *w);
+    if (!w) {
         respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    json_t *head = json_pack("{s:s}", "user_id", user);
-    char *head_text = jalloc_dumps(head, JSON_COMPACT);
-    json_decref(head);
-    /* head_text is {"user_id":"…"}: reopen it to append the other fields */
-    fprintf(f, "%.*s,\"epoch\":", (int)(strlen(head_text) - 1), head_text);
-    free(head_text);
-    if (u)
-        fprintf(f, "\"%s\",\"seq\":%llu,\"first_seq\":%llu,\"events\":[", u->epoch,
-                (unsigned long long)u->seq, (unsigned long long)history_first_seq(&u->history));
-    else
-        fputs("null,\"seq\":0,\"first_seq\":0,\"events\":[", f);
-    uint64_t first = u ? history_first_seq(&u->history) : 0;
-    uint64_t from = since + 1 > first ? since + 1 : first;
-    for (uint64_t q = from; u && first && q <= history_last_seq(&u->history); q++) {
-        size_t plen;
-        const uint8_t *p = frame_ws_payload(history_get(&u->history, q), &plen);
-        if (q != from)
-            fputc(',', f);
-        fwrite(p, 1, plen, f);
-    }
-    fputs("]}", f);
-    fclose(f);
-    session_respond(s, 200, "application/json", buf, len, NULL);
-    free(buf);
+    snprintf(w->user, sizeof w->user, "%s", user);
+    broker_history(s->srv->broker, user, since, on_history_read, w);
 }
 
 /* POST /api/v1/dev/token {"name"}: a user token for the demo page, in
@@ -787,7 +624,7 @@ void api_handle(session_t *s, const http_request_t *req)
         char why[256];
         if (s->srv->draining)
             respond_error(s, 503, ERR_UNAVAILABLE, "draining");
-        else if (s->srv->cluster && !cluster_ready(s->srv->cluster, why, sizeof why))
+        else if (!broker_ready(s->srv->broker, why, sizeof why))
             respond_error(s, 503, ERR_UNAVAILABLE, why);
         else
             session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);

@@ -3,8 +3,6 @@
  * changes who the session belongs to (a refresh for another sub closes). */
 #include "client.h"
 
-#include "cluster.h"
-
 #include <string.h>
 
 #include "auth.h"
@@ -191,8 +189,9 @@ static void on_user_message(msg_t *m)
     json_decref(context);
 }
 
-/* Cluster mode: a run this node does not drive is stopped on the user's
- * shard (its owner node stops the agent when told on the user's channel). */
+/* A run this node does not drive is stopped where the user's stream lives
+ * (cluster mode: its owner node stops the agent when told on the user's
+ * channel; in memory every run is here, so none is found). */
 typedef struct stop_wait {
     session_wait_t base;
     json_t *message_id;
@@ -226,8 +225,8 @@ static void on_remote_open(void *arg, int rc)
             json_object_set(ack, "message_id", w->message_id);
         session_send_json(s, ack);
         json_decref(ack);
-        cluster_finish_run(s->srv->cluster, w->user, w->run_id, "cancelled", "stopped by the user",
-                           on_remote_stopped, w);
+        broker_run_finish(s->srv->broker, w->user, w->run_id, "cancelled", "stopped by the user",
+                          on_remote_stopped, w);
         return;
     }
     json_decref(w->message_id);
@@ -245,7 +244,7 @@ static void stop_remote(msg_t *m, const char *run_id)
     w->message_id = json_incref(m->message_id);
     snprintf(w->run_id, sizeof w->run_id, "%s", run_id);
     snprintf(w->user, sizeof w->user, "%s", m->s->user->id);
-    cluster_run_open(m->s->srv->cluster, w->user, w->run_id, on_remote_open, w);
+    broker_run_open(m->s->srv->broker, w->user, w->run_id, on_remote_open, w);
 }
 
 static void on_stop_agent(msg_t *m)
@@ -256,12 +255,8 @@ static void on_stop_agent(msg_t *m)
         return;
     }
     runs_t *runs = &m->s->srv->runs;
-    if (m->s->srv->cluster && !runs_is_open(runs, m->s->user->id, run_id)) {
+    if (!runs_is_open(runs, m->s->user->id, run_id)) { /* maybe on another node */
         stop_remote(m, run_id);
-        return;
-    }
-    if (!runs_is_open(runs, m->s->user->id, run_id)) {
-        reply_error(m->s, m->message_id, ERR_NOT_FOUND, "no open run with this run_id", false);
         return;
     }
     /* the ack first, then the run's agent_completed, as for start_agent */

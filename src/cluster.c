@@ -87,6 +87,7 @@ struct cluster {
     void (*stop_run)(void *ctx, const char *user, const char *run_id);
     uint64_t subscriptions;
     uint64_t gaps_filled, resets;
+    broker_t broker; /* this, as broker.h sees it */
 };
 
 /* ---- keys ---- */
@@ -815,6 +816,8 @@ static bool resubscribe(const void *value, void *arg)
 
 /* ---- setup ---- */
 
+static const broker_ops_t redis_ops;
+
 int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub, metrics_t *m,
                  char *err, size_t errlen)
 {
@@ -824,6 +827,7 @@ int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *h
         return AW_ENOMEM;
     }
     c->loop = loop;
+    c->broker = (broker_t){&redis_ops, c};
     c->cfg = cfg;
     c->hub = hub;
     c->m = m;
@@ -1303,8 +1307,9 @@ void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_his
 /* ---- tickets ---- */
 
 typedef struct ticket_call {
-    cluster_ticket_fn fn;
-    cluster_take_fn take;
+    broker_ticket_fn issued;
+    broker_peek_fn peeked;
+    broker_rc_fn taken;
     void *arg;
     char id[40];
 } ticket_call_t;
@@ -1316,54 +1321,61 @@ static void on_ticket_issued(cluster_t *c, redisReply *r, void *ctx)
     int rc = !r || r->type != REDIS_REPLY_INTEGER ? AW_EUNAVAIL
              : r->integer == 1                    ? AW_OK
                                                   : AW_ELIMIT;
-    t->fn(t->arg, rc, t->id);
+    t->issued(t->arg, rc, rc == AW_OK ? t->id : NULL);
     free(t);
 }
 
-void cluster_ticket_issue(cluster_t *c, const char *user, int64_t ttl_ms, int64_t token_exp_ms,
-                          int64_t max_per_user, cluster_ticket_fn fn, void *arg)
+static void ticket_issue(broker_t *b, const char *user, int64_t expires_ms, int64_t token_exp_ms,
+                         broker_ticket_fn fn, void *arg)
 {
+    cluster_t *c = b->impl;
     shard_t *sh = shard_for(c, user);
     ticket_call_t *t = calloc(1, sizeof *t);
     uint8_t raw[15];
+    int64_t now = aw_now_ms();
     if (!t || !rconn_ready(&sh->cmd) || aw_random_bytes(raw, sizeof raw) != AW_OK) {
         free(t);
         fn(arg, AW_EUNAVAIL, NULL);
         return;
     }
-    t->fn = fn;
+    t->issued = fn;
     t->arg = arg;
     snprintf(t->id, sizeof t->id, "%02x", (unsigned)sh->index);
     aw_hex(t->id + 2, raw, sizeof raw);
-    char b[4][24];
+    char b4[4][24];
     const char *args[] = {"tkt",
                           user,
                           t->id,
-                          num(b[0], ttl_ms),
-                          num(b[1], token_exp_ms),
-                          num(b[2], aw_now_ms()),
-                          num(b[3], max_per_user)};
+                          num(b4[0], expires_ms > now ? expires_ms - now : 1),
+                          num(b4[1], token_exp_ms),
+                          num(b4[2], now),
+                          num(b4[3], c->cfg->max_tickets_per_user)};
     call(c, sh, on_ticket_issued, t, (int)AW_ARRAY_LEN(args), args, NULL);
 }
 
-static void on_ticket_taken(cluster_t *c, redisReply *r, void *ctx)
+static void on_ticket_read(cluster_t *c, redisReply *r, void *ctx)
 {
     (void)c;
     ticket_call_t *t = ctx;
     if (!r) {
-        t->take(t->arg, AW_EUNAVAIL, NULL, 0, NULL);
-    } else if (r->type != REDIS_REPLY_STRING) {
-        t->take(t->arg, AW_ENOTFOUND, NULL, 0, NULL);
+        if (t->peeked)
+            t->peeked(t->arg, AW_EUNAVAIL, NULL, 0);
+        else
+            t->taken(t->arg, AW_EUNAVAIL);
+    } else if (t->taken) {
+        t->taken(t->arg, r->type == REDIS_REPLY_STRING ? AW_OK : AW_ENOTFOUND);
     } else {
+        /* "USER\nTOKEN_EXPIRY\nEXPIRY" */
         char user[EVENT_MAX_ID + 1];
-        const char *nl = memchr(r->str, '\n', r->len);
+        const char *nl = r->type == REDIS_REPLY_STRING ? memchr(r->str, '\n', r->len) : NULL;
         size_t ulen = nl ? (size_t)(nl - r->str) : 0;
-        if (!nl || ulen == 0 || ulen > EVENT_MAX_ID) {
-            t->take(t->arg, AW_ENOTFOUND, NULL, 0, NULL);
+        const char *nl2 = nl ? memchr(nl + 1, '\n', r->len - ulen - 1) : NULL;
+        if (!nl2 || ulen == 0 || ulen > EVENT_MAX_ID || strtoll(nl2 + 1, NULL, 10) <= aw_now_ms()) {
+            t->peeked(t->arg, AW_ENOTFOUND, NULL, 0);
         } else {
             memcpy(user, r->str, ulen);
             user[ulen] = '\0';
-            t->take(t->arg, AW_OK, user, strtoll(nl + 1, NULL, 10), r->str);
+            t->peeked(t->arg, AW_OK, user, strtoll(nl + 1, NULL, 10));
         }
     }
     free(t);
@@ -1377,34 +1389,125 @@ static int ticket_shard(const cluster_t *c, const char *id)
     return n < c->nshards ? n : -1;
 }
 
-void cluster_ticket_take(cluster_t *c, const char *id, cluster_take_fn fn, void *arg)
+static void ticket_read(cluster_t *c, const char *op, const char *id, ticket_call_t *t)
 {
     int n = ticket_shard(c, id);
+    redisReply none = {.type = REDIS_REPLY_NIL};
     if (n < 0) {
-        fn(arg, AW_ENOTFOUND, NULL, 0, NULL);
+        on_ticket_read(c, &none, t);
         return;
     }
-    shard_t *sh = &c->shards[n];
-    ticket_call_t *t = calloc(1, sizeof *t);
-    if (!t || !rconn_ready(&sh->cmd)) {
-        free(t);
-        fn(arg, AW_EUNAVAIL, NULL, 0, NULL);
+    if (!rconn_ready(&c->shards[n].cmd)) {
+        on_ticket_read(c, NULL, t);
         return;
     }
-    t->take = fn;
-    t->arg = arg;
-    const char *args[] = {"take", id};
-    call(c, sh, on_ticket_taken, t, 2, args, NULL);
+    const char *args[] = {op, id};
+    call(c, &c->shards[n], on_ticket_read, t, 2, args, NULL);
 }
 
-void cluster_ticket_untake(cluster_t *c, const char *id, const char *value)
+static void ticket_peek(broker_t *b, const char *id, broker_peek_fn fn, void *arg)
 {
-    int n = ticket_shard(c, id);
-    if (n < 0)
+    ticket_call_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        fn(arg, AW_ENOMEM, NULL, 0);
         return;
-    char b[24];
-    const char *args[] = {"untake", id, value, num(b, aw_now_ms())};
-    call(c, &c->shards[n], on_ignore, NULL, 4, args, NULL);
+    }
+    t->peeked = fn;
+    t->arg = arg;
+    ticket_read(b->impl, "peekt", id, t);
+}
+
+static void ticket_take(broker_t *b, const char *id, broker_rc_fn fn, void *arg)
+{
+    ticket_call_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        fn(arg, AW_ENOMEM);
+        return;
+    }
+    t->taken = fn;
+    t->arg = arg;
+    ticket_read(b->impl, "take", id, t);
+}
+
+/* ---- the broker interface ---- */
+
+static bool b_available(broker_t *b, const char *user)
+{
+    return cluster_user_available(b->impl, user);
+}
+
+static bool b_ready(broker_t *b, char *why, size_t whylen)
+{
+    return cluster_ready(b->impl, why, whylen);
+}
+
+static void b_publish(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
+                      broker_receipt_fn fn, void *arg)
+{
+    cluster_t *c = b->impl;
+    cluster_publish(c, user, ev, idem, own_run ? c->node : NULL, fn, arg);
+}
+
+static void b_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
+{
+    cluster_presence_changed(b->impl, user);
+    cluster_user_acquire(b->impl, user, fn, arg);
+}
+
+static void b_release(broker_t *b, const char *user)
+{
+    cluster_presence_changed(b->impl, user);
+    cluster_user_release(b->impl, user);
+}
+
+static void b_connections(broker_t *b, const char *user, broker_list_fn fn, void *arg)
+{
+    cluster_connections(b->impl, user, fn, arg);
+}
+
+static void b_disconnect(broker_t *b, const char *user, broker_list_fn fn, void *arg)
+{
+    cluster_disconnect(b->impl, user, fn, arg);
+}
+
+static void b_history(broker_t *b, const char *user, uint64_t since, broker_history_fn fn,
+                      void *arg)
+{
+    cluster_history(b->impl, user, since, fn, arg);
+}
+
+static void b_run_open(broker_t *b, const char *user, const char *run_id, broker_rc_fn fn,
+                       void *arg)
+{
+    cluster_run_open(b->impl, user, run_id, fn, arg);
+}
+
+static void b_run_finish(broker_t *b, const char *user, const char *run_id, const char *status,
+                         const char *error, broker_receipt_fn fn, void *arg)
+{
+    cluster_finish_run(b->impl, user, run_id, status, error, fn, arg);
+}
+
+static const broker_ops_t redis_ops = {
+    .name = "redis",
+    .available = b_available,
+    .ready = b_ready,
+    .publish = b_publish,
+    .acquire = b_acquire,
+    .release = b_release,
+    .connections = b_connections,
+    .disconnect = b_disconnect,
+    .history = b_history,
+    .ticket_issue = ticket_issue,
+    .ticket_peek = ticket_peek,
+    .ticket_take = ticket_take,
+    .run_open = b_run_open,
+    .run_finish = b_run_finish,
+};
+
+broker_t *cluster_broker(cluster_t *c)
+{
+    return &c->broker;
 }
 
 /* ---- metrics ---- */

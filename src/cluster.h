@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "broker.h"
 #include "config.h"
 #include "hub.h"
 #include "metrics.h"
@@ -29,7 +30,7 @@ typedef struct cluster cluster_t;
 /* A publish's outcome: 0 with the receipt, AW_ECONFLICT (r->error says
  * why: run order), AW_EUNAVAIL (the shard did not answer in time: the event
  * may or may not exist; a retry with an idempotency key is exact). */
-typedef void (*cluster_receipt_fn)(void *arg, int rc, const hub_receipt_t *r);
+typedef broker_receipt_fn cluster_receipt_fn;
 
 int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *hub, metrics_t *m,
                  char *err, size_t errlen);
@@ -37,6 +38,10 @@ int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *h
  * ran their close callbacks. */
 void cluster_stop(cluster_t *c);
 void cluster_free(cluster_t *c);
+
+/* The cluster as the broker of users' streams (broker.h); its tickets
+ * live on the user's shard (the id's first two hex digits name it). */
+broker_t *cluster_broker(cluster_t *c);
 
 /* This node's name in the cluster. */
 const char *cluster_node_id(const cluster_t *c);
@@ -61,7 +66,7 @@ void cluster_finish_run(cluster_t *c, const char *user, const char *run_id, cons
 
 /* Is run_id an open run of user (on any node)? fn(arg, rc): 0 open,
  * AW_ENOTFOUND, AW_EUNAVAIL. */
-typedef void (*cluster_rc_fn)(void *arg, int rc);
+typedef broker_rc_fn cluster_rc_fn;
 void cluster_run_open(cluster_t *c, const char *user, const char *run_id, cluster_rc_fn fn,
                       void *arg);
 
@@ -69,7 +74,7 @@ void cluster_run_open(cluster_t *c, const char *user, const char *run_id, cluste
  * subscribes and loads it when this is the first. fn(arg, rc) is called once
  * the stream is live (rc 0; maybe before this returns) or cannot be loaded
  * (AW_EUNAVAIL). Balanced by cluster_user_release, also when fn failed. */
-typedef void (*cluster_ready_fn)(void *arg, int rc);
+typedef broker_ready_fn cluster_ready_fn;
 void cluster_user_acquire(cluster_t *c, const char *user, cluster_ready_fn fn, void *arg);
 void cluster_user_release(cluster_t *c, const char *user);
 
@@ -78,32 +83,16 @@ void cluster_user_release(cluster_t *c, const char *user);
 void cluster_presence_changed(cluster_t *c, const char *user);
 
 /* Every node's connections of user: fn(arg, rc, array) (array borrowed). */
-typedef void (*cluster_list_fn)(void *arg, int rc, json_t *connections);
+typedef broker_list_fn cluster_list_fn;
 void cluster_connections(cluster_t *c, const char *user, cluster_list_fn fn, void *arg);
 /* Closes user's connections on every node; fn gets the ones closed. */
 void cluster_disconnect(cluster_t *c, const char *user, cluster_list_fn fn, void *arg);
 
 /* The retained events after since: fn(arg, rc, epoch, seq, first, events)
  * with events a JSON array of the stored event texts (borrowed). */
-typedef void (*cluster_history_fn)(void *arg, int rc, const char *epoch, uint64_t seq,
-                                   uint64_t first, const char *const *events, const size_t *lens,
-                                   size_t n);
+typedef broker_history_fn cluster_history_fn;
 void cluster_history(cluster_t *c, const char *user, uint64_t since, cluster_history_fn fn,
                      void *arg);
-
-/* Tickets (PROTOCOL section 5) kept on the user's shard, so any node
- * accepts them once. The id's first two hex digits name the shard. */
-typedef void (*cluster_ticket_fn)(void *arg, int rc, const char *id);
-/* fn: 0 with the id, AW_ELIMIT (the user holds the most), AW_EUNAVAIL. */
-void cluster_ticket_issue(cluster_t *c, const char *user, int64_t ttl_ms, int64_t token_exp_ms,
-                          int64_t max_per_user, cluster_ticket_fn fn, void *arg);
-/* Spends a ticket: fn(arg, rc, user, token_exp_ms, value) with rc 0,
- * AW_ENOTFOUND (unknown, used, expired) or AW_EUNAVAIL; value is what
- * cluster_ticket_untake needs to give it back. */
-typedef void (*cluster_take_fn)(void *arg, int rc, const char *user, int64_t token_exp_ms,
-                                const char *value);
-void cluster_ticket_take(cluster_t *c, const char *id, cluster_take_fn fn, void *arg);
-void cluster_ticket_untake(cluster_t *c, const char *id, const char *value);
 
 /* Is user connected to some node (presence of live nodes, cached and
  * refreshed each tick for the users asked about)? */

@@ -317,15 +317,10 @@ if op == 'tkt' then
   return 1
 end
 
-if op == 'untake' then
-  -- Gives back a ticket spent by an upgrade that was then refused (limits):
-  -- 2 ticket id, 3 the value 'take' returned, 4 now.
-  local exp = tonumber(string.match(ARGV[3], '\n(%d+)$'))
-  local u = string.match(ARGV[3], '^(.*)\n%d+\n%d+$')
-  if not exp or not u or exp <= tonumber(ARGV[4]) then return 0 end
-  redis.call('SET', 'aw:t:' .. ARGV[2], ARGV[3], 'PX', exp - tonumber(ARGV[4]))
-  redis.call('ZADD', key(u, 'k'), exp, ARGV[2])
-  return 1
+
+if op == 'peekt' then
+  -- Reads a ticket without spending it: 2 ticket id. Its value, or nil.
+  return redis.call('GET', 'aw:t:' .. ARGV[2])
 end
 
 if op == 'take' then

@@ -14,8 +14,6 @@
 #include "event.h"
 #include "frame.h"
 #include "log.h"
-#include "runs.h"
-#include "server.h"
 #include "session.h"
 #include "ws.h"
 
@@ -282,25 +280,13 @@ static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size
         log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
     size_t n = 0;
-    server_loop_t *here = server_current_loop();
-    bool drained = false;
+    bool first = true;
     for (session_t *s = u->_conns; s; s = s->_user_next) {
         if (s->echo || s->syncing)
             continue;
-        frame_t *wf = session_wire_frame(s, f);
-        int rc;
-        if (!here || s->lp == here) {
-            /* earlier events from other loops first, so this one is not
-             * queued ahead of them */
-            if (!drained && here)
-                server_drain_inbox(here);
-            drained = true;
-            rc = session_deliver(s, wf, seq); /* queued, or caught up from history */
-        } else {
-            rc = server_post_delivery(s, wf, seq); /* its own loop queues it */
-        }
-        if (rc == AW_OK)
+        if (h->send(h->send_ctx, s, f, seq, first) == AW_OK)
             n++;
+        first = false;
     }
     h->_metrics->events_delivered += n;
     *recipients = n;
@@ -317,8 +303,8 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     }
     if (event_validate(ev, out->error, sizeof out->error) != AW_OK)
         return AW_EINVAL;
-    if (h->runs &&
-        runs_admit(h->runs, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
+    if (h->gate &&
+        h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
         return AW_ECONFLICT;
     hub_user_t *u = hub_user(h, user_id);
     if (!u || serialize(h, u, ev, out) != AW_OK)

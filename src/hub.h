@@ -16,11 +16,25 @@
 
 #include "aw.h"
 #include "config.h"
+#include "frame.h"
 #include "history.h"
 #include "map.h"
 #include "metrics.h"
 
 struct session;
+
+/* The hub reads downward: what lies above it (the loops, the run rules)
+ * hands it callbacks instead of being called up into. */
+
+/* Queues event frame f (number seq) for session s, on s's own loop: now, or
+ * handed over to it. first is true for the first session of a fan-out. 0 when
+ * the session takes it. Set by the server; the hub only fans out. */
+typedef int (*hub_send_fn)(void *ctx, struct session *s, frame_t *f, uint64_t seq, bool first);
+
+/* The run-order gate, asked about every event before it is stamped: 0, or
+ * AW_ECONFLICT with the reason in why. */
+typedef int (*hub_gate_fn)(void *ctx, const char *user, const json_t *ev, int64_t now_ms, char *why,
+                           size_t whylen);
 
 #define HUB_EPOCH_LEN    16 /* hex characters of an epoch */
 #define HUB_EVENT_ID_LEN 32 /* bytes of an event id, NUL included */
@@ -51,7 +65,10 @@ typedef struct hub {
     uint64_t streams_dropped; /* read-only: idle streams dropped for the memory cap */
     const config_t *_cfg;
     metrics_t *_metrics;
-    struct runs *runs; /* public: the run-order gate, NULL for none */
+    hub_send_fn send; /* public: how frames reach sessions (set before use) */
+    void *send_ctx;
+    hub_gate_fn gate; /* public: the run-order gate, NULL for none */
+    void *gate_ctx;
     /* public: the undecoded long strings of the events being published
      * (bigstr.h), set around hub_publish by the caller that parsed them */
     const struct bigstr *literals;

@@ -229,6 +229,27 @@ static void trim_memory(server_t *srv)
     }
 }
 
+/* The hub's way to a session: queued now on this loop's own sessions, after
+ * the events other loops handed over earlier (so this one is not queued
+ * ahead of them); handed over to the session's loop otherwise. */
+static int send_to_session(void *ctx, session_t *s, frame_t *f, uint64_t seq, bool first)
+{
+    (void)ctx;
+    frame_t *wf = session_wire_frame(s, f);
+    server_loop_t *here = server_current_loop();
+    if (first && here)
+        server_drain_inbox(here);
+    if (here && s->lp != here)
+        return server_post_delivery(s, wf, seq); /* its own loop queues it */
+    return session_deliver(s, wf, seq);          /* queued, or caught up from history */
+}
+
+static int runs_gate(void *ctx, const char *user, const json_t *ev, int64_t now, char *why,
+                     size_t whylen)
+{
+    return runs_admit(ctx, user, ev, now, why, whylen);
+}
+
 /* Cluster mode: an agent's event was answered by the user's shard. */
 static void on_run_receipt(void *arg, int rc, const hub_receipt_t *r)
 {
@@ -534,12 +555,18 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         snprintf(err, errlen, "out of memory");
         return AW_ENOMEM;
     }
-    srv->hub.runs = &srv->runs;
+    broker_memory_init(&srv->memory_broker, srv);
+    srv->broker = &srv->memory_broker;
+    srv->hub.send = send_to_session;
+    srv->hub.send_ctx = srv;
+    srv->hub.gate = runs_gate;
+    srv->hub.gate_ctx = &srv->runs;
     if (cfg->redis) {
         int crc = cluster_init(&srv->cluster, loop, cfg, &srv->hub, &srv->metrics, err, errlen);
         if (crc != AW_OK)
             return crc;
-        srv->hub.runs = NULL; /* the run gate is the shard's script */
+        srv->hub.gate = NULL; /* the run gate is the shard's script */
+        srv->broker = cluster_broker(srv->cluster);
         srv->runs.remote_publish = run_to_cluster;
         srv->runs.remote_connected = user_in_cluster;
         srv->runs.remote_hold = hold_user;

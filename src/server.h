@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "broker.h"
 #include "config.h"
 #include "deflate.h"
 #include "frame.h"
@@ -87,6 +88,8 @@ typedef struct server {
     bool tls_on;         /* --tls-cert given: every connection is TLS */
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
+    broker_t *broker;        /* where users' streams live (broker.h) */
+    broker_t memory_broker;  /* the embedded default */
     struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
     bool draining;           /* SIGTERM/SIGINT seen: refuse, close, exit */
     int bound_port;          /* the port actually listened on */

@@ -6,8 +6,6 @@
  * does). */
 #include "session.h"
 
-#include "cluster.h"
-
 #include <linux/sockios.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -520,10 +518,8 @@ static void on_close(uv_handle_t *h)
         hub_detach(&s->srv->hub, s); /* unlinked only now: see hub.c */
     for (session_wait_t *w = s->_wait; w; w = w->_next)
         w->s = NULL; /* a reply still on its way finds no session */
-    if (s->_cluster_user) {
-        cluster_presence_changed(s->srv->cluster, s->user->id);
-        cluster_user_release(s->srv->cluster, s->user->id);
-    }
+    if (s->_broker_user)
+        broker_release(s->srv->broker, s->user->id);
     server_purge_inbox(s->lp, s); /* after the detach: no loop posts to s any more */
     server_remove_session(s->lp, s);
     if (s->_ip_counted)

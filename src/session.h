@@ -108,7 +108,8 @@ typedef struct session {
     struct session_wait *_wait; /* replies this session waits for (cluster mode) */
     bool _http_held;            /* the current request's response comes later */
     bool _held_keep_alive;      /* that request allowed another */
-    bool _cluster_user;         /* holds its user's stream on this node (cluster mode) */
+    bool _broker_user;          /* holds its user's stream (broker_acquire) */
+    bool _http_in_handler;      /* a request's handler runs (answers may come within it) */
     uint16_t _close_code;       /* code we sent or will send */
 } session_t;
 

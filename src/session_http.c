@@ -171,8 +171,10 @@ void session_http_input(session_t *s, const char *data, size_t len)
         s->_keep_alive = req->keep_alive && ++s->_requests < (uint64_t)cfg->keepalive_requests &&
                          now - s->connected_ms < cfg->keepalive_max_ms;
         s->_deadline_ms = now + cfg->handshake_timeout_ms;
+        s->_http_in_handler = true;
         if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
             upgrade_handle(s, req);
+            s->_http_in_handler = false;
             body_release(s);
             if (s->state == SESSION_OPEN) {
                 http_reader_dispose(s->_http);
@@ -184,6 +186,7 @@ void session_http_input(session_t *s, const char *data, size_t len)
             }
         } else {
             api_handle(s, req);
+            s->_http_in_handler = false;
             body_release(s);
         }
         if (s->_http_held) { /* answered later: what follows waits */
@@ -344,6 +347,8 @@ void session_http_release(session_wait_t *w)
     if (!s)
         return;
     s->_http_held = false;
+    if (s->_http_in_handler)
+        return; /* answered within the handler: the reader goes on as for any request */
     if (s->state == SESSION_OPEN && s->_http) { /* an upgrade finished: WebSocket from here */
         http_reader_dispose(s->_http);
         free(s->_http);

@@ -10,7 +10,7 @@
 
 #include "auth.h"
 #include "aw.h"
-#include "cluster.h"
+#include "broker.h"
 #include "event.h"
 #include "log.h"
 #include "server.h"
@@ -95,9 +95,6 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
         session_replay(s, since + 1, NULL);
 }
 
-/* Cluster mode: the session waits, getting no events, until this node
- * holds the user's stream as the shard has it; then it is told where it
- * stands, as in the memory mode. */
 typedef struct sync_wait {
     session_wait_t base;
     bool has_since;
@@ -121,12 +118,13 @@ static void on_synced(void *arg, int rc)
     session_wait_free(&w->base);
 }
 
-static void cluster_sync(session_t *s, bool has_since, uint64_t since, const char *epoch)
+/* The session waits, getting no events, until its user's stream is live on
+ * this node (at once in memory; after the shard's range in cluster mode);
+ * then it is told where it stands. */
+static void stream_sync(session_t *s, bool has_since, uint64_t since, const char *epoch)
 {
-    cluster_t *c = s->srv->cluster;
     s->syncing = true;
-    s->_cluster_user = true;
-    cluster_presence_changed(c, s->user->id);
+    s->_broker_user = true;
     sync_wait_t *w = (sync_wait_t *)session_wait_new(s, sizeof *w);
     if (!w) {
         session_close(s, WS_CLOSE_INTERNAL, "internal error");
@@ -135,7 +133,7 @@ static void cluster_sync(session_t *s, bool has_since, uint64_t since, const cha
     w->has_since = has_since;
     w->since = since;
     snprintf(w->epoch, sizeof w->epoch, "%s", epoch);
-    cluster_user_acquire(c, s->user->id, on_synced, w);
+    broker_acquire(s->srv->broker, s->user->id, on_synced, w);
 }
 
 static bool is_echo_path(const server_t *srv, const char *path)
@@ -164,7 +162,8 @@ bool upgrade_is_websocket_path(const server_t *srv, const char *path)
 }
 
 /* What the upgrade needs from the request once its credential is known:
- * kept whole, so a ticket redeemed on a Redis shard can finish it later. */
+ * kept whole, so a ticket read and spent by the broker can finish it on a
+ * later loop turn. */
 typedef struct upgrade_ctx {
     session_wait_t base; /* first: the session, NULL once it is gone */
     char accept[29];
@@ -175,7 +174,7 @@ typedef struct upgrade_ctx {
     char ext[160];
     bool deflate;
     deflate_params_t zparams;
-    char ticket_value[EVENT_MAX_ID + 64]; /* cluster: what 'take' returned */
+    bool held; /* on the heap, holding the request (session_http_hold) */
     auth_result_t auth;
 } upgrade_ctx_t;
 
@@ -191,32 +190,12 @@ static void refuse_unavailable(session_t *s, const char *detail)
     session_close(s, 0, "refused");
 }
 
-/* Admission, then the 101 and the session's start. */
-static void upgrade_finish(session_t *s, upgrade_ctx_t *u)
+/* The 101 and the session's start. */
+static void upgrade_open(session_t *s, upgrade_ctx_t *u)
 {
     server_t *srv = s->srv;
     auth_result_t *auth = &u->auth;
     int64_t now = aw_now_ms();
-    if (hub_admit(&srv->hub, auth->user) != AW_OK) {
-        if (srv->cluster && u->ticket_value[0]) /* a ticket stays valid for a later attempt */
-            cluster_ticket_untake(srv->cluster, auth->ticket, u->ticket_value);
-        refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", auth->user);
-        return; /* a ticket stays valid for a later attempt */
-    }
-    if (srv->cluster && !u->echo && !cluster_user_available(srv->cluster, auth->user)) {
-        if (u->ticket_value[0])
-            cluster_ticket_untake(srv->cluster, auth->ticket, u->ticket_value);
-        refuse_unavailable(s, "the user's Redis shard is not available");
-        return;
-    }
-    char user_copy[sizeof auth->user];
-    int64_t exp_copy;
-    if (!srv->cluster && auth->ticket[0] &&
-        tickets_take(&srv->tickets, auth->ticket, now, user_copy, &exp_copy) != AW_OK) {
-        refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
-               "ticket credential: unknown, used or expired ticket");
-        return;
-    }
     s->deflate = u->deflate;
     s->zparams = u->zparams;
     char head[sizeof auth->protocol + 512];
@@ -246,36 +225,69 @@ static void upgrade_finish(session_t *s, upgrade_ctx_t *u)
            auth->place, "#user_connections", (long long)s->user->nconns,
            u->has_since ? "#since" : NULL, (long long)u->since, NULL);
     s->echo = u->echo;
-    if (s->echo) /* the echo endpoint sends nothing of its own */
-        return;
-    if (srv->cluster)
-        cluster_sync(s, u->has_since, u->since, u->epoch);
-    else
-        send_established(s, u->has_since, u->since, u->epoch);
+    if (!s->echo) /* the echo endpoint sends nothing of its own */
+        stream_sync(s, u->has_since, u->since, u->epoch);
 }
 
-/* Cluster mode: the ticket was spent (or not) on its shard. */
-static void on_ticket_taken(void *arg, int rc, const char *user, int64_t token_exp_ms,
-                            const char *value)
+static void refuse_ticket(session_t *s)
+{
+    refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
+           "ticket credential: unknown, used or expired ticket");
+}
+
+/* The ticket was spent: by this upgrade (0) or by another (refused). */
+static void on_ticket_taken(void *arg, int rc)
 {
     upgrade_ctx_t *u = arg;
     session_t *s = u->base.s;
     if (s && s->state == SESSION_HTTP) {
-        if (rc == AW_EUNAVAIL) {
-            refuse_unavailable(s, "the ticket's Redis shard is not available");
-        } else if (rc != AW_OK) {
-            refuse(s, REFUSAL_UNAUTHORIZED, 401, "missing or invalid credential",
-                   "ticket credential: unknown, used or expired ticket");
-        } else {
-            snprintf(u->auth.user, sizeof u->auth.user, "%s", user);
-            snprintf(u->ticket_value, sizeof u->ticket_value, "%s", value);
-            u->auth.expires_ms = token_exp_ms + s->srv->jwt.leeway_s * 1000;
-            upgrade_finish(s, u);
-        }
-    } else if (rc == AW_OK && s) {
-        cluster_ticket_untake(s->srv->cluster, u->auth.ticket, value);
+        if (rc == AW_OK)
+            upgrade_open(s, u);
+        else if (rc == AW_EUNAVAIL)
+            refuse_unavailable(s, "the ticket's home did not answer");
+        else
+            refuse_ticket(s);
     }
     session_http_release(&u->base);
+}
+
+/* Admission: limits first, so a refused upgrade leaves its ticket valid for
+ * a later attempt; then the ticket is spent (once, whoever else holds it). */
+static void upgrade_admit(session_t *s, upgrade_ctx_t *u)
+{
+    server_t *srv = s->srv;
+    if (hub_admit(&srv->hub, u->auth.user) != AW_OK) {
+        refuse(s, REFUSAL_TOO_MANY_CONNECTIONS, 429, "connection limit reached", u->auth.user);
+    } else if (!u->echo && !broker_available(srv->broker, u->auth.user)) {
+        refuse_unavailable(s, "the user's stream is not reachable");
+    } else if (u->auth.ticket[0]) {
+        broker_ticket_take(srv->broker, u->auth.ticket, on_ticket_taken, u);
+        return; /* on_ticket_taken releases u */
+    } else {
+        upgrade_open(s, u);
+    }
+    if (u->held)
+        session_http_release(&u->base);
+}
+
+/* The ticket's user, read without spending it. */
+static void on_ticket_peeked(void *arg, int rc, const char *user, int64_t token_exp_ms)
+{
+    upgrade_ctx_t *u = arg;
+    session_t *s = u->base.s;
+    if (!s || s->state != SESSION_HTTP) {
+        session_http_release(&u->base);
+    } else if (rc == AW_EUNAVAIL) {
+        refuse_unavailable(s, "the ticket's home did not answer");
+        session_http_release(&u->base);
+    } else if (rc != AW_OK) {
+        refuse_ticket(s);
+        session_http_release(&u->base);
+    } else {
+        snprintf(u->auth.user, sizeof u->auth.user, "%s", user);
+        u->auth.expires_ms = token_exp_ms + s->srv->jwt.leeway_s * 1000;
+        upgrade_admit(s, u);
+    }
 }
 
 void upgrade_handle(session_t *s, const http_request_t *req)
@@ -304,9 +316,9 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_FORBIDDEN_ORIGIN, 403, "Origin is not allowed", NULL);
         return;
     }
-    int rc =
-        auth_handshake(&srv->jwt, srv->cluster ? NULL : &srv->tickets, req, aw_now_ms(), &u->auth);
-    if (rc != AW_OK && !(rc == AW_EAGAIN && srv->cluster)) {
+    /* tickets are the broker's: auth only says one was presented */
+    int rc = auth_handshake(&srv->jwt, NULL, req, aw_now_ms(), &u->auth);
+    if (rc != AW_OK && rc != AW_EAGAIN) {
         char detail[160];
         snprintf(detail, sizeof detail, "%s credential: %s", u->auth.place ? u->auth.place : "no",
                  u->auth.reason);
@@ -318,10 +330,10 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     u->deflate =
         srv->cfg->deflate && negotiate_deflate(srv, req, &u->zparams, u->ext, sizeof u->ext);
     if (rc == AW_OK) {
-        upgrade_finish(s, u);
+        upgrade_admit(s, u);
         return;
     }
-    /* a ticket kept on a shard: spent there, then the upgrade goes on */
+    /* a ticket: read, admitted, spent, maybe over later loop turns */
     upgrade_ctx_t *w = (upgrade_ctx_t *)session_http_hold(s, sizeof *w);
     if (!w) {
         session_abort(s, "out of memory");
@@ -330,5 +342,6 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     session_wait_t links = w->base;
     memcpy(w, u, sizeof *w);
     w->base = links;
-    cluster_ticket_take(srv->cluster, w->auth.ticket, on_ticket_taken, w);
+    w->held = true;
+    broker_ticket_peek(srv->broker, w->auth.ticket, on_ticket_peeked, w);
 }

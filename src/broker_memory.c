@@ -1,0 +1,179 @@
+/* broker_memory.c -- the embedded default home of users' streams
+ * (broker.h): this process's hub, idempotency cache, tickets and runs.
+ * Every answer comes before the call returns. */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "history.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "ws.h"
+
+static bool mem_available(broker_t *b, const char *user)
+{
+    (void)b, (void)user;
+    return true;
+}
+
+static bool mem_ready(broker_t *b, char *why, size_t whylen)
+{
+    (void)b;
+    snprintf(why, whylen, "ready");
+    return true;
+}
+
+static void mem_publish(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
+                        broker_receipt_fn fn, void *arg)
+{
+    (void)own_run;
+    server_t *srv = b->impl;
+    int64_t now = aw_now_ms();
+    hub_receipt_t r = {0};
+    if (idem && idem_get(&srv->idem, user, idem, now, &r)) {
+        fn(arg, AW_OK, &r);
+        return;
+    }
+    int rc = hub_publish(&srv->hub, user, ev, &r);
+    if (rc == AW_OK && idem && idem_put(&srv->idem, user, idem, &r, now) != AW_OK)
+        log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
+               user, NULL);
+    if (rc == AW_ENOMEM)
+        snprintf(r.error, sizeof r.error, "out of memory");
+    fn(arg, rc, &r);
+}
+
+static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
+{
+    (void)b, (void)user;
+    fn(arg, AW_OK); /* the hub holds every stream */
+}
+
+static void mem_release(broker_t *b, const char *user)
+{
+    (void)b, (void)user;
+}
+
+static void describe(session_t *c, void *arg)
+{
+    if (c->state != SESSION_OPEN)
+        return;
+    json_array_append_new(arg, json_pack("{s:s, s:s, s:I}", "connection_id", c->id, "remote_addr",
+                                         c->remote, "connected_at", (json_int_t)c->connected_ms));
+}
+
+static void mem_connections(broker_t *b, const char *user, broker_list_fn fn, void *arg)
+{
+    server_t *srv = b->impl;
+    json_t *list = json_array();
+    hub_each_session(&srv->hub, user, describe, list);
+    fn(arg, list ? AW_OK : AW_ENOMEM, list);
+    json_decref(list);
+}
+
+static void mem_disconnect(broker_t *b, const char *user, broker_list_fn fn, void *arg)
+{
+    server_t *srv = b->impl;
+    json_t *list = json_array();
+    hub_each_session(&srv->hub, user, describe, list);
+    hub_disconnect_user(&srv->hub, user, WS_CLOSE_DISCONNECTED, "disconnected");
+    fn(arg, list ? AW_OK : AW_ENOMEM, list);
+    json_decref(list);
+}
+
+static void mem_history(broker_t *b, const char *user, uint64_t since, broker_history_fn fn,
+                        void *arg)
+{
+    server_t *srv = b->impl;
+    const hub_user_t *u = hub_user_find(&srv->hub, user);
+    if (!u) {
+        fn(arg, AW_OK, NULL, 0, 0, NULL, NULL, 0);
+        return;
+    }
+    uint64_t first = history_first_seq(&u->history);
+    uint64_t last = history_last_seq(&u->history);
+    uint64_t from = since + 1 > first ? since + 1 : first;
+    size_t n = first && last >= from ? (size_t)(last - from + 1) : 0;
+    const char **ev = calloc(n + 1, sizeof *ev);
+    size_t *lens = calloc(n + 1, sizeof *lens);
+    if (!ev || !lens) {
+        free(ev);
+        free(lens);
+        fn(arg, AW_ENOMEM, NULL, 0, 0, NULL, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        ev[i] = (const char *)frame_ws_payload(history_get(&u->history, from + i), &lens[i]);
+    fn(arg, AW_OK, u->epoch, u->seq, first, ev, lens, n);
+    free(ev);
+    free(lens);
+}
+
+static void mem_ticket_issue(broker_t *b, const char *user, int64_t expires_ms,
+                             int64_t token_exp_ms, broker_ticket_fn fn, void *arg)
+{
+    server_t *srv = b->impl;
+    char id[TICKET_LEN + 1];
+    int rc = tickets_issue(&srv->tickets, user, expires_ms, token_exp_ms, id);
+    fn(arg, rc, rc == AW_OK ? id : NULL);
+}
+
+static void mem_ticket_peek(broker_t *b, const char *id, broker_peek_fn fn, void *arg)
+{
+    server_t *srv = b->impl;
+    char user[JWT_MAX_SUB + 1];
+    int64_t exp = 0;
+    int rc = tickets_peek(&srv->tickets, id, aw_now_ms(), user, &exp);
+    fn(arg, rc, rc == AW_OK ? user : NULL, exp);
+}
+
+static void mem_ticket_take(broker_t *b, const char *id, broker_rc_fn fn, void *arg)
+{
+    server_t *srv = b->impl;
+    char user[JWT_MAX_SUB + 1];
+    int64_t exp;
+    fn(arg, tickets_take(&srv->tickets, id, aw_now_ms(), user, &exp));
+}
+
+static void mem_run_open(broker_t *b, const char *user, const char *run_id, broker_rc_fn fn,
+                         void *arg)
+{
+    server_t *srv = b->impl;
+    fn(arg, runs_is_open(&srv->runs, user, run_id) ? AW_OK : AW_ENOTFOUND);
+}
+
+static void mem_run_finish(broker_t *b, const char *user, const char *run_id, const char *status,
+                           const char *error, broker_receipt_fn fn, void *arg)
+{
+    (void)status, (void)error; /* a user's stop: runs_stop says cancelled */
+    server_t *srv = b->impl;
+    hub_receipt_t r = {0};
+    fn(arg, runs_stop(&srv->runs, user, run_id), &r);
+}
+
+static const broker_ops_t memory_ops = {
+    .name = "memory",
+    .available = mem_available,
+    .ready = mem_ready,
+    .publish = mem_publish,
+    .acquire = mem_acquire,
+    .release = mem_release,
+    .connections = mem_connections,
+    .disconnect = mem_disconnect,
+    .history = mem_history,
+    .ticket_issue = mem_ticket_issue,
+    .ticket_peek = mem_ticket_peek,
+    .ticket_take = mem_ticket_take,
+    .run_open = mem_run_open,
+    .run_finish = mem_run_finish,
+};
+
+void broker_memory_init(broker_t *b, struct server *srv)
+{
+    b->ops = &memory_ops;
+    b->impl = srv;
+}

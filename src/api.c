@@ -494,6 +494,32 @@ static void on_metrics(session_t *s)
     free(text);
 }
 
+/* /readyz: 200 when this node can serve (not draining, its broker's
+ * shards answering), 503 with the reason otherwise; in cluster mode the
+ * shards' state and durability follow. */
+static void on_readyz(session_t *s)
+{
+    char why[256];
+    bool ready = !s->srv->draining && broker_ready(s->srv->broker, why, sizeof why);
+    json_t *detail = broker_describe(s->srv->broker);
+    if (!detail) {
+        if (ready)
+            session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
+        else
+            respond_error(s, 503, ERR_UNAVAILABLE, s->srv->draining ? "draining" : why);
+        return;
+    }
+    if (ready) {
+        json_object_set_new(detail, "status", json_string("ready"));
+    } else {
+        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+        json_object_set_new(detail, "error", json_string("unavailable"));
+        json_object_set_new(detail, "message", json_string(s->srv->draining ? "draining" : why));
+    }
+    session_respond_json(s, ready ? 200 : 503, detail);
+    json_decref(detail);
+}
+
 /* Matches "/api/v1/users/{id}/<action>"; writes the decoded id. */
 static const char *user_route(const char *path, char *user, size_t ulen)
 {
@@ -621,13 +647,7 @@ void api_handle(session_t *s, const http_request_t *req)
     } else if (strcmp(p, "/healthz") == 0) {
         session_respond(s, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     } else if (strcmp(p, "/readyz") == 0) {
-        char why[256];
-        if (s->srv->draining)
-            respond_error(s, 503, ERR_UNAVAILABLE, "draining");
-        else if (!broker_ready(s->srv->broker, why, sizeof why))
-            respond_error(s, 503, ERR_UNAVAILABLE, why);
-        else
-            session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);
+        on_readyz(s);
     } else if (strcmp(p, "/metrics") == 0) {
         if (s->srv->cfg->metrics_public || api_key_ok(s->srv, req))
             on_metrics(s);

@@ -50,6 +50,8 @@ typedef struct broker_ops {
     /* is the user's stream reachable now? why says what is not */
     bool (*available)(broker_t *b, const char *user);
     bool (*ready)(broker_t *b, char *why, size_t whylen);
+    /* what /readyz shows besides the status (new reference), NULL: nothing */
+    json_t *(*describe)(broker_t *b);
     /* ev's fields (the caller's; the envelope is stamped by the owner);
      * own_run: an agent's run driven by this node (leased to it) */
     void (*publish)(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
@@ -93,6 +95,10 @@ static inline bool broker_available(broker_t *b, const char *user)
 static inline bool broker_ready(broker_t *b, char *why, size_t whylen)
 {
     return b->ops->ready(b, why, whylen);
+}
+static inline json_t *broker_describe(broker_t *b)
+{
+    return b->ops->describe ? b->ops->describe(b) : NULL;
 }
 static inline void broker_publish(broker_t *b, const char *user, json_t *ev, const char *idem,
                                   bool own_run, broker_receipt_fn fn, void *arg)

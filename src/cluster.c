@@ -959,6 +959,22 @@ bool cluster_ready(const cluster_t *c, char *why, size_t whylen)
     return true;
 }
 
+static json_t *b_describe(broker_t *b)
+{
+    cluster_t *c = b->impl;
+    json_t *list = json_array();
+    for (int i = 0; i < c->nshards; i++) {
+        const shard_t *sh = &c->shards[i];
+        bool up = rconn_ready(&sh->cmd) && rconn_ready(&sh->sub);
+        json_array_append_new(
+            list, json_pack("{s:i, s:s, s:i, s:b, s:b, s:s, s:s}", "shard", i, "host", sh->cmd.host,
+                            "port", sh->cmd.port, "ready", up, "durable", sh->durable, "durability",
+                            sh->durability, "error",
+                            up ? "" : (!rconn_ready(&sh->cmd) ? sh->cmd.error : sh->sub.error)));
+    }
+    return json_pack("{s:s, s:s, s:o}", "broker", "redis", "node", c->node, "shards", list);
+}
+
 /* ---- presence ---- */
 
 static void flush_all_presence(cluster_t *c, int64_t now);
@@ -1051,10 +1067,23 @@ static void on_present(cluster_t *c, redisReply *r, void *ctx)
     pres_ask_t *a = ctx;
     if (r && r->type == REDIS_REPLY_ARRAY) {
         map_entry_t *e = map_find(&c->asked, a->user, strlen(a->user));
-        if (e)
-            e->value = (void *)(uintptr_t)(r->elements > 0 ? 2 : 1);
+        if (e) /* keep the "asked lately" bit */
+            e->value = (void *)(((uintptr_t)e->value & 4) | (r->elements > 0 ? 2 : 1));
     }
     free(a);
+}
+
+static bool not_asked(const void *value, void *arg)
+{
+    (void)arg;
+    return ((uintptr_t)value & 4) == 0;
+}
+
+static void clear_asked(cluster_t *c)
+{
+    for (size_t i = 0; i < c->asked._nbuckets; i++)
+        for (map_entry_t *e = c->asked._buckets[i]; e; e = e->_next)
+            e->value = (void *)((uintptr_t)e->value & 3);
 }
 
 static bool user_tick(const void *value, void *arg)
@@ -1134,12 +1163,14 @@ bool cluster_user_present(cluster_t *c, const char *user)
     hub_user_t *u = hub_user_find(c->hub, user);
     if (u && u->nconns > 0)
         return true;
+    /* bits: 1 absent, 2 present (as last read), 4 asked since the last read */
     map_entry_t *e = map_find(&c->asked, user, strlen(user));
     if (!e) {
-        map_put(&c->asked, user, strlen(user), (void *)(uintptr_t)2); /* present until told */
+        map_put(&c->asked, user, strlen(user), (void *)(uintptr_t)(2 | 4)); /* present until told */
         return true;
     }
-    return (uintptr_t)e->value != 1;
+    e->value = (void *)((uintptr_t)e->value | 4);
+    return ((uintptr_t)e->value & 3) != 1;
 }
 
 void cluster_tick(cluster_t *c, int64_t now)
@@ -1152,7 +1183,9 @@ void cluster_tick(cluster_t *c, int64_t now)
             renew_acc_t acc = {c, now};
             c->each_run(c->runs_ctx, renew_one, &acc);
         }
-        /* the runs' questions about presence, asked again */
+        /* the runs' questions about presence, asked again (those no run
+         * asked since the last round are forgotten) */
+        map_remove_if(&c->asked, not_asked, NULL, NULL);
         for (size_t i = 0; i < c->asked._nbuckets; i++)
             for (map_entry_t *e = c->asked._buckets[i]; e; e = e->_next) {
                 pres_ask_t *a = malloc(sizeof *a + e->keylen + 1);
@@ -1164,6 +1197,7 @@ void cluster_tick(cluster_t *c, int64_t now)
                 const char *args[] = {"conns", a->user, num(b, now)};
                 call(c, shard_for(c, a->user), on_present, a, 3, args, NULL);
             }
+        clear_asked(c);
     }
     flush_all_presence(c, now);
     map_remove_if(&c->users, user_tick, &t, NULL);
@@ -1492,6 +1526,7 @@ static const broker_ops_t redis_ops = {
     .name = "redis",
     .available = b_available,
     .ready = b_ready,
+    .describe = b_describe,
     .publish = b_publish,
     .acquire = b_acquire,
     .release = b_release,

@@ -56,6 +56,11 @@ int rconn_parse_url(const char *url, char *host, size_t hostlen, int *port, char
         free(*password), *password = NULL;
         return AW_EINVAL;
     }
+    if (slash && strcmp(slash, "/") != 0 && strcmp(slash, "/0") != 0) {
+        snprintf(err, errlen, "--redis: '%s': only database 0 is used (drop the /N)", url);
+        free(*password), *password = NULL;
+        return AW_EINVAL;
+    }
     memcpy(host, p, hl);
     host[hl] = '\0';
     *port = 6379;

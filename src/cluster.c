@@ -60,6 +60,8 @@ typedef struct cuser {
     bool loaded;       /* the hub holds this user's stream (LIVE once) */
     bool range_wanted; /* a range read must be made (load or gap) */
     bool range_flight; /* one is on its way */
+    uint32_t sub_gen;  /* subscriptions made; a range read under an older one is stale */
+    uint32_t range_gen;
     waiter_t *waiters;
     pending_ev_t *pend, *pend_tail;
     size_t npend;
@@ -122,6 +124,8 @@ static shard_t *shard_for(const cluster_t *c, const char *user)
 
 typedef void (*call_fn)(cluster_t *c, redisReply *r, void *ctx);
 
+/* One call of the script, in one allocation: its arguments are kept (one
+ * block after the struct) so that a NOSCRIPT answer can send it again whole. */
 typedef struct call {
     cluster_t *c;
     shard_t *sh;
@@ -129,24 +133,15 @@ typedef struct call {
     void *ctx;
     int argc;
     bool retried;
-    char **argv;
+    const char **argv;
     size_t *lens;
 } call_t;
-
-static void call_free(call_t *k)
-{
-    for (int i = 0; i < k->argc; i++)
-        free(k->argv[i]);
-    free(k->argv);
-    free(k->lens);
-    free(k);
-}
 
 static void on_call_reply(rconn_t *rc, redisReply *r, void *arg);
 
 static int call_send(call_t *k)
 {
-    return rconn_command(&k->sh->cmd, on_call_reply, k, k->argc, (const char **)k->argv, k->lens);
+    return rconn_command(&k->sh->cmd, on_call_reply, k, k->argc, k->argv, k->lens);
 }
 
 static void on_call_reply(rconn_t *rc, redisReply *r, void *arg)
@@ -154,19 +149,15 @@ static void on_call_reply(rconn_t *rc, redisReply *r, void *arg)
     (void)rc;
     call_t *k = arg;
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !k->retried) {
-        /* the server forgot the script (restart, SCRIPT FLUSH): send it whole */
+        /* the server forgot the script (restart, SCRIPT FLUSH): send it whole,
+         * which also loads it again for the EVALSHAs that follow */
         k->retried = true;
-        free(k->argv[0]);
-        free(k->argv[1]);
-        k->argv[0] = strdup("EVAL");
+        k->argv[0] = "EVAL";
         k->lens[0] = 4;
-        k->argv[1] = malloc(sizeof cluster_lua);
-        if (k->argv[0] && k->argv[1]) {
-            memcpy(k->argv[1], cluster_lua, sizeof cluster_lua);
-            k->lens[1] = sizeof cluster_lua;
-            if (call_send(k) == AW_OK)
-                return;
-        }
+        k->argv[1] = cluster_lua;
+        k->lens[1] = sizeof cluster_lua;
+        if (call_send(k) == AW_OK)
+            return;
         r = NULL;
     }
     if (r && r->type == REDIS_REPLY_ERROR) {
@@ -174,44 +165,44 @@ static void on_call_reply(rconn_t *rc, redisReply *r, void *arg)
         r = NULL;
     }
     k->fn(k->c, r, k->ctx);
-    call_free(k);
+    free(k);
 }
 
-/* Runs operation op on sh with the string arguments that follow (NULL
- * ends them; a length of SIZE_MAX means strlen). fn always gets called. */
+/* Runs the script on sh with the n string arguments args (arglens NULL, or
+ * SIZE_MAX for strlen). fn is always called, maybe before this returns. */
 static void call(cluster_t *c, shard_t *sh, call_fn fn, void *ctx, int n, const char **args,
                  const size_t *arglens)
 {
-    call_t *k = calloc(1, sizeof *k);
-    if (k) {
-        k->argc = n + 3;
-        k->argv = calloc((size_t)k->argc, sizeof *k->argv);
-        k->lens = calloc((size_t)k->argc, sizeof *k->lens);
-    }
-    if (!k || !k->argv || !k->lens) {
-        if (k)
-            free(k->argv), free(k->lens), free(k);
+    int argc = n + 3;
+    const char *head[3] = {"EVALSHA", sh->sha, "0"};
+    size_t lens[64], total = 0;
+    if (argc > (int)AW_ARRAY_LEN(lens)) {
         fn(c, NULL, ctx);
         return;
     }
-    *k = (call_t){
-        .c = c, .sh = sh, .fn = fn, .ctx = ctx, .argc = k->argc, .argv = k->argv, .lens = k->lens};
-    const char *head[3] = {"EVALSHA", sh->sha, "0"};
-    bool ok = true;
-    for (int i = 0; i < k->argc; i++) {
+    for (int i = 0; i < argc; i++) {
         const char *a = i < 3 ? head[i] : args[i - 3];
-        size_t len = i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
-        k->argv[i] = malloc(len + 1);
-        if (!k->argv[i]) {
-            ok = false;
-            break;
-        }
-        memcpy(k->argv[i], a, len);
-        k->argv[i][len] = '\0';
-        k->lens[i] = len;
+        lens[i] = i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
+        total += lens[i];
     }
-    if (!ok || call_send(k) != AW_OK) {
-        call_free(k);
+    size_t hdr = sizeof(call_t) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    call_t *k = malloc(hdr + total);
+    if (!k) {
+        fn(c, NULL, ctx);
+        return;
+    }
+    *k = (call_t){.c = c, .sh = sh, .fn = fn, .ctx = ctx, .argc = argc};
+    k->argv = (const char **)(k + 1);
+    k->lens = (size_t *)(k->argv + argc);
+    char *p = (char *)k + hdr;
+    for (int i = 0; i < argc; i++) {
+        memcpy(p, i < 3 ? head[i] : args[i - 3], lens[i]);
+        k->argv[i] = p;
+        k->lens[i] = lens[i];
+        p += lens[i];
+    }
+    if (call_send(k) != AW_OK) {
+        free(k);
         fn(c, NULL, ctx);
     }
 }
@@ -489,6 +480,14 @@ static void on_range(cluster_t *c, redisReply *r, void *ctx)
         free(cu);
         return;
     }
+    if (cu->state < CU_SUBSCRIBED || cu->range_gen != cu->sub_gen) {
+        /* read before the channel was (again) listened to: what was published
+         * in between may be missing; read again once subscribed */
+        cu->range_wanted = true;
+        if (cu->state >= CU_SUBSCRIBED)
+            range_request(cu);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
         cu->range_wanted = true; /* the tick tries again; waiters time out */
@@ -551,6 +550,7 @@ static void range_request(cuser_t *cu)
     }
     cu->range_wanted = false;
     cu->range_flight = true;
+    cu->range_gen = cu->sub_gen;
     hub_user_t *u = hub_user_find(c->hub, cu->id);
     uint64_t from = cu->loaded && u ? u->seq + 1 : 0;
     char epoch[HUB_EPOCH_LEN + 1], b[5][24];
@@ -622,6 +622,7 @@ static void subscribe(cuser_t *cu)
     char ch[EVENT_MAX_ID + 64];
     user_key(ch, sizeof ch, cu->id, "c");
     if (rconn_subscribe(&sh->sub, ch, true) == AW_OK) {
+        cu->sub_gen++;
         cu->state = CU_SUBSCRIBING;
         cu->c->subscriptions++;
     }

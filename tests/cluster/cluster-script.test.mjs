@@ -1,0 +1,42 @@
+// cluster-script.test.mjs -- the shard's script and its keys: a shard that
+// forgot the script (SCRIPT FLUSH) still takes every publish (sent again
+// whole after NOSCRIPT), and /readyz reports each shard's durability as read
+// with CONFIG GET at connect.
+
+import assert from 'node:assert/strict';
+import test from 'node:test';
+
+import { api, publish } from '../e2e/lib/harness.mjs';
+import { connectUser, history, startCluster, userOnShard, waitEvents } from './lib/cluster.mjs';
+
+test('after SCRIPT FLUSH every node still publishes (NOSCRIPT: the script is sent again), in order, once', { timeout: 60000 }, async (t) => {
+  const cl = await startCluster(t, { nodes: 2, shards: 1 });
+  const user = userOnShard(0, 1, 'flush');
+  const witness = await connectUser(cl.nodes[1], user);
+  const seqs = [];
+  for (let round = 0; round < 3; round++) {
+    assert.equal(await cl.redis[0].cli('SCRIPT', 'FLUSH'), 'OK');
+    for (const n of cl.nodes) {
+      const r = await publish(n, { user_id: user, type: 'flush', round });
+      assert.equal(typeof r.seq, 'number', JSON.stringify(r));
+      seqs.push(r.seq);
+    }
+  }
+  assert.deepEqual(seqs, [1, 2, 3, 4, 5, 6]);
+  await waitEvents(witness, 6, { what: 'the witness' });
+  assert.deepEqual(witness.events().map((e) => e.seq), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual((await history(cl.nodes[0], user)).events.map((e) => e.seq), [1, 2, 3, 4, 5, 6]);
+});
+
+test('/readyz names each shard with its durability: appendfsync always is durable, the default is not', { timeout: 60000 }, async (t) => {
+  for (const durable of [false, true]) {
+    const cl = await startCluster(t, { nodes: 1, shards: 1, durable });
+    const res = await api(cl.nodes[0], 'GET', '/readyz');
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.status, 'ready');
+    assert.equal(res.json.broker, 'redis');
+    assert.equal(res.json.shards.length, 1);
+    assert.equal(res.json.shards[0].durable, durable, res.text);
+    assert.match(res.json.shards[0].durability, durable ? /appendonly=yes appendfsync=always/ : /appendonly=no/);
+  }
+});

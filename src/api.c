@@ -59,7 +59,8 @@ static json_t *receipt_json(const hub_receipt_t *r)
 typedef struct pub_wait {
     session_wait_t base; /* first: the session, NULL once it is gone */
     json_t *results;     /* one receipt or error per event */
-    size_t pending;      /* answers still to come */
+    struct pub_slot *slots;
+    size_t pending; /* answers still to come */
     bool batch;
     server_t *srv;
 } pub_wait_t;
@@ -67,6 +68,8 @@ typedef struct pub_wait {
 typedef struct pub_slot {
     pub_wait_t *w;
     size_t index;
+    char user[EVENT_MAX_ID + 1];
+    char idem[IDEM_MAX_KEY + 1];
 } pub_slot_t;
 
 static json_t *error_json(server_t *srv, int status, enum metrics_error code, const char *msg)
@@ -107,6 +110,7 @@ static void pub_answer(pub_wait_t *w)
         }
     }
     json_decref(w->results);
+    free(w->slots);
     session_http_release(&w->base);
 }
 
@@ -126,7 +130,6 @@ static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
                                        : error_json(w->srv, 503, ERR_UNAVAILABLE,
                                                     rc == AW_ENOMEM ? "out of memory" : r->error);
     json_array_set_new(w->results, slot->index, out);
-    free(slot);
     pub_done(w);
 }
 
@@ -135,28 +138,30 @@ static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
 static void publish_all(session_t *s, json_t *events, bool batch, const char *idem_header)
 {
     server_t *srv = s->srv;
+    size_t n = json_array_size(events);
     pub_wait_t *w = (pub_wait_t *)session_http_hold(s, sizeof *w);
-    if (!w) {
+    pub_slot_t *slots = w ? calloc(n ? n : 1, sizeof *slots) : NULL;
+    broker_pub_t *items = slots ? calloc(n ? n : 1, sizeof *items) : NULL;
+    if (!items) {
+        free(slots);
+        if (w)
+            session_http_release(&w->base);
         respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    size_t n = json_array_size(events);
     w->results = json_array();
+    w->slots = slots;
     w->batch = batch;
     w->srv = srv;
-    w->pending = n + 1; /* answers may come before the loop ends */
+    w->pending = n + 1; /* answers may come before this returns */
     for (size_t i = 0; i < n; i++)
         json_array_append_new(w->results, json_null());
+    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *ev = json_array_get(events, i);
-        pub_slot_t *slot = malloc(sizeof *slot);
-        if (!slot) {
-            json_array_set_new(w->results, i,
-                               error_json(srv, 503, ERR_UNAVAILABLE, "out of memory"));
-            w->pending--;
-            continue;
-        }
-        *slot = (pub_slot_t){w, i};
+        pub_slot_t *slot = &slots[i];
+        slot->w = w;
+        slot->index = i;
         hub_receipt_t r = {0};
         if (!json_is_object(ev)) {
             snprintf(r.error, sizeof r.error, "an event must be a JSON object");
@@ -180,13 +185,15 @@ static void publish_all(session_t *s, json_t *events, bool batch, const char *id
                 continue;
             }
         }
-        char user_copy[EVENT_MAX_ID + 1], idem_copy[IDEM_MAX_KEY + 1];
-        snprintf(user_copy, sizeof user_copy, "%s", user);
-        snprintf(idem_copy, sizeof idem_copy, "%s", idem ? idem : "");
+        /* copies: publishing drops user_id (the envelope's) and the key */
+        snprintf(slot->user, sizeof slot->user, "%s", user);
+        snprintf(slot->idem, sizeof slot->idem, "%s", idem ? idem : "");
         json_object_del(ev, "idempotency_key");
-        broker_publish(srv->broker, user_copy, ev, idem ? idem_copy : NULL, false, on_receipt,
-                       slot);
+        items[m++] = (broker_pub_t){
+            .user = slot->user, .ev = ev, .idem = idem ? slot->idem : NULL, .arg = slot};
     }
+    broker_publish(srv->broker, items, m, on_receipt);
+    free(items);
     pub_done(w);
 }
 

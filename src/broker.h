@@ -45,6 +45,15 @@ typedef void (*broker_ticket_fn)(void *arg, int rc, const char *id);
 typedef void (*broker_peek_fn)(void *arg, int rc, const char *user, int64_t token_exp_ms);
 typedef void (*broker_rc_fn)(void *arg, int rc);
 
+/* One event to publish. */
+typedef struct broker_pub {
+    const char *user; /* the target, a valid id */
+    json_t *ev;       /* its fields (the caller's; loses any envelope fields) */
+    const char *idem; /* idempotency key, NULL for none */
+    bool own_run;     /* an agent's run driven by this node (leased to it) */
+    void *arg;        /* given back with this event's answer */
+} broker_pub_t;
+
 typedef struct broker_ops {
     const char *name;
     /* is the user's stream reachable now? why says what is not */
@@ -52,10 +61,9 @@ typedef struct broker_ops {
     bool (*ready)(broker_t *b, char *why, size_t whylen);
     /* what /readyz shows besides the status (new reference), NULL: nothing */
     json_t *(*describe)(broker_t *b);
-    /* ev's fields (the caller's; the envelope is stamped by the owner);
-     * own_run: an agent's run driven by this node (leased to it) */
-    void (*publish)(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
-                    broker_receipt_fn fn, void *arg);
+    /* publishes items in order (a batch: one round trip per shard); fn gets
+     * each item's answer with its arg */
+    void (*publish)(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn);
     /* a session of user here needs the live stream (balanced by release) */
     void (*acquire)(broker_t *b, const char *user, broker_ready_fn fn, void *arg);
     void (*release)(broker_t *b, const char *user);
@@ -100,10 +108,9 @@ static inline json_t *broker_describe(broker_t *b)
 {
     return b->ops->describe ? b->ops->describe(b) : NULL;
 }
-static inline void broker_publish(broker_t *b, const char *user, json_t *ev, const char *idem,
-                                  bool own_run, broker_receipt_fn fn, void *arg)
+static inline void broker_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
 {
-    b->ops->publish(b, user, ev, idem, own_run, fn, arg);
+    b->ops->publish(b, items, n, fn);
 }
 static inline void broker_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
 {

@@ -27,10 +27,9 @@ static bool mem_ready(broker_t *b, char *why, size_t whylen)
     return true;
 }
 
-static void mem_publish(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
-                        broker_receipt_fn fn, void *arg)
+static void mem_publish_one(broker_t *b, const char *user, json_t *ev, const char *idem,
+                            broker_receipt_fn fn, void *arg)
 {
-    (void)own_run;
     server_t *srv = b->impl;
     int64_t now = aw_now_ms();
     hub_receipt_t r = {0};
@@ -45,6 +44,12 @@ static void mem_publish(broker_t *b, const char *user, json_t *ev, const char *i
     if (rc == AW_ENOMEM)
         snprintf(r.error, sizeof r.error, "out of memory");
     fn(arg, rc, &r);
+}
+
+static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
+{
+    for (size_t i = 0; i < n; i++)
+        mem_publish_one(b, items[i].user, items[i].ev, items[i].idem, fn, items[i].arg);
 }
 
 static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)

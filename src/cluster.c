@@ -175,15 +175,10 @@ static void call(cluster_t *c, shard_t *sh, call_fn fn, void *ctx, int n, const 
 {
     int argc = n + 3;
     const char *head[3] = {"EVALSHA", sh->sha, "0"};
-    size_t lens[64], total = 0;
-    if (argc > (int)AW_ARRAY_LEN(lens)) {
-        fn(c, NULL, ctx);
-        return;
-    }
+    size_t total = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = i < 3 ? head[i] : args[i - 3];
-        lens[i] = i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
-        total += lens[i];
+        total += i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
     }
     size_t hdr = sizeof(call_t) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
     call_t *k = malloc(hdr + total);
@@ -196,10 +191,12 @@ static void call(cluster_t *c, shard_t *sh, call_fn fn, void *ctx, int n, const 
     k->lens = (size_t *)(k->argv + argc);
     char *p = (char *)k + hdr;
     for (int i = 0; i < argc; i++) {
-        memcpy(p, i < 3 ? head[i] : args[i - 3], lens[i]);
+        const char *a = i < 3 ? head[i] : args[i - 3];
+        size_t len = i < 3 || !arglens || arglens[i - 3] == SIZE_MAX ? strlen(a) : arglens[i - 3];
+        memcpy(p, a, len);
         k->argv[i] = p;
-        k->lens[i] = lens[i];
-        p += lens[i];
+        k->lens[i] = len;
+        p += len;
     }
     if (call_send(k) != AW_OK) {
         free(k);
@@ -237,30 +234,59 @@ typedef struct pub {
     void *arg;
 } pub_t;
 
-static void on_receipt(cluster_t *c, redisReply *r, void *ctx)
+/* One answer of the script: {0|1, seq, epoch, event id}, {2, why}, {3}. */
+static int read_receipt(const redisReply *r, hub_receipt_t *rec)
 {
-    (void)c;
-    pub_t *p = ctx;
-    hub_receipt_t rec = {0};
+    memset(rec, 0, sizeof *rec);
     int rc = AW_EUNAVAIL;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
         long long code = r->element[0]->integer;
         if ((code == 0 || code == 1) && r->elements >= 4) {
-            rec.seq = (uint64_t)r->element[1]->integer;
-            snprintf(rec.epoch, sizeof rec.epoch, "%s", r->element[2]->str);
-            snprintf(rec.event_id, sizeof rec.event_id, "%s", r->element[3]->str);
+            rec->seq = (uint64_t)r->element[1]->integer;
+            snprintf(rec->epoch, sizeof rec->epoch, "%s", r->element[2]->str);
+            snprintf(rec->event_id, sizeof rec->event_id, "%s", r->element[3]->str);
             rc = AW_OK;
         } else if (code == 2 && r->elements >= 2) {
-            snprintf(rec.error, sizeof rec.error, "%s", r->element[1]->str);
+            snprintf(rec->error, sizeof rec->error, "%s", r->element[1]->str);
             rc = AW_ECONFLICT;
         } else if (code == 3) {
             rc = AW_ENOTFOUND;
         }
     }
     if (rc == AW_EUNAVAIL)
-        snprintf(rec.error, sizeof rec.error, "the user's Redis shard did not answer");
+        snprintf(rec->error, sizeof rec->error, "the user's Redis shard did not answer");
+    return rc;
+}
+
+static void on_receipt(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    pub_t *p = ctx;
+    hub_receipt_t rec;
+    int rc = read_receipt(r, &rec);
     p->fn(p->arg, rc, &rec);
+    free(p);
+}
+
+/* The events of one shard in one call of the script, answered in order. */
+typedef struct pub_many {
+    cluster_receipt_fn fn;
+    size_t n;
+    void *args[];
+} pub_many_t;
+
+static void on_receipts(cluster_t *c, redisReply *r, void *ctx)
+{
+    (void)c;
+    pub_many_t *p = ctx;
+    for (size_t i = 0; i < p->n; i++) {
+        hub_receipt_t rec;
+        const redisReply *one =
+            r && r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i] : NULL;
+        int rc = read_receipt(one, &rec);
+        p->fn(p->args[i], rc, &rec);
+    }
     free(p);
 }
 
@@ -270,72 +296,128 @@ static const char *field(const json_t *ev, const char *name)
     return v ? v : "";
 }
 
-void cluster_publish(cluster_t *c, const char *user, json_t *ev, const char *idem,
-                     const char *owner, cluster_receipt_fn fn, void *arg)
+#define PUB_COMMON 12 /* arguments before the events' (cluster.lua, op pub) */
+#define PUB_EACH   9
+
+/* Sends the events of items marked in mine (count of them), all of shard
+ * sh, as one call of the script. */
+static void publish_shard(cluster_t *c, shard_t *sh, broker_pub_t *items, size_t n,
+                          const bool *mine, size_t count, cluster_receipt_fn fn)
 {
+    size_t nargs = PUB_COMMON + count * PUB_EACH;
+    pub_many_t *p = malloc(sizeof *p + count * sizeof p->args[0]);
+    const char **args = malloc(nargs * sizeof *args);
+    size_t *lens = malloc(nargs * sizeof *lens);
+    size_t *offs = malloc(count * sizeof *offs);
+    char(*eids)[HUB_EVENT_ID_LEN] = malloc(count * sizeof *eids);
+    aw_buf_t bodies = {0}; /* every body, one after the other */
+    bool ok = p && args && lens && offs && eids;
+    size_t k = 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        if (!mine[i])
+            continue;
+        const char *body;
+        size_t blen;
+        offs[k] = bodies.len;
+        /* the run fields stay in ev: only the envelope's are dropped */
+        ok = hub_event_body(c->hub, items[i].ev, &body, &blen) == AW_OK &&
+             aw_buf_append(body, blen, &bodies) == 0;
+        lens[PUB_COMMON + k * PUB_EACH + 3] = blen;
+        p->args[k++] = items[i].arg;
+    }
+    if (ok) {
+        p->fn = fn;
+        p->n = count;
+        char epoch[HUB_EPOCH_LEN + 1], b[9][24];
+        new_epoch(epoch);
+        const config_t *cfg = c->cfg;
+        const char *common[PUB_COMMON] = {"pub",
+                                          sh->era,
+                                          epoch,
+                                          num(b[0], aw_now_ms()),
+                                          num(b[1], cfg->history_size),
+                                          num(b[2], cfg->history_ttl_ms),
+                                          num(b[3], stream_keep(c)),
+                                          num(b[4], cfg->idempotency_ttl_ms),
+                                          num(b[5], cfg->node_ttl_ms),
+                                          num(b[6], cfg->run_idle_timeout_ms),
+                                          num(b[7], cfg->run_timeout_ms),
+                                          num(b[8], cfg->run_timeout_ms + cfg->history_ttl_ms)};
+        for (size_t a = 0; a < PUB_COMMON; a++)
+            args[a] = common[a], lens[a] = SIZE_MAX;
+        k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!mine[i])
+                continue;
+            const char **a = args + PUB_COMMON + k * PUB_EACH;
+            size_t *l = lens + PUB_COMMON + k * PUB_EACH;
+            next_event_id(c, eids[k], sizeof eids[k]);
+            a[0] = items[i].user;
+            a[1] = items[i].idem ? items[i].idem : "";
+            a[2] = eids[k];
+            a[3] = bodies.data + offs[k];
+            a[4] = field(items[i].ev, "run_id");
+            a[5] = field(items[i].ev, "type");
+            a[6] = field(items[i].ev, "thread_id");
+            a[7] = field(items[i].ev, "tool_name");
+            a[8] = items[i].own_run ? c->node : "";
+            for (int f = 0; f < PUB_EACH; f++)
+                if (f != 3)
+                    l[f] = SIZE_MAX;
+            k++;
+        }
+        call(c, sh, on_receipts, p, (int)nargs, args, lens); /* copies what it sends */
+    } else {
+        hub_receipt_t rec = {.error = "out of memory"};
+        for (size_t i = 0; i < n; i++)
+            if (mine[i])
+                fn(items[i].arg, AW_ENOMEM, &rec);
+        free(p);
+    }
+    free(args);
+    free(lens);
+    free(offs);
+    free(eids);
+    aw_buf_free(&bodies);
+}
+
+void cluster_publish(cluster_t *c, broker_pub_t *items, size_t n, cluster_receipt_fn fn)
+{
+    bool *mine = calloc(n ? n : 1, sizeof *mine);
+    int *shard = calloc(n ? n : 1, sizeof *shard);
     hub_receipt_t rec = {0};
-    if (!event_id_valid(user)) {
-        snprintf(rec.error, sizeof rec.error, "user_id (the target) is required");
-        fn(arg, AW_EINVAL, &rec);
-        return;
-    }
-    if (event_validate(ev, rec.error, sizeof rec.error) != AW_OK) {
-        fn(arg, AW_EINVAL, &rec);
-        return;
-    }
-    shard_t *sh = shard_for(c, user);
-    pub_t *p = malloc(sizeof *p);
-    if (!p || !rconn_ready(&sh->cmd)) {
-        free(p);
-        snprintf(rec.error, sizeof rec.error, "the user's Redis shard is not available");
-        fn(arg, AW_EUNAVAIL, &rec);
-        return;
-    }
-    *p = (pub_t){fn, arg};
-    /* copies first: the body serialization drops the envelope fields */
-    char run[EVENT_MAX_ID + 1], type[64], thread[EVENT_MAX_ID + 1], tool[256];
-    snprintf(run, sizeof run, "%s", field(ev, "run_id"));
-    snprintf(type, sizeof type, "%s", field(ev, "type"));
-    snprintf(thread, sizeof thread, "%s", field(ev, "thread_id"));
-    snprintf(tool, sizeof tool, "%s", field(ev, "tool_name"));
-    const char *body;
-    size_t blen;
-    if (hub_event_body(c->hub, ev, &body, &blen) != AW_OK) {
-        free(p);
+    if (!mine || !shard) {
         snprintf(rec.error, sizeof rec.error, "out of memory");
-        fn(arg, AW_ENOMEM, &rec);
+        for (size_t i = 0; i < n; i++)
+            fn(items[i].arg, AW_ENOMEM, &rec);
+        free(mine);
+        free(shard);
         return;
     }
-    char epoch[HUB_EPOCH_LEN + 1], eid[HUB_EVENT_ID_LEN], b[10][24];
-    new_epoch(epoch);
-    next_event_id(c, eid, sizeof eid);
-    const config_t *cfg = c->cfg;
-    const char *args[] = {"pub",
-                          user,
-                          sh->era,
-                          epoch,
-                          num(b[0], aw_now_ms()),
-                          num(b[1], cfg->history_size),
-                          num(b[2], cfg->history_ttl_ms),
-                          num(b[3], stream_keep(c)),
-                          idem ? idem : "",
-                          num(b[4], cfg->idempotency_ttl_ms),
-                          eid,
-                          body,
-                          run,
-                          type,
-                          thread,
-                          tool,
-                          owner ? owner : "",
-                          num(b[5], cfg->node_ttl_ms),
-                          num(b[6], cfg->run_idle_timeout_ms),
-                          num(b[7], cfg->run_timeout_ms),
-                          num(b[8], cfg->run_timeout_ms + cfg->history_ttl_ms)};
-    size_t lens[AW_ARRAY_LEN(args)];
-    for (size_t i = 0; i < AW_ARRAY_LEN(args); i++)
-        lens[i] = SIZE_MAX;
-    lens[11] = blen;
-    call(c, sh, on_receipt, p, (int)AW_ARRAY_LEN(args), args, lens);
+    for (size_t i = 0; i < n; i++) {
+        shard[i] = -1;
+        memset(&rec, 0, sizeof rec);
+        if (!event_id_valid(items[i].user)) {
+            snprintf(rec.error, sizeof rec.error, "user_id (the target) is required");
+            fn(items[i].arg, AW_EINVAL, &rec);
+        } else if (event_validate(items[i].ev, rec.error, sizeof rec.error) != AW_OK) {
+            fn(items[i].arg, AW_EINVAL, &rec);
+        } else if (!rconn_ready(&shard_for(c, items[i].user)->cmd)) {
+            snprintf(rec.error, sizeof rec.error, "the user's Redis shard is not available");
+            fn(items[i].arg, AW_EUNAVAIL, &rec);
+        } else {
+            shard[i] = shard_of(items[i].user, c->nshards);
+        }
+    }
+    for (int k = 0; k < c->nshards; k++) {
+        size_t count = 0;
+        for (size_t i = 0; i < n; i++)
+            count += (mine[i] = shard[i] == k);
+        if (count)
+            publish_shard(c, &c->shards[k], items, n, mine, count, fn);
+    }
+    free(mine);
+    free(shard);
 }
 
 void cluster_finish_run(cluster_t *c, const char *user, const char *run_id, const char *status,
@@ -1476,11 +1558,9 @@ static bool b_ready(broker_t *b, char *why, size_t whylen)
     return cluster_ready(b->impl, why, whylen);
 }
 
-static void b_publish(broker_t *b, const char *user, json_t *ev, const char *idem, bool own_run,
-                      broker_receipt_fn fn, void *arg)
+static void b_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
 {
-    cluster_t *c = b->impl;
-    cluster_publish(c, user, ev, idem, own_run ? c->node : NULL, fn, arg);
+    cluster_publish(b->impl, items, n, fn);
 }
 
 static void b_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)

@@ -52,12 +52,11 @@ bool cluster_user_available(const cluster_t *c, const char *user);
 /* Are all shards answering? When not, why names the first that is not. */
 bool cluster_ready(const cluster_t *c, char *why, size_t whylen);
 
-/* Publishes ev to user through the shard's script: idempotency, run gate,
- * seq, history, channel. owner is the node id for an agent's own run
- * (its lease), NULL for the API. fn is called exactly once (maybe before
- * this returns). */
-void cluster_publish(cluster_t *c, const char *user, json_t *ev, const char *idem,
-                     const char *owner, cluster_receipt_fn fn, void *arg);
+/* Publishes events through their users' shards' script (idempotency, run
+ * gate, seq, history, channel): one call per shard, in order. fn gets each
+ * event's answer with its item's arg, exactly once (maybe before this
+ * returns). */
+void cluster_publish(cluster_t *c, broker_pub_t *items, size_t n, cluster_receipt_fn fn);
 
 /* The server's agent_completed for an open run of user (on any node):
  * fn gets AW_ENOTFOUND when the run is not open. */

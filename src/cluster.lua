@@ -136,15 +136,16 @@ local function closed(u, typ, run, owner)
   end
 end
 
-if op == 'pub' then
-  -- 2 user, 3 era, 4 epoch candidate, 5 now, 6 history size, 7 history ttl,
-  -- 8 stream ttl, 9 idempotency key or '', 10 its ttl, 11 event id, 12 body,
-  -- 13 run id or '', 14 type, 15 thread, 16 tool, 17 owner node or '',
-  -- 18 lease, 19 run idle timeout, 20 run timeout, 21 run record ttl
-  local u, now = ARGV[2], tonumber(ARGV[5])
+-- One event: ARGV[i .. i+8] are user, idempotency key or '', event id,
+-- body, run id or '', type, thread, tool, owner node or ''; c the common
+-- arguments.
+local function pub1(i, c)
+  local u, idem, eid, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local run, typ, thread, tool, owner = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7],
+                                        ARGV[i + 8]
   local ik
-  if ARGV[9] ~= '' then
-    ik = key(u, 'i:' .. ARGV[9])
+  if idem ~= '' then
+    ik = key(u, 'i:' .. idem)
     local prev = redis.call('GET', ik)
     if prev then
       local pseq, pepoch, peid = string.match(prev, '^(%d+) (%S+) (%S+)$')
@@ -152,18 +153,32 @@ if op == 'pub' then
       if pseq and pepoch == cur then return {1, tonumber(pseq), pepoch, peid} end
     end
   end
-  local owner
-  if ARGV[13] ~= '' then
+  local run_owner
+  if run ~= '' then
     local why
-    why, owner = gate(u, ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17], now,
-                      tonumber(ARGV[18]), tonumber(ARGV[19]), tonumber(ARGV[20]), ARGV[21])
+    why, run_owner = gate(u, run, typ, thread, tool, owner, c.now, c.lease, c.idle, c.rtimeout,
+                          c.keep)
     if why then return {2, why} end
   end
-  local seq, epoch = append(u, ARGV[3], ARGV[4], now, tonumber(ARGV[6]), tonumber(ARGV[7]),
-                            ARGV[8], ARGV[11], ARGV[12])
-  if ARGV[13] ~= '' then closed(u, ARGV[14], ARGV[13], owner) end
-  if ik then redis.call('SET', ik, seq .. ' ' .. epoch .. ' ' .. ARGV[11], 'PX', ARGV[10]) end
-  return {0, seq, epoch, ARGV[11]}
+  local seq, epoch = append(u, c.era, c.cand, c.now, c.hmax, c.httl, c.sttl, eid, body)
+  if run ~= '' then closed(u, typ, run, run_owner) end
+  if ik then redis.call('SET', ik, seq .. ' ' .. epoch .. ' ' .. eid, 'PX', c.ittl) end
+  return {0, seq, epoch, eid}
+end
+
+if op == 'pub' then
+  -- Publishes events in order (a batch's events of this shard): common
+  -- arguments 2 era, 3 epoch candidate, 4 now, 5 history size, 6 history
+  -- ttl, 7 stream ttl, 8 idempotency ttl, 9 lease, 10 run idle timeout,
+  -- 11 run timeout, 12 run record ttl; then nine per event (pub1). Returns
+  -- one answer per event: {0|1, seq, epoch, event id} or {2, why}.
+  local c = {era = ARGV[2], cand = ARGV[3], now = tonumber(ARGV[4]), hmax = tonumber(ARGV[5]),
+             httl = tonumber(ARGV[6]), sttl = ARGV[7], ittl = ARGV[8],
+             lease = tonumber(ARGV[9]), idle = tonumber(ARGV[10]),
+             rtimeout = tonumber(ARGV[11]), keep = ARGV[12]}
+  local out = {}
+  for i = 13, #ARGV - 8, 9 do out[#out + 1] = pub1(i, c) end
+  return out
 end
 
 -- The server's own agent_completed for an open run (stop_agent, an agent

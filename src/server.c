@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "aw.h"
+#include "event.h"
 #include "jalloc.h"
 #include "lock.h"
 #include "log.h"
@@ -264,8 +265,10 @@ static void on_run_receipt(void *arg, int rc, const hub_receipt_t *r)
 static void run_to_cluster(void *ctx, const char *user, json_t *ev, bool own_run)
 {
     server_t *srv = ctx;
-    cluster_publish(srv->cluster, user, ev, NULL, own_run ? cluster_node_id(srv->cluster) : NULL,
-                    on_run_receipt, NULL);
+    char copy[EVENT_MAX_ID + 1]; /* publishing drops the event's user_id */
+    snprintf(copy, sizeof copy, "%s", user);
+    broker_pub_t one = {.user = copy, .ev = ev, .own_run = own_run};
+    broker_publish(srv->broker, &one, 1, on_run_receipt);
 }
 
 static void hold_done(void *arg, int rc)

@@ -44,7 +44,11 @@ TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:suppressions=$PWD/tests
 # peers, tiny and untimed; it fails on any lost, reordered or misdirected event.
 echo "== benchmark smoke (node bench/run.mjs --smoke)"
 node bench/run.mjs --smoke
+# The cluster benchmark's smoke run: one node, two nodes on redis-server, tiny and
+# untimed; it fails on any lost or misdelivered event.
+echo "== cluster benchmark smoke (node bench/cluster.mjs --quick)"
+node bench/cluster.mjs --quick
 # Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
 echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
 scripts/fuzz.sh 20
-echo "== all tests passed (release, asan, tsan, benchmark smoke, fuzz)"
+echo "== all tests passed (release, asan, tsan, benchmark smokes, fuzz)"

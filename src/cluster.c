@@ -786,6 +786,14 @@ static void on_handshake(rconn_t *rc, redisReply *r, void *arg)
         rconn_fail(rc, "handshake failed");
         return;
     }
+    /* refused access (no or wrong password) fails at once, saying so; other
+     * errors of CONFIG (a managed server may rename it) leave durability unknown */
+    if (r->type == REDIS_REPLY_ERROR &&
+        (sh->hs_step > 0 || strncmp(r->str, "NOAUTH", 6) == 0 ||
+         strncmp(r->str, "WRONGPASS", 9) == 0 || strncmp(r->str, "NOPERM", 6) == 0)) {
+        rconn_fail(rc, r->str);
+        return;
+    }
     switch (sh->hs_step) {
     case 0: /* CONFIG GET appendonly appendfsync (may be refused: not durable) */
     {
@@ -861,6 +869,24 @@ static void on_cmd_connected(rconn_t *rc)
     shard_t *sh = rc->owner;
     sh->hs_step = 0;
     handshake_next(sh);
+}
+
+/* The channels' connection: a PING proves it may be used (password). */
+static void on_sub_ping(rconn_t *rc, redisReply *r, void *arg)
+{
+    (void)arg;
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        rconn_fail(rc, r ? r->str : "PING failed");
+    else
+        rconn_set_ready(rc);
+}
+
+static void on_sub_connected(rconn_t *rc)
+{
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    if (rconn_handshake_command(rc, on_sub_ping, NULL, 1, argv, lens) != AW_OK)
+        rconn_fail(rc, "handshake failed");
 }
 
 static bool mark_shard_users(const void *value, void *arg)
@@ -946,6 +972,12 @@ int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *h
     int n = 1;
     for (const char *p = cfg->redis; *p; p++)
         n += *p == ',';
+    if (n > 256) { /* a ticket names its shard in two hex digits */
+        snprintf(err, errlen, "--redis: at most 256 shards");
+        free(list);
+        cluster_free(c);
+        return AW_EINVAL;
+    }
     c->shards = calloc((size_t)n, sizeof *c->shards);
     if (!list || !c->shards) {
         free(list);
@@ -969,6 +1001,7 @@ int cluster_init(cluster_t **out, uv_loop_t *loop, const config_t *cfg, hub_t *h
         sh->cmd.on_connected = on_cmd_connected;
         sh->cmd.on_down = on_cmd_down;
         sh->sub.subscriber = true;
+        sh->sub.on_connected = on_sub_connected;
         sh->sub.on_message = on_message;
         sh->sub.on_subscribed = on_subscribed;
         sh->sub.on_down = on_sub_down;

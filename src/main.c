@@ -104,27 +104,41 @@ static void wipe(char *s)
  * /proc/<pid>/cmdline (readable by every local user) and environ no longer
  * show them, and the variables are removed (docs/operations.md: prefer the
  * *-file options). */
+/* Redis URLs are secret only when they hold a password (redis://:PW@...). */
+static void wipe_if(char *value, bool always)
+{
+    if (always || strchr(value, '@'))
+        wipe(value);
+}
+
 static void scrub_secrets(int argc, char **argv)
 {
-    static const char *const flags[] = {"--jwt-secret", "--api-key"};
-    static const char *const vars[] = {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_API_KEY"};
+    static const char *const flags[] = {"--jwt-secret", "--api-key", "--redis"};
+    static const char *const vars[] = {"AGENTWIRE_JWT_SECRET", "AGENTWIRE_API_KEY",
+                                       "AGENTWIRE_REDIS"};
     for (int i = 1; i < argc; i++) {
         for (size_t k = 0; k < AW_ARRAY_LEN(flags); k++) {
             size_t n = strlen(flags[k]);
+            bool always = k < 2;
             if (strncmp(argv[i], flags[k], n) != 0)
                 continue;
             if (argv[i][n] == '=')
-                wipe(argv[i] + n + 1);
+                wipe_if(argv[i] + n + 1, always);
             else if (argv[i][n] == '\0' && i + 1 < argc)
-                wipe(argv[i + 1]);
+                wipe_if(argv[i + 1], always);
         }
     }
     for (size_t k = 0; k < AW_ARRAY_LEN(vars); k++) {
         size_t n = strlen(vars[k]);
+        bool always = k < 2;
         for (char **e = environ; *e; e++)
-            if (strncmp(*e, vars[k], n) == 0 && (*e)[n] == '=')
+            if (strncmp(*e, vars[k], n) == 0 && (*e)[n] == '=' && (always || strchr(*e, '@'))) {
                 wipe(*e + n + 1);
-        unsetenv(vars[k]);
+                unsetenv(vars[k]);
+                break;
+            }
+        if (always)
+            unsetenv(vars[k]);
     }
 }
 

@@ -126,6 +126,9 @@ static void drop_ctx(rconn_t *c, const char *why, bool free_ac)
         log_kv(LOG_WARN, "redis down", "server", c->error, NULL);
         if (c->on_down)
             c->on_down(c);
+    } else if (!c->_closing) {
+        log_kv(LOG_WARN | LOG_LIMITED, "redis connection failed", "server", c->error, "#retry_ms",
+               (long long)(c->_connect_deadline - aw_now_ms()), NULL);
     }
 }
 

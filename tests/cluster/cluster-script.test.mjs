@@ -4,10 +4,13 @@
 // with CONFIG GET at connect.
 
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import test from 'node:test';
 
-import { api, publish } from '../e2e/lib/harness.mjs';
+import { api, pollUntil, publish, useServer } from '../e2e/lib/harness.mjs';
 import { connectUser, history, startCluster, userOnShard, waitEvents } from './lib/cluster.mjs';
+import { startRedis } from './lib/redis.mjs';
 
 test('after SCRIPT FLUSH every node still publishes (NOSCRIPT: the script is sent again), in order, once', { timeout: 60000 }, async (t) => {
   const cl = await startCluster(t, { nodes: 2, shards: 1 });
@@ -39,4 +42,26 @@ test('/readyz names each shard with its durability: appendfsync always is durabl
     assert.equal(res.json.shards[0].durable, durable, res.text);
     assert.match(res.json.shards[0].durability, durable ? /appendonly=yes appendfsync=always/ : /appendonly=no/);
   }
+});
+
+test('a password in the Redis URL authenticates, and leaves /proc/PID/cmdline; a wrong one keeps the node not ready, saying why', { timeout: 60000 }, async (t) => {
+  const redis = await startRedis(t);
+  const pw = `pw${crypto.randomBytes(8).toString('hex')}`;
+  assert.equal(await redis.cli('CONFIG', 'SET', 'requirepass', pw), 'OK');
+  const common = ['--jwt-secret', 'x'.repeat(32), '--api-key', 'k'.repeat(24)];
+  const good = await useServer(t, [...common, '--redis', `redis://:${pw}@127.0.0.1:${redis.port}`]);
+  await pollUntil(async () => (await api(good, 'GET', '/readyz')).status === 200, { timeoutMs: 15000, what: 'node with the right password ready' });
+  const cmdline = fs.readFileSync(`/proc/${good.proc.pid}/cmdline`, 'utf8');
+  assert.ok(!cmdline.includes(pw), 'the password is not in /proc/PID/cmdline');
+  const r = await publish(good, { user_id: 'pwuser', type: 'custom' }, { key: 'k'.repeat(24) });
+  assert.equal(r.seq, 1, JSON.stringify(r));
+
+  const plain = `redis://127.0.0.1:${redis.port}`;
+  const bad = await useServer(t, [...common, '--redis', plain], {}, { checkExit: false });
+  assert.ok(fs.readFileSync(`/proc/${bad.proc.pid}/cmdline`, 'utf8').includes(plain), 'a URL without password stays visible');
+  const res = await pollUntil(async () => {
+    const x = await api(bad, 'GET', '/readyz');
+    return x.status === 503 && /auth|NOAUTH|password/i.test(x.text) ? x : null;
+  }, { timeoutMs: 15000, what: 'node without the password: 503 naming authentication' });
+  assert.equal(res.json.error, 'unavailable');
 });

@@ -196,6 +196,7 @@ static void connect_now(rconn_t *c)
         return;
     }
     ac->data = c;
+    redisEnableKeepAlive(&ac->c); /* a peer gone without a word is noticed */
     if (redisLibuvAttach(ac, c->_loop) != REDIS_OK) {
         redisAsyncFree(ac);
         drop(c, "cannot attach to the loop");

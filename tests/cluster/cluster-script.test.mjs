@@ -65,3 +65,34 @@ test('a password in the Redis URL authenticates, and leaves /proc/PID/cmdline; a
   }, { timeoutMs: 15000, what: 'node without the password: 503 naming authentication' });
   assert.equal(res.json.error, 'unavailable');
 });
+
+test('the channels connection killed by Redis (CLIENT KILL TYPE pubsub) while events flow: the node subscribes again and fills the gap from the stream; nothing lost or doubled', { timeout: 90000 }, async (t) => {
+  const cl = await startCluster(t, { nodes: 2, shards: 1 });
+  const [a, b] = cl.nodes;
+  const users = [userOnShard(0, 1, 'gap'), userOnShard(0, 1, 'gap')];
+  const witnesses = await Promise.all(users.map((u) => connectUser(b, u)));
+  const N = 300;
+  let kills = 0;
+  // node B listens to its two users' channels (node A serves nobody: no channel)
+  const listening = async () => String(await cl.redis[0].cli('CLIENT', 'LIST', 'TYPE', 'pubsub')).split('\n').some((l) => / sub=2 /.test(l));
+  for (let i = 0; i < N; i++) {
+    for (const u of users) await publish(a, { user_id: u, type: 'gap', i });
+    if (i % 60 === 30) {
+      // node B listens again before the next cut; events published meanwhile
+      // reach it only through the stream (the gap)
+      await pollUntil(listening, { timeoutMs: 15000, what: 'node B subscribed again to both channels' });
+      kills += Number(await cl.redis[0].cli('CLIENT', 'KILL', 'TYPE', 'pubsub'));
+    }
+  }
+  assert.ok(kills >= 4, `pubsub connections killed: ${kills}`);
+  for (const [k, w] of witnesses.entries()) {
+    await waitEvents(w, N, { what: `witness ${k}`, timeoutMs: 30000 });
+    assert.deepEqual(w.events().map((e) => e.seq), Array.from({ length: N }, (_, i) => i + 1), `witness ${k}: 1..${N} once each, in order`);
+    assert.deepEqual(w.events().map((e) => e.i), Array.from({ length: N }, (_, i) => i));
+  }
+  const m = await api(b, 'GET', '/metrics');
+  const reconnects = Number(/agentwire_redis_reconnects_total\{shard="0"\} (\d+)/.exec(m.text)?.[1]);
+  assert.ok(reconnects >= 1, `node B connected again: ${reconnects}`);
+  const filled = Number(/agentwire_stream_gaps_filled_total (\d+)/.exec(m.text)?.[1]);
+  assert.ok(filled >= 1, `gaps filled from the stream: ${filled}`);
+});

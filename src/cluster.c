@@ -65,8 +65,6 @@ typedef struct cuser {
     waiter_t *waiters;
     pending_ev_t *pend, *pend_tail;
     size_t npend;
-    bool present;          /* some node has a connection of this user */
-    int64_t present_asked; /* last presence read */
 } cuser_t;
 
 struct cluster {

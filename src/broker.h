@@ -67,6 +67,9 @@ typedef struct broker_ops {
     /* a session of user here needs the live stream (balanced by release) */
     void (*acquire)(broker_t *b, const char *user, broker_ready_fn fn, void *arg);
     void (*release)(broker_t *b, const char *user);
+    /* a client saw events this node's copy of the stream has not yet (it
+     * resumes from another node): fn once the copy caught up with the owner */
+    void (*catch_up)(broker_t *b, const char *user, broker_ready_fn fn, void *arg);
     void (*connections)(broker_t *b, const char *user, broker_list_fn fn, void *arg);
     /* closes them with 4002; fn gets those closed */
     void (*disconnect)(broker_t *b, const char *user, broker_list_fn fn, void *arg);
@@ -115,6 +118,10 @@ static inline void broker_publish(broker_t *b, broker_pub_t *items, size_t n, br
 static inline void broker_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
 {
     b->ops->acquire(b, user, fn, arg);
+}
+static inline void broker_catch_up(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
+{
+    b->ops->catch_up(b, user, fn, arg);
 }
 static inline void broker_release(broker_t *b, const char *user)
 {

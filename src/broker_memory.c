@@ -58,6 +58,11 @@ static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void 
     fn(arg, AW_OK); /* the hub holds every stream */
 }
 
+static void mem_catch_up(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
+{
+    mem_acquire(b, user, fn, arg); /* the hub is the owner: never behind */
+}
+
 static void mem_release(broker_t *b, const char *user)
 {
     (void)b, (void)user;
@@ -167,6 +172,7 @@ static const broker_ops_t memory_ops = {
     .publish = mem_publish,
     .acquire = mem_acquire,
     .release = mem_release,
+    .catch_up = mem_catch_up,
     .connections = mem_connections,
     .disconnect = mem_disconnect,
     .history = mem_history,

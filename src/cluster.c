@@ -750,6 +750,19 @@ void cluster_user_acquire(cluster_t *c, const char *user, cluster_ready_fn fn, v
     cu->waiters = w;
 }
 
+void cluster_user_catch_up(cluster_t *c, const char *user, cluster_ready_fn fn, void *arg)
+{
+    cuser_t *cu = map_get(&c->users, user, strlen(user));
+    waiter_t *w = cu ? malloc(sizeof *w) : NULL;
+    if (!w) {
+        fn(arg, cu ? AW_ENOMEM : AW_ENOTFOUND);
+        return;
+    }
+    *w = (waiter_t){fn, arg, aw_now_ms() + 2 * c->cfg->redis_timeout_ms + 1000, cu->waiters};
+    cu->waiters = w;
+    range_request(cu); /* now, or once the one in flight is back */
+}
+
 void cluster_user_release(cluster_t *c, const char *user)
 {
     cuser_t *cu = map_get(&c->users, user, strlen(user));
@@ -1600,6 +1613,11 @@ static void b_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *a
     cluster_user_acquire(b->impl, user, fn, arg);
 }
 
+static void b_catch_up(broker_t *b, const char *user, broker_ready_fn fn, void *arg)
+{
+    cluster_user_catch_up(b->impl, user, fn, arg);
+}
+
 static void b_release(broker_t *b, const char *user)
 {
     cluster_presence_changed(b->impl, user);
@@ -1642,6 +1660,7 @@ static const broker_ops_t redis_ops = {
     .publish = b_publish,
     .acquire = b_acquire,
     .release = b_release,
+    .catch_up = b_catch_up,
     .connections = b_connections,
     .disconnect = b_disconnect,
     .history = b_history,

@@ -77,6 +77,10 @@ typedef broker_ready_fn cluster_ready_fn;
 void cluster_user_acquire(cluster_t *c, const char *user, cluster_ready_fn fn, void *arg);
 void cluster_user_release(cluster_t *c, const char *user);
 
+/* The user's stream here may lag behind the shard (a client resuming from
+ * another node has seen later events): reads the range now; fn once done. */
+void cluster_user_catch_up(cluster_t *c, const char *user, cluster_ready_fn fn, void *arg);
+
 /* The user's connections on this node changed: presence is written on the
  * next tick. */
 void cluster_presence_changed(cluster_t *c, const char *user);

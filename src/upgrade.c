@@ -97,6 +97,7 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
 
 typedef struct sync_wait {
     session_wait_t base;
+    bool caught_up; /* asked the broker to catch up once already */
     bool has_since;
     uint64_t since;
     char epoch[72];
@@ -107,6 +108,15 @@ static void on_synced(void *arg, int rc)
     sync_wait_t *w = arg;
     session_t *s = w->base.s;
     if (s && s->state == SESSION_OPEN) {
+        hub_user_t *u = s->user;
+        if (rc == AW_OK && w->has_since && !w->caught_up && w->since > u->seq &&
+            w->since != UINT64_MAX && strcmp(w->epoch, u->epoch) == 0) {
+            /* the client saw later events (on another node) than this node's
+             * copy holds yet: let it catch up before answering */
+            w->caught_up = true;
+            broker_catch_up(s->srv->broker, u->id, on_synced, w);
+            return;
+        }
         if (rc == AW_OK) {
             s->syncing = false;
             s->_last_seq = s->user->seq; /* events from here on are live for it */

@@ -5,8 +5,10 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import net from 'node:net';
 import { test } from 'node:test';
-import { api, publish, withTimeout } from '../e2e/lib/harness.mjs';
+import { api, frameReader, publish, upgradeRequest, withTimeout } from '../e2e/lib/harness.mjs';
 import {
   assertSeqs,
   connectUser,
@@ -297,4 +299,59 @@ test('resume on another node: a foreign epoch or a since ahead gets resumed fals
   }
   await zero.sync();
   assertSeqs(zero.events(), 1, 6, 'since 0 then live');
+});
+
+test('a client that read the newest events on one node resumes on a node still catching up with them (its channel backlog unread): resumed true, missed 0', { timeout: 90000 }, async (t) => {
+  const cl = await startCluster(t, { nodes: 2, shards: 1 });
+  const [a, b] = cl.nodes;
+  const user = `lag_${randomBytes(4).toString('hex')}`;
+  const anchor = await connectUser(b, user); // node B serves the user already: its copy is live
+  const reader = await connectUser(a, user);
+  let total = 0;
+  for (let round = 0; round < 3; round++) {
+    let sock;
+    b.proc.kill('SIGSTOP'); // B's channel messages wait in its socket, unread
+    try {
+      const n = 300;
+      const events = Array.from({ length: n }, (_, i) => ({ user_id: user, type: 'lag', round, i, pad: 'x'.repeat(1024) }));
+      const res = await api(a, 'POST', '/api/v1/publish/batch', events);
+      assert.equal(res.status, 200, res.text);
+      total += n;
+      await waitEvents(reader, total, { what: `reader on A, round ${round}` });
+      const last = reader.events().at(-1);
+      assert.equal(last.seq, total);
+      // the upgrade to B, resuming from what A delivered, is in B's socket
+      // before B reads its channel backlog
+      sock = net.connect(b.port, '127.0.0.1');
+      b.sockets.add(sock);
+      sock.on('error', () => {});
+      await once(sock, 'connect');
+      const q = new URLSearchParams({ since: String(last.seq), epoch: last.epoch, token: b.token(user) });
+      await new Promise((resolve) => sock.write(upgradeRequest({ path: `/ws?${q}` }), resolve));
+    } finally {
+      b.proc.kill('SIGCONT');
+    }
+    let head = Buffer.alloc(0);
+    const rest = await withTimeout(new Promise((resolve, reject) => {
+      const onData = (c) => {
+        head = Buffer.concat([head, c]);
+        const k = head.indexOf('\r\n\r\n');
+        if (k < 0) return;
+        sock.off('data', onData);
+        resolve(head.subarray(k + 4));
+      };
+      sock.on('data', onData);
+      sock.on('close', () => reject(new Error('closed before the response')));
+    }), 15000, 'the upgrade response from B');
+    assert.match(head.toString('latin1'), /^HTTP\/1\.1 101 /);
+    const frames = frameReader(sock, rest);
+    const hello = JSON.parse((await frames.next(15000)).payload.toString());
+    assert.equal(hello.type, 'connection_established');
+    assert.equal(hello.resumed, true, `round ${round}: ${JSON.stringify(hello)}`);
+    assert.equal(hello.missed, 0, JSON.stringify(hello));
+    assert.equal(hello.seq, total);
+    sock.destroy();
+  }
+  await waitEvents(anchor, total, { what: 'the anchor on node B' });
+  assert.deepEqual(anchor.events().map((e) => e.seq), Array.from({ length: total }, (_, i) => i + 1));
 });

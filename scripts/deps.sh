@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libhttp-parser-dev
-      zlib1g-dev libcmocka-dev libhiredis-dev)
+      zlib1g-dev libcmocka-dev libhiredis-dev libsqlite3-dev)
 if [ "${1:-build}" = test ]; then
   need+=(curl)
   # The fuzz step (scripts/fuzz.sh): clang and its libFuzzer runtime (compiler-rt).

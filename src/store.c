@@ -1,0 +1,428 @@
+/* store.c -- users' streams in SQLite (store.h). Prepared statements made
+ * once at open; the byte and event counts of the retained history are kept
+ * in memory (read once at open) so that the caps cost no scan per turn. */
+#include "store.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+
+#define STORE_FORMAT "agentwire-store 1"
+
+enum stmt {
+    S_STREAM_GET,
+    S_STREAM_PUT,
+    S_EVENT_PUT,
+    S_RANGE,
+    S_TRIM_AGE_PICK,
+    S_TRIM_COUNT_PICK,
+    S_TRIM_OLDEST_PICK,
+    S_EVENT_DEL,
+    S_USER_DEL,
+    S_USER_BYTES,
+    S_RUN_PUT,
+    S_RUN_DEL,
+    S_RUN_ALL,
+    S_COUNT
+};
+
+static const char *const sql[S_COUNT] = {
+    [S_STREAM_GET] = "SELECT epoch, seq FROM streams WHERE user = ?1",
+    [S_STREAM_PUT] = "INSERT INTO streams(user, epoch, seq) VALUES(?1, ?2, ?3) "
+                     "ON CONFLICT(user) DO UPDATE SET epoch = ?2, seq = ?3",
+    [S_EVENT_PUT] = "INSERT OR REPLACE INTO events(user, seq, ts, json) VALUES(?1, ?2, ?3, ?4)",
+    [S_RANGE] = "SELECT seq, ts, json FROM events WHERE user = ?1 AND seq >= ?2 ORDER BY seq",
+    [S_TRIM_AGE_PICK] = "SELECT user, seq, length(json) FROM events WHERE ts < ?1 LIMIT 4096",
+    [S_TRIM_COUNT_PICK] = "SELECT e.user, e.seq, length(e.json) FROM events e JOIN streams s "
+                          "ON s.user = e.user WHERE e.seq <= s.seq - ?1 LIMIT 4096",
+    [S_TRIM_OLDEST_PICK] = "SELECT user, seq, length(json) FROM events ORDER BY ts LIMIT ?1",
+    [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND seq = ?2",
+    [S_USER_DEL] = "DELETE FROM events WHERE user = ?1",
+    [S_USER_BYTES] = "SELECT count(*), coalesce(sum(length(json)), 0) FROM events WHERE user = ?1",
+    [S_RUN_PUT] = "INSERT OR REPLACE INTO runs(user, run_id, thread_id) VALUES(?1, ?2, ?3)",
+    [S_RUN_DEL] = "DELETE FROM runs WHERE user = ?1 AND run_id = ?2",
+    [S_RUN_ALL] = "SELECT user, run_id, thread_id FROM runs",
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS streams(user TEXT PRIMARY KEY, epoch TEXT NOT NULL,"
+    " seq INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS events(user TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " ts INTEGER NOT NULL, json BLOB NOT NULL, PRIMARY KEY(user, seq)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS events_ts ON events(ts);"
+    "CREATE TABLE IF NOT EXISTS runs(user TEXT NOT NULL, run_id TEXT NOT NULL,"
+    " thread_id TEXT NOT NULL, PRIMARY KEY(user, run_id)) WITHOUT ROWID;";
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *st[S_COUNT];
+    uint64_t bytes, events;
+    char error[256];
+};
+
+static int fail(store_t *s, const char *what)
+{
+    snprintf(s->error, sizeof s->error, "%s: %s", what,
+             s->db ? sqlite3_errmsg(s->db) : "no database");
+    return AW_EIO;
+}
+
+const char *store_error(const store_t *s)
+{
+    return s->error;
+}
+
+/* Runs one statement that returns no rows. */
+static int exec(store_t *s, const char *text)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, text, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(s->error, sizeof s->error, "%s", msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return AW_EIO;
+    }
+    return AW_OK;
+}
+
+/* Is this an empty database, or one of ours? Anything else is refused
+ * before a table is created in it. */
+static int check_format(store_t *s, char *err, size_t errlen, const char *path)
+{
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(s->db, "SELECT count(*) FROM sqlite_master", -1, &q, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "%s: not an agentwire store (%s)", path, sqlite3_errmsg(s->db));
+        return AW_EIO;
+    }
+    int rc = sqlite3_step(q);
+    int tables = rc == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
+    sqlite3_finalize(q);
+    if (tables < 0) {
+        snprintf(err, errlen, "%s: not an agentwire store (%s)", path, sqlite3_errmsg(s->db));
+        return AW_EIO;
+    }
+    if (tables == 0)
+        return AW_OK; /* new */
+    const char *have = NULL;
+    if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'format'", -1, &q, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        have = (const char *)sqlite3_column_text(q, 0);
+    bool ours = have && strcmp(have, STORE_FORMAT) == 0;
+    char found[64];
+    snprintf(found, sizeof found, "%s", have ? have : "no agentwire format mark");
+    sqlite3_finalize(q);
+    if (!ours) {
+        snprintf(err, errlen,
+                 "%s: not an agentwire store (%s); move it away or choose another "
+                 "--data-dir",
+                 path, found);
+        return AW_EIO;
+    }
+    return AW_OK;
+}
+
+int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, size_t errlen)
+{
+    *out = NULL;
+    store_t *s = calloc(1, sizeof *s);
+    char path[4096];
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return AW_ENOMEM;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_FILE);
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+        store_close(s);
+        return AW_EIO;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    static const char *const syncs[] = {"PRAGMA synchronous=OFF", "PRAGMA synchronous=NORMAL",
+                                        "PRAGMA synchronous=FULL"};
+    int rc = check_format(s, err, errlen, path);
+    if (rc == AW_OK &&
+        (exec(s, "PRAGMA journal_mode=WAL") != AW_OK || exec(s, syncs[sync]) != AW_OK ||
+         exec(s, schema) != AW_OK ||
+         exec(s, "INSERT OR IGNORE INTO meta(key, value) VALUES('format', '" STORE_FORMAT "')") !=
+             AW_OK)) {
+        snprintf(err, errlen, "%s: %s", path, s->error);
+        rc = AW_EIO;
+    }
+    for (int i = 0; rc == AW_OK && i < S_COUNT; i++) {
+        if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+            rc = AW_EIO;
+        }
+    }
+    sqlite3_stmt *q = NULL;
+    if (rc == AW_OK &&
+        sqlite3_prepare_v2(s->db, "SELECT count(*), coalesce(sum(length(json)), 0) FROM events", -1,
+                           &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+        s->events = (uint64_t)sqlite3_column_int64(q, 0);
+        s->bytes = (uint64_t)sqlite3_column_int64(q, 1);
+    } else if (rc == AW_OK) {
+        snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
+        rc = AW_EIO;
+    }
+    sqlite3_finalize(q);
+    if (rc != AW_OK) {
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return AW_OK;
+}
+
+void store_close(store_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+int store_begin(store_t *s)
+{
+    return exec(s, "BEGIN IMMEDIATE");
+}
+
+int store_commit(store_t *s)
+{
+    if (exec(s, "COMMIT") != AW_OK) {
+        store_rollback(s);
+        return AW_EIO;
+    }
+    return AW_OK;
+}
+
+void store_rollback(store_t *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Steps a statement that returns no row, then resets it. */
+static int run(store_t *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? AW_OK : fail(s, what);
+}
+
+int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, int64_t ts,
+                 const char *json, size_t len)
+{
+    sqlite3_stmt *e = s->st[S_EVENT_PUT], *h = s->st[S_STREAM_PUT];
+    sqlite3_bind_text(e, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(e, 2, (sqlite3_int64)seq);
+    sqlite3_bind_int64(e, 3, ts);
+    sqlite3_bind_blob(e, 4, json, (int)len, SQLITE_STATIC);
+    if (run(s, e, "append") != AW_OK)
+        return AW_EIO;
+    sqlite3_bind_text(h, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(h, 2, epoch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(h, 3, (sqlite3_int64)seq);
+    if (run(s, h, "stream head") != AW_OK)
+        return AW_EIO;
+    s->events++;
+    s->bytes += len;
+    return AW_OK;
+}
+
+int store_stream_reset(store_t *s, const char *user, const char *epoch)
+{
+    sqlite3_stmt *q = s->st[S_USER_BYTES];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_ROW) {
+        sqlite3_reset(q);
+        return fail(s, "stream reset");
+    }
+    uint64_t n = (uint64_t)sqlite3_column_int64(q, 0), bytes = (uint64_t)sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    sqlite3_stmt *d = s->st[S_USER_DEL], *h = s->st[S_STREAM_PUT];
+    sqlite3_bind_text(d, 1, user, -1, SQLITE_STATIC);
+    if (run(s, d, "stream reset") != AW_OK)
+        return AW_EIO;
+    s->events -= n;
+    s->bytes -= bytes;
+    sqlite3_bind_text(h, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(h, 2, epoch, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(h, 3, 0);
+    return run(s, h, "stream head");
+}
+
+int store_stream(store_t *s, const char *user, char *epoch, size_t epochlen, uint64_t *seq)
+{
+    sqlite3_stmt *q = s->st[S_STREAM_GET];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    int out = AW_ENOTFOUND;
+    if (rc == SQLITE_ROW) {
+        snprintf(epoch, epochlen, "%s", (const char *)sqlite3_column_text(q, 0));
+        *seq = (uint64_t)sqlite3_column_int64(q, 1);
+        out = AW_OK;
+    } else if (rc != SQLITE_DONE) {
+        out = fail(s, "stream head");
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return out;
+}
+
+int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_event_fn fn,
+                void *arg)
+{
+    sqlite3_stmt *q = s->st[S_RANGE];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)from);
+    int rc;
+    size_t n = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *json = sqlite3_column_blob(q, 2);
+        size_t len = (size_t)sqlite3_column_bytes(q, 2);
+        if (fn(arg, (uint64_t)sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1),
+               json ? json : "", len) ||
+            (max && ++n >= max)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    int out = rc == SQLITE_DONE ? AW_OK : fail(s, "range");
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return out;
+}
+
+/* Deletes the rows a pick statement chose (user, seq, length); how many. */
+static long delete_picked(store_t *s, sqlite3_stmt *pick)
+{
+    typedef struct victim {
+        char *user;
+        uint64_t seq;
+        uint64_t len;
+    } victim_t;
+    victim_t *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(pick)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            victim_t *nv = realloc(v, ncap * sizeof *v);
+            if (!nv)
+                break;
+            v = nv;
+            cap = ncap;
+        }
+        v[n].user = strdup((const char *)sqlite3_column_text(pick, 0));
+        v[n].seq = (uint64_t)sqlite3_column_int64(pick, 1);
+        v[n].len = (uint64_t)sqlite3_column_int64(pick, 2);
+        if (!v[n].user)
+            break;
+        n++;
+    }
+    sqlite3_reset(pick);
+    sqlite3_clear_bindings(pick);
+    long done = 0;
+    sqlite3_stmt *del = s->st[S_EVENT_DEL];
+    for (size_t i = 0; i < n; i++) {
+        if (done >= 0) {
+            sqlite3_bind_text(del, 1, v[i].user, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(del, 2, (sqlite3_int64)v[i].seq);
+            if (run(s, del, "trim") == AW_OK) {
+                done++;
+                s->events--;
+                s->bytes -= v[i].len;
+            } else {
+                done = AW_EIO;
+            }
+        }
+        free(v[i].user);
+    }
+    free(v);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? done : fail(s, "trim");
+}
+
+long store_trim(store_t *s, int64_t before_ms, uint64_t keep_per_user, uint64_t max_bytes)
+{
+    long total = 0, n;
+    sqlite3_stmt *p = s->st[S_TRIM_AGE_PICK];
+    do {
+        sqlite3_bind_int64(p, 1, before_ms);
+        if ((n = delete_picked(s, p)) < 0)
+            return n;
+        total += n;
+    } while (n == 4096);
+    p = s->st[S_TRIM_COUNT_PICK];
+    do {
+        sqlite3_bind_int64(p, 1, (sqlite3_int64)keep_per_user);
+        if ((n = delete_picked(s, p)) < 0)
+            return n;
+        total += n;
+    } while (n == 4096);
+    p = s->st[S_TRIM_OLDEST_PICK];
+    while (s->bytes > max_bytes && s->events > 0) {
+        /* a batch sized by the mean event, at least one */
+        uint64_t mean = s->bytes / s->events + 1;
+        uint64_t want = (s->bytes - max_bytes) / mean + 1;
+        sqlite3_bind_int64(p, 1, (sqlite3_int64)(want > 4096 ? 4096 : want));
+        if ((n = delete_picked(s, p)) < 0)
+            return n;
+        if (n == 0)
+            break;
+        total += n;
+    }
+    return total;
+}
+
+uint64_t store_bytes(const store_t *s)
+{
+    return s->bytes;
+}
+
+uint64_t store_events(const store_t *s)
+{
+    return s->events;
+}
+
+int store_run_open(store_t *s, const char *user, const char *run_id, const char *thread_id)
+{
+    sqlite3_stmt *q = s->st[S_RUN_PUT];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, run_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, thread_id, -1, SQLITE_STATIC);
+    return run(s, q, "run");
+}
+
+int store_run_closed(store_t *s, const char *user, const char *run_id)
+{
+    sqlite3_stmt *q = s->st[S_RUN_DEL];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, run_id, -1, SQLITE_STATIC);
+    return run(s, q, "run");
+}
+
+int store_each_open_run(store_t *s,
+                        void (*fn)(void *arg, const char *user, const char *run_id,
+                                   const char *thread_id),
+                        void *arg)
+{
+    sqlite3_stmt *q = s->st[S_RUN_ALL];
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+           (const char *)sqlite3_column_text(q, 2));
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? AW_OK : fail(s, "runs");
+}

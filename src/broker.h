@@ -51,6 +51,7 @@ typedef struct broker_pub {
     json_t *ev;       /* its fields (the caller's; loses any envelope fields) */
     const char *idem; /* idempotency key, NULL for none */
     bool own_run;     /* an agent's run driven by this node (leased to it) */
+    bool gated;       /* passed the run-order gate already (runs.c's own events) */
     void *arg;        /* given back with this event's answer */
 } broker_pub_t;
 

@@ -151,6 +151,14 @@ static const option_t options[] = {
     NUM("history-memory-bytes", "AGENTWIRE_HISTORY_MEMORY_BYTES", history_memory_bytes, "268435456",
         65536, (int64_t)1 << 40, "N",
         "memory for all users' history together; the oldest events go first"),
+    STR("data-dir", "AGENTWIRE_DATA_DIR", data_dir, NULL, "DIR",
+        "keep users' streams in DIR/agentwire.db (SQLite) so a restart loses nothing that was "
+        "acknowledged (docs/operations.md, Durable history)"),
+    STR("fsync", "AGENTWIRE_FSYNC", fsync_name, "batch", "off|batch|always",
+        "with --data-dir, what a power loss may cost: off and batch lose nothing to a process "
+        "crash, always loses nothing acknowledged to a power loss either"),
+    NUM("data-max-bytes", "AGENTWIRE_DATA_MAX_BYTES", data_max_bytes, "1073741824", 1048576,
+        (int64_t)1 << 50, "N", "with --data-dir, event bytes kept on disk; the oldest go first"),
     STR("redis", "AGENTWIRE_REDIS", redis, NULL, "URL[,URL...]",
         "cluster mode: Redis shards (redis://[:PASSWORD@]HOST:PORT), a user's stream on one of "
         "them; every node given the same list serves as one gateway (docs/cluster.md)"),
@@ -315,6 +323,18 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
     if (log_level_parse(cfg->log_level_name, &cfg->log_level) != AW_OK)
         return fail(err, errlen, "--log-level: expected debug, info, warn or error, got '%s'%s",
                     cfg->log_level_name, "");
+    if (strcmp(cfg->fsync_name, "off") == 0)
+        cfg->fsync = 0;
+    else if (strcmp(cfg->fsync_name, "batch") == 0)
+        cfg->fsync = 1;
+    else if (strcmp(cfg->fsync_name, "always") == 0)
+        cfg->fsync = 2;
+    else
+        return fail(err, errlen, "--fsync: expected off, batch or always, got '%s'%s",
+                    cfg->fsync_name, "");
+    if (cfg->data_dir && cfg->redis)
+        return fail(err, errlen, "--data-dir and --redis cannot be used together: %s%s",
+                    "with --redis the streams live on the Redis shards", "");
     if (strcmp(cfg->deflate_name, "on") != 0 && strcmp(cfg->deflate_name, "off") != 0)
         return fail(err, errlen, "--deflate: expected on or off, got '%s'%s", cfg->deflate_name,
                     "");

@@ -79,6 +79,11 @@ typedef struct config {
     int64_t node_ttl_ms;      /* life of a silent node's presence and run leases */
     char *node_id;            /* this node's name in the cluster, NULL: made up */
 
+    char *data_dir;         /* durable streams (store.h), NULL: memory only */
+    char *fsync_name;       /* off, batch, always */
+    int fsync;              /* enum store_sync */
+    int64_t data_max_bytes; /* event text kept on disk, all users */
+
     char *log_format_name, *log_level_name;
     enum log_format log_format;
     enum log_level log_level;

@@ -141,6 +141,8 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
     h->history.extra += u->_cost;
     idle_push(h, u);
     make_room(h, u, 0);
+    if (h->load)
+        h->load(h->load_ctx, h, u);
     return u;
 }
 
@@ -262,11 +264,10 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
     return AW_OK;
 }
 
-/* The one delivery path: event number seq of u, already stamped (json),
- * becomes one shared frame, joins the history and is queued on every open
- * session of u that is live (not the echo endpoint, not still syncing). */
-static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
-                   size_t *recipients)
+/* Event number seq of u, already stamped (json), becomes one shared frame
+ * (*out, a reference for the caller) and joins the history. */
+static int record(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
+                  frame_t **out)
 {
     frame_t *f = frame_ws(WS_OP_TEXT, json, len);
     if (!f)
@@ -279,6 +280,14 @@ static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size
     if (history_append(&h->history, &u->history, seq, f, now) != AW_OK)
         log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
     h->_metrics->events_published++;
+    *out = f;
+    return AW_OK;
+}
+
+/* The one delivery path: the frame of event seq is queued on every open
+ * session of u that is live (not the echo endpoint, not still syncing). */
+static size_t fanout(hub_t *h, hub_user_t *u, frame_t *f, uint64_t seq)
+{
     size_t n = 0;
     bool first = true;
     for (session_t *s = u->_conns; s; s = s->_user_next) {
@@ -289,12 +298,23 @@ static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size
         first = false;
     }
     h->_metrics->events_delivered += n;
-    *recipients = n;
+    return n;
+}
+
+static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
+                   size_t *recipients)
+{
+    frame_t *f;
+    int rc = record(h, u, seq, json, len, &f);
+    if (rc != AW_OK)
+        return rc;
+    *recipients = fanout(h, u, f, seq);
     frame_unref(f);
     return AW_OK;
 }
 
-int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
+static int publish(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
+                   frame_t **frame)
 {
     out->error[0] = '\0';
     if (!event_id_valid(user_id)) {
@@ -303,14 +323,65 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
     }
     if (event_validate(ev, out->error, sizeof out->error) != AW_OK)
         return AW_EINVAL;
-    if (h->gate &&
+    if (h->gate && !gated &&
         h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
         return AW_ECONFLICT;
     hub_user_t *u = hub_user(h, user_id);
     if (!u || serialize(h, u, ev, out) != AW_OK)
         return AW_ENOMEM;
     out->recipients = 0;
-    return deliver(h, u, out->seq, h->_scratch.data, h->_scratch.len, &out->recipients);
+    if (!frame)
+        return deliver(h, u, out->seq, h->_scratch.data, h->_scratch.len, &out->recipients);
+    return record(h, u, out->seq, h->_scratch.data, h->_scratch.len, frame);
+}
+
+int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
+{
+    return publish(h, user_id, ev, false, out, NULL);
+}
+
+int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
+                       frame_t **frame)
+{
+    return publish(h, user_id, ev, gated, out, frame);
+}
+
+void hub_restore_head(hub_t *h, hub_user_t *u, const char *epoch, uint64_t seq)
+{
+    (void)h;
+    snprintf(u->epoch, sizeof u->epoch, "%s", epoch);
+    u->seq = seq;
+}
+
+int hub_restore(hub_t *h, hub_user_t *u, uint64_t seq, int64_t ts_ms, const char *json, size_t len)
+{
+    frame_t *f = frame_ws(WS_OP_TEXT, json, len);
+    if (!f)
+        return AW_ENOMEM;
+    idle_remove(h, u);
+    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
+    int rc = history_append(&h->history, &u->history, seq, f, ts_ms);
+    frame_unref(f);
+    return rc;
+}
+
+size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq)
+{
+    hub_user_t *u = hub_user_find(h, user_id);
+    size_t n = u ? fanout(h, u, f, seq) : 0;
+    frame_unref(f);
+    return n;
+}
+
+void hub_unrecord(hub_t *h, const char *user_id, uint64_t seq, frame_t *f)
+{
+    hub_user_t *u = hub_user_find(h, user_id);
+    frame_unref(f);
+    if (!u || u->seq < seq)
+        return;
+    /* the newest events go with everything retained: resumes reload */
+    history_clear(&h->history, &u->history);
+    u->seq = seq - 1;
 }
 
 int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, size_t len,

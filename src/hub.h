@@ -69,6 +69,10 @@ typedef struct hub {
     void *send_ctx;
     hub_gate_fn gate; /* public: the run-order gate, NULL for none */
     void *gate_ctx;
+    /* public: a stream starts in memory; its owner may give it the stored
+     * epoch, seq and events (hub_restore). NULL: a new epoch. */
+    void (*load)(void *ctx, struct hub *h, hub_user_t *u);
+    void *load_ctx;
     /* public: the undecoded long strings of the events being published
      * (bigstr.h), set around hub_publish by the caller that parsed them */
     const struct bigstr *literals;
@@ -122,6 +126,21 @@ hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
  * session of the user. out->error says why a
  * publish was refused. 0, AW_EINVAL, AW_ECONFLICT or AW_ENOMEM. */
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
+
+/* hub_publish in two halves (gated: the run gate was asked already), for an owner that must store
+ * the event before anyone sees it (--data-dir): stamps and records ev (seq, history) and hands back
+ * its frame (a reference) without sending it; then either hub_send_recorded (stored: fan-out, in
+ * seq order per user) or hub_unrecord (not stored: the user's seq goes back to seq - 1 and its
+ * retained events are dropped, so the seq is never seen nor reused). */
+int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
+                       frame_t **frame);
+size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq);
+void hub_unrecord(hub_t *h, const char *user_id, uint64_t seq, frame_t *f);
+
+/* From the load callback: the stream's stored head, then its retained
+ * events oldest first (json as delivered, at ts). */
+void hub_restore_head(hub_t *h, hub_user_t *u, const char *epoch, uint64_t seq);
+int hub_restore(hub_t *h, hub_user_t *u, uint64_t seq, int64_t ts_ms, const char *json, size_t len);
 
 /* Delivers an event stamped elsewhere (cluster mode: the user's shard gave
  * it seq and epoch; json is the whole event) through the same path as

@@ -525,3 +525,16 @@ void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id)
     stop_agent(r, run);
     close_run(r, run, "cancelled", aw_now_ms());
 }
+
+int runs_restore(runs_t *r, const char *user, const char *run_id, const char *thread_id)
+{
+    if (run_find(r, user, run_id))
+        return AW_OK;
+    run_t *run = run_new(r, user, run_id, thread_id, RUN_FROM_API);
+    if (!run)
+        return AW_ENOMEM;
+    run->open = true;
+    run->events = 1;
+    r->open_runs++;
+    return AW_OK;
+}

@@ -112,6 +112,10 @@ void runs_each_agent_run(runs_t *r, void (*add)(void *acc, const char *user, con
  * the API, a deadline): its agent here stops, nothing more is published. */
 void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id);
 
+/* A run that was open when the process stopped (--data-dir): known open
+ * again, so that its agent_completed (reason restart) passes the gate. */
+int runs_restore(runs_t *r, const char *user, const char *run_id, const char *thread_id);
+
 /* The node is draining: every running agent is stopped and its open run
  * ends with status cancelled. */
 void runs_shutdown(runs_t *r);

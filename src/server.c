@@ -4,6 +4,7 @@
 #include "server.h"
 
 #include "cluster.h"
+#include "store.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -245,6 +246,126 @@ static int send_to_session(void *ctx, session_t *s, frame_t *f, uint64_t seq, bo
     return session_deliver(s, wf, seq);          /* queued, or caught up from history */
 }
 
+/* --data-dir: a stream starting in memory takes its stored head and its
+ * retained events (those still within the history's size and age). */
+typedef struct load_ctx {
+    hub_t *hub;
+    hub_user_t *u;
+    int64_t oldest_ms;
+} load_ctx_t;
+
+static int load_event(void *arg, uint64_t seq, int64_t ts, const char *json, size_t len)
+{
+    load_ctx_t *l = arg;
+    if (ts >= l->oldest_ms)
+        hub_restore(l->hub, l->u, seq, ts, json, len);
+    return 0;
+}
+
+static void load_stream(void *ctx, hub_t *h, hub_user_t *u)
+{
+    server_t *srv = ctx;
+    char epoch[HUB_EPOCH_LEN + 1];
+    uint64_t seq;
+    int rc = store_stream(srv->store, u->id, epoch, sizeof epoch, &seq);
+    if (rc == AW_ENOTFOUND)
+        return;
+    if (rc != AW_OK) {
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read a stream from the store", "user", u->id,
+               "error", store_error(srv->store), NULL);
+        return;
+    }
+    hub_restore_head(h, u, epoch, seq);
+    uint64_t size = (uint64_t)srv->cfg->history_size;
+    load_ctx_t l = {h, u, aw_now_ms() - srv->cfg->history_ttl_ms};
+    if (store_range(srv->store, u->id, seq > size ? seq - size + 1 : 1, (size_t)size, load_event,
+                    &l) != AW_OK)
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read events from the store", "user", u->id, "error",
+               store_error(srv->store), NULL);
+}
+
+/* Runs open when the process stopped end now, with reason restart. */
+static void on_restart_receipt(void *arg, int rc, const hub_receipt_t *r)
+{
+    (void)arg;
+    if (rc != AW_OK)
+        log_kv(LOG_ERROR, "cannot end a run open before the restart", "error", r->error, NULL);
+}
+
+static void end_stored_run(void *arg, const char *user, const char *run_id, const char *thread)
+{
+    server_t *srv = arg;
+    if (runs_restore(&srv->runs, user, run_id, thread) != AW_OK)
+        return;
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed", "thread_id",
+                  thread, "run_id", run_id, "status", "error", "final_response", "", "error",
+                  "the server restarted", "reason", "restart");
+    char copy[EVENT_MAX_ID + 1];
+    snprintf(copy, sizeof copy, "%s", user);
+    broker_pub_t one = {.user = copy, .ev = ev};
+    if (ev)
+        broker_publish(srv->broker, &one, 1, on_restart_receipt);
+    json_decref(ev);
+    log_kv(LOG_INFO, "run ended by the restart", "run", run_id, "user", copy, NULL);
+}
+
+typedef struct stored_run {
+    struct stored_run *next;
+    char *user, *run_id, *thread;
+} stored_run_t;
+
+static void collect_run(void *arg, const char *user, const char *run_id, const char *thread)
+{
+    stored_run_t **list = arg, *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->user = strdup(user);
+    r->run_id = strdup(run_id);
+    r->thread = strdup(thread);
+    r->next = *list;
+    *list = r;
+}
+
+/* After a restart: every run recorded open gets its agent_completed. */
+static void end_stored_runs(server_t *srv)
+{
+    stored_run_t *list = NULL;
+    if (store_each_open_run(srv->store, collect_run, &list) != AW_OK)
+        log_kv(LOG_ERROR, "cannot read the runs open before the restart", "error",
+               store_error(srv->store), NULL);
+    while (list) {
+        stored_run_t *r = list;
+        list = r->next;
+        if (r->user && r->run_id && r->thread)
+            end_stored_run(srv, r->user, r->run_id, r->thread);
+        free(r->user);
+        free(r->run_id);
+        free(r->thread);
+        free(r);
+    }
+}
+
+static void run_to_broker(void *ctx, const char *user, json_t *ev, bool own_run);
+
+static int open_store(server_t *srv, char *err, size_t errlen)
+{
+    const config_t *cfg = srv->cfg;
+    int64_t t0 = aw_now_ms();
+    int rc = store_open(&srv->store, cfg->data_dir, (enum store_sync)cfg->fsync, err, errlen);
+    if (rc != AW_OK)
+        return rc;
+    srv->hub.load = load_stream;
+    srv->hub.load_ctx = srv;
+    /* runs' events are stored like the API's (runs.c asks the gate itself) */
+    srv->runs.remote_publish = run_to_broker;
+    srv->runs.remote_ctx = srv;
+    log_kv(LOG_INFO, "data dir", "dir", cfg->data_dir, "fsync", cfg->fsync_name, "#events",
+           (long long)store_events(srv->store), "#bytes", (long long)store_bytes(srv->store),
+           "#open_ms", (long long)(aw_now_ms() - t0), NULL);
+    return AW_OK;
+}
+
 static int runs_gate(void *ctx, const char *user, const json_t *ev, int64_t now, char *why,
                      size_t whylen)
 {
@@ -262,12 +383,12 @@ static void on_run_receipt(void *arg, int rc, const hub_receipt_t *r)
 
 /* An agent's own run is leased to this node, which renews the lease while
  * it lives; a dead node's runs are ended by another (cluster.lua, reap). */
-static void run_to_cluster(void *ctx, const char *user, json_t *ev, bool own_run)
+static void run_to_broker(void *ctx, const char *user, json_t *ev, bool own_run)
 {
     server_t *srv = ctx;
     char copy[EVENT_MAX_ID + 1]; /* publishing drops the event's user_id */
     snprintf(copy, sizeof copy, "%s", user);
-    broker_pub_t one = {.user = copy, .ev = ev, .own_run = own_run};
+    broker_pub_t one = {.user = copy, .ev = ev, .own_run = own_run, .gated = !srv->cluster};
     broker_publish(srv->broker, &one, 1, on_run_receipt);
 }
 
@@ -327,6 +448,13 @@ static void on_tick(uv_timer_t *t)
         runs_tick(&srv->runs, now);
         if (srv->cluster)
             cluster_tick(srv->cluster, now);
+        if (srv->store && now >= srv->_next_trim_ms) {
+            srv->_next_trim_ms = now + 1000;
+            if (store_trim(srv->store, now - srv->cfg->history_ttl_ms,
+                           (uint64_t)srv->cfg->data_max_bytes) < 0)
+                log_kv(LOG_ERROR | LOG_LIMITED, "cannot trim the store", "error",
+                       store_error(srv->store), NULL);
+        }
         trim_memory(srv);
         idem_sweep(&srv->idem, now);
     }
@@ -560,6 +688,11 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     }
     broker_memory_init(&srv->memory_broker, srv);
     srv->broker = &srv->memory_broker;
+    if (cfg->data_dir) {
+        int src = open_store(srv, err, errlen);
+        if (src != AW_OK)
+            return src;
+    }
     srv->hub.send = send_to_session;
     srv->hub.send_ctx = srv;
     srv->hub.gate = runs_gate;
@@ -570,7 +703,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
             return crc;
         srv->hub.gate = NULL; /* the run gate is the shard's script */
         srv->broker = cluster_broker(srv->cluster);
-        srv->runs.remote_publish = run_to_cluster;
+        srv->runs.remote_publish = run_to_broker;
         srv->runs.remote_connected = user_in_cluster;
         srv->runs.remote_hold = hold_user;
         srv->runs.remote_ctx = srv;
@@ -615,6 +748,8 @@ static void loop_thread(void *arg)
 
 int server_run(server_t *srv)
 {
+    if (srv->store)
+        end_stored_runs(srv);
     char addr[96];
     snprintf(addr, sizeof addr, "%s%s%s:%d", strchr(srv->cfg->listen_host, ':') ? "[" : "",
              srv->cfg->listen_host, strchr(srv->cfg->listen_host, ':') ? "]" : "", srv->bound_port);
@@ -654,6 +789,7 @@ void server_dispose(server_t *srv)
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
     cluster_free(srv->cluster);
+    store_close(srv->store);
     deflater_dispose(&srv->deflater);
     tls_ctx_dispose(&srv->tls);
     hub_dispose(&srv->hub);

@@ -91,11 +91,14 @@ typedef struct server {
     broker_t *broker;        /* where users' streams live (broker.h) */
     broker_t memory_broker;  /* the embedded default */
     struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
-    bool draining;           /* SIGTERM/SIGINT seen: refuse, close, exit */
-    int bound_port;          /* the port actually listened on */
-    int64_t tick_ms;         /* period of the housekeeping tick */
-    frame_t *ping_frame;     /* one shared ping frame for every heartbeat */
-    server_loop_t *loops;    /* loops[0] is the main thread's */
+    struct store *store;     /* --data-dir: users' streams on disk too, else NULL */
+    char store_failed[256];  /* why the last write to the store failed, "" when it works */
+    int64_t _next_trim_ms;
+    bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */
+    int bound_port;       /* the port actually listened on */
+    int64_t tick_ms;      /* period of the housekeeping tick */
+    frame_t *ping_frame;  /* one shared ping frame for every heartbeat */
+    server_loop_t *loops; /* loops[0] is the main thread's */
     unsigned nloops;
     size_t nsessions;  /* read-only: sessions of all loops */
     size_t tcp_cap;    /* read-only: sessions allowed at once (limits and descriptors) */

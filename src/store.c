@@ -18,7 +18,7 @@ enum stmt {
     S_EVENT_PUT,
     S_RANGE,
     S_TRIM_AGE_PICK,
-    S_TRIM_COUNT_PICK,
+    S_EVENT_DROP,
     S_TRIM_OLDEST_PICK,
     S_EVENT_DEL,
     S_USER_DEL,
@@ -36,8 +36,7 @@ static const char *const sql[S_COUNT] = {
     [S_EVENT_PUT] = "INSERT OR REPLACE INTO events(user, seq, ts, json) VALUES(?1, ?2, ?3, ?4)",
     [S_RANGE] = "SELECT seq, ts, json FROM events WHERE user = ?1 AND seq >= ?2 ORDER BY seq",
     [S_TRIM_AGE_PICK] = "SELECT user, seq, length(json) FROM events WHERE ts < ?1 LIMIT 4096",
-    [S_TRIM_COUNT_PICK] = "SELECT e.user, e.seq, length(e.json) FROM events e JOIN streams s "
-                          "ON s.user = e.user WHERE e.seq <= s.seq - ?1 LIMIT 4096",
+    [S_EVENT_DROP] = "DELETE FROM events WHERE user = ?1 AND seq = ?2 RETURNING length(json)",
     [S_TRIM_OLDEST_PICK] = "SELECT user, seq, length(json) FROM events ORDER BY ts LIMIT ?1",
     [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND seq = ?2",
     [S_USER_DEL] = "DELETE FROM events WHERE user = ?1",
@@ -221,7 +220,7 @@ static int run(store_t *s, sqlite3_stmt *st, const char *what)
 }
 
 int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, int64_t ts,
-                 const char *json, size_t len)
+                 const char *json, size_t len, uint64_t keep)
 {
     sqlite3_stmt *e = s->st[S_EVENT_PUT], *h = s->st[S_STREAM_PUT];
     sqlite3_bind_text(e, 1, user, -1, SQLITE_STATIC);
@@ -237,6 +236,20 @@ int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, 
         return AW_EIO;
     s->events++;
     s->bytes += len;
+    if (keep && seq > keep) { /* one in, one out: the user's event past the count */
+        sqlite3_stmt *d = s->st[S_EVENT_DROP];
+        sqlite3_bind_text(d, 1, user, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(d, 2, (sqlite3_int64)(seq - keep));
+        int rc;
+        while ((rc = sqlite3_step(d)) == SQLITE_ROW) {
+            s->events--;
+            s->bytes -= (uint64_t)sqlite3_column_int64(d, 0);
+        }
+        sqlite3_reset(d);
+        sqlite3_clear_bindings(d);
+        if (rc != SQLITE_DONE)
+            return fail(s, "trim");
+    }
     return AW_OK;
 }
 
@@ -354,19 +367,12 @@ static long delete_picked(store_t *s, sqlite3_stmt *pick)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? done : fail(s, "trim");
 }
 
-long store_trim(store_t *s, int64_t before_ms, uint64_t keep_per_user, uint64_t max_bytes)
+long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes)
 {
     long total = 0, n;
     sqlite3_stmt *p = s->st[S_TRIM_AGE_PICK];
     do {
         sqlite3_bind_int64(p, 1, before_ms);
-        if ((n = delete_picked(s, p)) < 0)
-            return n;
-        total += n;
-    } while (n == 4096);
-    p = s->st[S_TRIM_COUNT_PICK];
-    do {
-        sqlite3_bind_int64(p, 1, (sqlite3_int64)keep_per_user);
         if ((n = delete_picked(s, p)) < 0)
             return n;
         total += n;

@@ -44,9 +44,10 @@ int store_commit(store_t *s);
 void store_rollback(store_t *s);
 
 /* Event seq of user, as delivered (json, len), at ts; also moves the stream
- * head to (epoch, seq). Inside a group. 0 or AW_EIO. */
+ * head to (epoch, seq) and drops the user's event seq - keep (the count
+ * cap; 0: none). Inside a group. 0 or AW_EIO. */
 int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, int64_t ts,
-                 const char *json, size_t len);
+                 const char *json, size_t len, uint64_t keep);
 
 /* A stream's head. 0 with epoch (HUB_EPOCH_LEN + 1 bytes) and seq, or
  * AW_ENOTFOUND, or AW_EIO. */
@@ -62,11 +63,10 @@ typedef int (*store_event_fn)(void *arg, uint64_t seq, int64_t ts, const char *j
 int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_event_fn fn,
                 void *arg);
 
-/* Keeps the history within its bounds: events older than before_ms, beyond
- * keep_per_user for their user, and the oldest of all beyond max_bytes of
- * event text go. Inside or outside a group. Returns how many went (>= 0) or
- * AW_EIO. */
-long store_trim(store_t *s, int64_t before_ms, uint64_t keep_per_user, uint64_t max_bytes);
+/* Keeps the history within its bounds: events older than before_ms, and
+ * the oldest of all beyond max_bytes of event text, go. Inside or outside a
+ * group. Returns how many went (>= 0) or AW_EIO. */
+long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes);
 
 /* Bytes of event text retained, and events retained. */
 uint64_t store_bytes(const store_t *s);

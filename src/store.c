@@ -31,8 +31,8 @@ enum stmt {
 
 static const char *const sql[S_COUNT] = {
     [S_STREAM_GET] = "SELECT epoch, seq FROM streams WHERE user = ?1",
-    [S_STREAM_PUT] = "INSERT INTO streams(user, epoch, seq) VALUES(?1, ?2, ?3) "
-                     "ON CONFLICT(user) DO UPDATE SET epoch = ?2, seq = ?3",
+    [S_STREAM_PUT] = ("INSERT INTO streams(user, epoch, seq) VALUES(?1, ?2, ?3) "
+                      "ON CONFLICT(user) DO UPDATE SET epoch = ?2, seq = ?3"),
     [S_EVENT_PUT] = "INSERT OR REPLACE INTO events(user, seq, ts, json) VALUES(?1, ?2, ?3, ?4)",
     [S_RANGE] = "SELECT seq, ts, json FROM events WHERE user = ?1 AND seq >= ?2 ORDER BY seq",
     [S_TRIM_AGE_PICK] = "SELECT user, seq, length(json) FROM events WHERE ts < ?1 LIMIT 4096",

@@ -10,6 +10,7 @@
 #include "aw.h"
 #include "history.h"
 #include "log.h"
+#include "map.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
@@ -67,8 +68,7 @@ static int store_one(server_t *srv, const broker_pub_t *it, const stamped_t *st,
     const json_t *ev = ev_fields;
     size_t len;
     const uint8_t *json = frame_ws_payload(st->f, &len);
-    int rc = store_append(srv->store, it->user, st->r.epoch, st->r.seq, aw_now_ms(),
-                          (const char *)json, len, (uint64_t)srv->cfg->history_size);
+    int rc = store_append(srv->store, it->user, st->r.seq, aw_now_ms(), (const char *)json, len);
     const char *run = json_string_value(json_object_get(ev, "run_id"));
     const char *type = json_string_value(json_object_get(ev, "type"));
     if (rc == AW_OK && run && type && strcmp(type, "agent_started") == 0)
@@ -107,6 +107,22 @@ static void stored_publish(broker_t *b, broker_pub_t *items, size_t n, broker_re
     for (size_t i = 0; rc == AW_OK && i < n; i++)
         if (st[i].recorded)
             rc = store_one(srv, &items[i], &st[i], items[i].ev);
+    /* each user's head once, at its newest event of the call */
+    map_t heads;
+    if (rc == AW_OK && recorded && map_init(&heads) == AW_OK) {
+        for (size_t i = n; rc == AW_OK && i-- > 0;) {
+            if (!st[i].recorded || map_get(&heads, items[i].user, strlen(items[i].user)))
+                continue;
+            if (!map_put(&heads, items[i].user, strlen(items[i].user), &st[i]))
+                rc = AW_ENOMEM;
+            else
+                rc = store_head(srv->store, items[i].user, st[i].r.epoch, st[i].r.seq,
+                                (uint64_t)srv->cfg->history_size);
+        }
+        map_dispose(&heads, NULL);
+    } else if (rc == AW_OK && recorded) {
+        rc = AW_ENOMEM;
+    }
     if (recorded && rc == AW_OK)
         rc = store_commit(srv->store);
     else if (recorded)

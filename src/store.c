@@ -36,7 +36,7 @@ static const char *const sql[S_COUNT] = {
     [S_EVENT_PUT] = "INSERT OR REPLACE INTO events(user, seq, ts, json) VALUES(?1, ?2, ?3, ?4)",
     [S_RANGE] = "SELECT seq, ts, json FROM events WHERE user = ?1 AND seq >= ?2 ORDER BY seq",
     [S_TRIM_AGE_PICK] = "SELECT user, seq, length(json) FROM events WHERE ts < ?1 LIMIT 4096",
-    [S_EVENT_DROP] = "DELETE FROM events WHERE user = ?1 AND seq = ?2 RETURNING length(json)",
+    [S_EVENT_DROP] = "DELETE FROM events WHERE user = ?1 AND seq <= ?2 RETURNING length(json)",
     [S_TRIM_OLDEST_PICK] = "SELECT user, seq, length(json) FROM events ORDER BY ts LIMIT ?1",
     [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND seq = ?2",
     [S_USER_DEL] = "DELETE FROM events WHERE user = ?1",
@@ -219,38 +219,43 @@ static int run(store_t *s, sqlite3_stmt *st, const char *what)
     return rc == SQLITE_DONE ? AW_OK : fail(s, what);
 }
 
-int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, int64_t ts,
-                 const char *json, size_t len, uint64_t keep)
+int store_append(store_t *s, const char *user, uint64_t seq, int64_t ts, const char *json,
+                 size_t len)
 {
-    sqlite3_stmt *e = s->st[S_EVENT_PUT], *h = s->st[S_STREAM_PUT];
+    sqlite3_stmt *e = s->st[S_EVENT_PUT];
     sqlite3_bind_text(e, 1, user, -1, SQLITE_STATIC);
     sqlite3_bind_int64(e, 2, (sqlite3_int64)seq);
     sqlite3_bind_int64(e, 3, ts);
     sqlite3_bind_blob(e, 4, json, (int)len, SQLITE_STATIC);
     if (run(s, e, "append") != AW_OK)
         return AW_EIO;
+    s->events++;
+    s->bytes += len;
+    return AW_OK;
+}
+
+int store_head(store_t *s, const char *user, const char *epoch, uint64_t seq, uint64_t keep)
+{
+    sqlite3_stmt *h = s->st[S_STREAM_PUT];
     sqlite3_bind_text(h, 1, user, -1, SQLITE_STATIC);
     sqlite3_bind_text(h, 2, epoch, -1, SQLITE_STATIC);
     sqlite3_bind_int64(h, 3, (sqlite3_int64)seq);
     if (run(s, h, "stream head") != AW_OK)
         return AW_EIO;
-    s->events++;
-    s->bytes += len;
-    if (keep && seq > keep) { /* one in, one out: the user's event past the count */
-        sqlite3_stmt *d = s->st[S_EVENT_DROP];
-        sqlite3_bind_text(d, 1, user, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(d, 2, (sqlite3_int64)(seq - keep));
-        int rc;
-        while ((rc = sqlite3_step(d)) == SQLITE_ROW) {
-            s->events--;
-            s->bytes -= (uint64_t)sqlite3_column_int64(d, 0);
-        }
-        sqlite3_reset(d);
-        sqlite3_clear_bindings(d);
-        if (rc != SQLITE_DONE)
-            return fail(s, "trim");
+    if (!keep || seq <= keep)
+        return AW_OK;
+    /* the count cap: the user's events before the newest keep go */
+    sqlite3_stmt *d = s->st[S_EVENT_DROP];
+    sqlite3_bind_text(d, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(d, 2, (sqlite3_int64)(seq - keep));
+    int rc;
+    while ((rc = sqlite3_step(d)) == SQLITE_ROW) {
+        s->events--;
+        s->bytes -= (uint64_t)sqlite3_column_int64(d, 0);
     }
-    return AW_OK;
+    sqlite3_reset(d);
+    sqlite3_clear_bindings(d);
+    return rc == SQLITE_DONE ? AW_OK : fail(s, "trim");
 }
 
 int store_stream_reset(store_t *s, const char *user, const char *epoch)

@@ -43,11 +43,14 @@ int store_begin(store_t *s);
 int store_commit(store_t *s);
 void store_rollback(store_t *s);
 
-/* Event seq of user, as delivered (json, len), at ts; also moves the stream
- * head to (epoch, seq) and drops the user's event seq - keep (the count
- * cap; 0: none). Inside a group. 0 or AW_EIO. */
-int store_append(store_t *s, const char *user, const char *epoch, uint64_t seq, int64_t ts,
-                 const char *json, size_t len, uint64_t keep);
+/* Event seq of user, as delivered (json, len), at ts. Inside a group,
+ * followed by store_head for the user's newest event of the group. */
+int store_append(store_t *s, const char *user, uint64_t seq, int64_t ts, const char *json,
+                 size_t len);
+
+/* The stream head moves to (epoch, seq); the user's events up to
+ * seq - keep go (the count cap; 0: none). 0 or AW_EIO. */
+int store_head(store_t *s, const char *user, const char *epoch, uint64_t seq, uint64_t keep);
 
 /* A stream's head. 0 with epoch (HUB_EPOCH_LEN + 1 bytes) and seq, or
  * AW_ENOTFOUND, or AW_EIO. */

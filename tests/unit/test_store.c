@@ -66,7 +66,8 @@ static void append(store_t *s, const char *user, const char *epoch, uint64_t seq
     char json[64];
     int n =
         snprintf(json, sizeof json, "{\"seq\":%llu,\"u\":\"%s\"}", (unsigned long long)seq, user);
-    assert_int_equal(store_append(s, user, epoch, seq, ts, json, (size_t)n, keep), AW_OK);
+    assert_int_equal(store_append(s, user, seq, ts, json, (size_t)n), AW_OK);
+    assert_int_equal(store_head(s, user, epoch, seq, keep), AW_OK);
 }
 
 static void test_commit_survives_reopen(void **state)

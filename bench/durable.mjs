@@ -1,0 +1,167 @@
+// durable.mjs -- what --data-dir costs: publish throughput and publish
+// latency of one node in memory mode against --data-dir with each --fsync
+// mode, in the same run, and the start-up time with a large store.
+//
+//   node bench/durable.mjs [--bin build/agentwire] [--seconds 5] [--startup-events 1000000]
+//
+// Each setup: a fresh node (--threads 1) and one WebSocket subscriber per
+// user; publishers post batches of 200 events (20 users x 10) over 4
+// keep-alive connections for --seconds; reported: events acknowledged per
+// second, deliveries per second, batch round trip p50/p99. Then the store is
+// filled with --startup-events events over users of 10 events each, the node
+// restarted, and the time from spawn to "listening" is measured, with the
+// first history read of a stored user.
+
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
+const BIN = opt('--bin', path.join(ROOT, 'build/agentwire'));
+const SECONDS = Number(opt('--seconds', '5'));
+const STARTUP_EVENTS = Number(opt('--startup-events', '1000000'));
+const USERS = 20;
+const SECRET = crypto.randomBytes(16).toString('hex');
+const KEY = `k${crypto.randomBytes(8).toString('hex')}`;
+const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+
+console.log(`$ node bench/durable.mjs ${args.join(' ')}`.trim());
+console.log(`machine: ${os.cpus().length} cores (${os.cpus()[0].model}); binary ${BIN}\n`);
+
+function b64(x) { return Buffer.from(x).toString('base64url'); }
+function token(sub) {
+  const h = b64(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const p = b64(JSON.stringify({ sub, exp: Math.floor(Date.now() / 1000) + 3600 }));
+  return `${h}.${p}.${crypto.createHmac('sha256', SECRET).update(`${h}.${p}`).digest('base64url')}`;
+}
+
+function start(extra) {
+  const t0 = process.hrtime.bigint();
+  const proc = spawn(BIN, ['--listen', '127.0.0.1:0', '--log-format', 'json', '--threads', '1', '--jwt-secret', SECRET,
+    '--api-key', KEY, '--max-messages-per-second', '0', '--queue-limit-bytes', '67108864', '--history-size', '1000', ...extra],
+  { stdio: ['ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    proc.stderr.on('data', (c) => {
+      buf += c;
+      for (const line of buf.split('\n')) {
+        if (!line.includes('"listening"')) continue;
+        const port = Number(/:(\d+)"/.exec(JSON.parse(line).addr)?.[1] ?? JSON.parse(line).addr.split(':').pop());
+        resolve({ proc, port, startMs: Number(process.hrtime.bigint() - t0) / 1e6, log: () => buf });
+        return;
+      }
+    });
+    proc.on('exit', (code) => reject(new Error(`agentwire exited ${code}: ${buf}`)));
+  });
+}
+
+function post(port, p, body) {
+  const data = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: p, method: 'POST', agent,
+      headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) } }, (res) => {
+      let t = '';
+      res.on('data', (c) => { t += c; });
+      res.on('end', () => resolve({ status: res.statusCode, text: t }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+function get(port, p) {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: p, agent, headers: { Authorization: `Bearer ${KEY}` } }, (res) => {
+      let t = '';
+      res.on('data', (c) => { t += c; });
+      res.on('end', () => resolve({ status: res.statusCode, text: t }));
+    }).on('error', reject);
+  });
+}
+
+const pct = (a, q) => a.length ? a.slice().sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(q * a.length))] : NaN;
+
+async function throughput(label, extra) {
+  const node = await start(extra);
+  let delivered = 0;
+  const sockets = await Promise.all(Array.from({ length: USERS }, (_, u) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${node.port}/ws`, { headers: { Authorization: `Bearer ${token(`u${u}`)}` }, perMessageDeflate: false });
+    ws.on('message', (d) => { if (d.length > 60 && d.includes('"bench"')) delivered++; });
+    ws.on('open', () => resolve(ws));
+    ws.on('error', reject);
+  })));
+  let acked = 0;
+  const rtts = [];
+  const until = Date.now() + SECONDS * 1000;
+  const worker = async () => {
+    while (Date.now() < until) {
+      const batch = [];
+      for (let u = 0; u < USERS; u++) for (let i = 0; i < 10; i++) batch.push({ user_id: `u${u}`, type: 'bench', i, pad: 'x'.repeat(100) });
+      const t0 = process.hrtime.bigint();
+      const r = await post(node.port, '/api/v1/publish/batch', batch);
+      rtts.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      if (r.status !== 200) throw new Error(`${label}: ${r.status} ${r.text.slice(0, 200)}`);
+      acked += batch.length;
+    }
+  };
+  const t0 = Date.now();
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  const secs = (Date.now() - t0) / 1000;
+  const deadline = Date.now() + 10000;
+  while (delivered < acked && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  for (const ws of sockets) ws.terminate();
+  node.proc.kill('SIGTERM');
+  await new Promise((r) => node.proc.on('exit', r));
+  return { label, acked_per_s: Math.round(acked / secs), delivered, acked, lost: acked - delivered,
+    batch_p50_ms: +pct(rtts, 0.5).toFixed(2), batch_p99_ms: +pct(rtts, 0.99).toFixed(2) };
+}
+
+const dirs = [];
+const tmp = () => { const d = fs.mkdtempSync(path.join(os.tmpdir(), 'aw-durable-')); dirs.push(d); return d; };
+process.on('exit', () => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+const rows = [];
+rows.push(await throughput('memory (no --data-dir)', []));
+for (const mode of ['off', 'batch', 'always']) rows.push(await throughput(`--data-dir, --fsync ${mode}`, ['--data-dir', tmp(), '--fsync', mode]));
+const base = rows[0].acked_per_s;
+console.log(`## Publish throughput, ${SECONDS} s per setup (batches of 200 events of ~200 bytes, 20 users with one subscriber each, 4 keep-alive publishers)\n`);
+console.log('| setup | events acknowledged/s | vs memory | batch round trip p50 / p99 ms | lost |');
+console.log('| --- | --- | --- | --- | --- |');
+for (const r of rows) console.log(`| ${r.label} | ${r.acked_per_s.toLocaleString('en')} | ${(r.acked_per_s / base).toFixed(2)}× | ${r.batch_p50_ms} / ${r.batch_p99_ms} | ${r.lost} |`);
+for (const r of rows) console.log(`RESULT ${JSON.stringify(r)}`);
+
+// start-up with a large store
+const dir = tmp();
+let node = await start(['--data-dir', dir, '--history-size', '10']);
+const per = 10;
+const users = Math.ceil(STARTUP_EVENTS / per);
+const fillT0 = Date.now();
+for (let u0 = 0; u0 < users; u0 += 100) {
+  const batch = [];
+  for (let u = u0; u < Math.min(users, u0 + 100); u++) for (let i = 0; i < per; i++) batch.push({ user_id: `s${u}`, type: 'bench', i });
+  const r = await post(node.port, '/api/v1/publish/batch', batch);
+  if (r.status !== 200) throw new Error(`fill: ${r.status}`);
+}
+const fillS = (Date.now() - fillT0) / 1000;
+node.proc.kill('SIGKILL');
+await new Promise((r) => node.proc.on('exit', r));
+const size = fs.statSync(path.join(dir, 'agentwire.db')).size + (fs.existsSync(path.join(dir, 'agentwire.db-wal')) ? fs.statSync(path.join(dir, 'agentwire.db-wal')).size : 0);
+node = await start(['--data-dir', dir, '--history-size', '10']);
+const t1 = process.hrtime.bigint();
+const h = await get(node.port, `/api/v1/history?user_id=s${users - 1}`);
+const firstRead = Number(process.hrtime.bigint() - t1) / 1e6;
+const stored = JSON.parse(h.text).events.length;
+const openMs = /"open_ms":(\d+)/.exec(node.log())?.[1];
+node.proc.kill('SIGTERM');
+await new Promise((r) => node.proc.on('exit', r));
+console.log(`\n## Start-up with ${STARTUP_EVENTS.toLocaleString('en')} stored events (${users.toLocaleString('en')} users x ${per}; filled in ${fillS.toFixed(1)} s; files ${(size / 1e6).toFixed(0)} MB; then kill -9)\n`);
+console.log(`spawn to listening: ${node.startMs.toFixed(0)} ms (store open ${openMs} ms); first history read of a stored user: ${firstRead.toFixed(1)} ms, ${stored} events`);
+console.log(`RESULT ${JSON.stringify({ startup_events: STARTUP_EVENTS, users, start_ms: Math.round(node.startMs), open_ms: Number(openMs), first_read_ms: +firstRead.toFixed(1), file_bytes: size })}`);
+agent.destroy();

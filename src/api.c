@@ -27,6 +27,23 @@ static void respond_error(session_t *s, int status, enum metrics_error code, con
     session_respond_error(s, status, metrics_error_name(code), msg);
 }
 
+/* 503 unavailable with Retry-After: the stream's home did not answer (the
+ * request may be retried; a publish exactly, with its idempotency key). */
+static void respond_unavailable(session_t *s, const char *msg, bool counted)
+{
+    if (!counted)
+        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+    json_t *body = json_pack("{s:s, s:s}", "error", "unavailable", "message", msg);
+    char *text = body ? jalloc_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        session_abort(s, "out of memory");
+        return;
+    }
+    session_respond(s, 503, "application/json", text, strlen(text), "Retry-After: 1\r\n");
+    free(text);
+}
+
 static bool api_key_ok(server_t *srv, const http_request_t *req)
 {
     const char *tok = auth_bearer(http_header(req, "Authorization"));
@@ -88,10 +105,8 @@ static void pub_answer(pub_wait_t *w)
         json_array_foreach(w->results, i, item) down +=
             json_integer_value(json_object_get(item, "status")) == 503;
         if (w->batch && down > 0 && down == json_array_size(w->results)) {
-            static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the Redis "
-                                       "shards of these events did not answer\"}";
-            session_respond(s, 503, "application/json", busy, sizeof busy - 1,
-                            "Retry-After: 1\r\n");
+            respond_unavailable(s, "the Redis shards of these events did not answer",
+                                true); /* each event's error is counted */
         } else if (w->batch) {
             session_respond_json(s, 200, w->results);
         } else {
@@ -208,10 +223,7 @@ static void on_user_list(void *arg, int rc, json_t *list)
     list_wait_t *w = arg;
     session_t *s = w->base.s;
     if (s && rc != AW_OK) {
-        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's "
-                                   "stream did not answer\"}";
-        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+        respond_unavailable(s, "the user's stream did not answer", false);
     } else if (s) {
         json_t *body = w->kick ? json_pack("{s:s, s:I}", "user_id", w->user, "disconnected",
                                            (json_int_t)json_array_size(list))
@@ -249,10 +261,7 @@ static void on_history_read(void *arg, int rc, const char *epoch, uint64_t seq, 
     hist_wait_t *w = arg;
     session_t *s = w->base.s;
     if (s && rc != AW_OK) {
-        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"the user's "
-                                   "stream did not answer\"}";
-        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+        respond_unavailable(s, "the user's stream did not answer", false);
     } else if (s) {
         char *buf = NULL;
         size_t len = 0;
@@ -352,10 +361,7 @@ static void on_ticket_issued(void *arg, int rc, const char *id)
         respond_error(s, 429, ERR_TOO_MANY_TICKETS,
                       "too many unused tickets; use or let expire the ones issued");
     } else if (s && rc != AW_OK) {
-        s->srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"cannot issue a "
-                                   "ticket now\"}";
-        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
+        respond_unavailable(s, "cannot issue a ticket now", false);
     } else if (s) {
         json_t *body = json_pack("{s:s, s:I}", "ticket", id, "expires_at", (json_int_t)w->expires);
         session_respond_json(s, 200, body);

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, sleep, spawnGroup, stopGroup } from './proc.mjs';
+import { encodeCommand, parseReply, RedisError } from '../../tests/cluster/lib/redis.mjs';
 
 export const REDIS_SERVER = process.env.REDIS_SERVER || '/usr/bin/redis-server';
 const CLK_TCK = 100; // USER_HZ: /proc/PID/stat times are in these ticks
@@ -38,55 +39,7 @@ export function redisConfig({ port, dir, extra = [] }) {
   ].join('\n');
 }
 
-/* ------------------------------------------------------------------ */
-/* RESP2                                                                */
-/* ------------------------------------------------------------------ */
-
-function encode(args) {
-  const parts = [Buffer.from(`*${args.length}\r\n`)];
-  for (const a of args) {
-    const b = Buffer.isBuffer(a) ? a : Buffer.from(String(a), 'utf8');
-    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-  }
-  return Buffer.concat(parts);
-}
-
-class RedisError extends Error {}
-
-// One value at off, or null when more bytes are needed.
-function parse(buf, off) {
-  if (off >= buf.length) return null;
-  const eol = buf.indexOf('\r\n', off);
-  if (eol < 0) return null;
-  const kind = buf[off];
-  const line = buf.toString('utf8', off + 1, eol);
-  const after = eol + 2;
-  switch (kind) {
-    case 0x2b: return { value: line, next: after }; // +
-    case 0x2d: return { value: new RedisError(line), next: after }; // -
-    case 0x3a: return { value: Number(line), next: after }; // :
-    case 0x24: { // $
-      const n = Number(line);
-      if (n < 0) return { value: null, next: after };
-      if (buf.length < after + n + 2) return null;
-      return { value: buf.toString('utf8', after, after + n), next: after + n + 2 };
-    }
-    case 0x2a: { // *
-      const n = Number(line);
-      if (n < 0) return { value: null, next: after };
-      const out = [];
-      let at = after;
-      for (let i = 0; i < n; i++) {
-        const r = parse(buf, at);
-        if (!r) return null;
-        out.push(r.value);
-        at = r.next;
-      }
-      return { value: out, next: at };
-    }
-    default: throw new Error(`bad RESP type byte ${kind}`);
-  }
-}
+/* RESP2: the codec of the cluster tests (tests/cluster/lib/redis.mjs) */
 
 /** A persistent connection; command() resolves replies in order. */
 export class RedisClient {
@@ -117,7 +70,7 @@ export class RedisClient {
     this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
     let off = 0;
     for (;;) {
-      const r = parse(this.buf, off);
+      const r = parseReply(this.buf, off);
       if (!r) break;
       off = r.next;
       const p = this.pending.shift();
@@ -135,7 +88,7 @@ export class RedisClient {
       const p = { resolve, reject };
       p.timer = setTimeout(() => reject(new Error(`redis ${this.port}: ${args[0]} unanswered after ${timeoutMs} ms`)), timeoutMs);
       this.pending.push(p);
-      this.sock.write(encode(args));
+      this.sock.write(encodeCommand(args));
     });
   }
 

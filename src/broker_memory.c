@@ -13,7 +13,7 @@
 #include "map.h"
 #include "server.h"
 #include "session.h"
-#include "store.h"
+#include "stored.h"
 #include "ws.h"
 
 static bool mem_available(broker_t *b, const char *user)
@@ -52,119 +52,11 @@ static void mem_publish_one(broker_t *b, const char *user, json_t *ev, const cha
     fn(arg, rc, &r);
 }
 
-/* --data-dir: the events of one call are stamped and kept in memory, stored
- * in one transaction, and only then sent and acknowledged; when the store
- * fails they are taken back (their seqs are never seen nor reused) and
- * answered 503. */
-typedef struct stamped {
-    int rc;
-    bool recorded, duplicate;
-    hub_receipt_t r;
-    frame_t *f;
-} stamped_t;
-
-static int store_one(server_t *srv, const broker_pub_t *it, const stamped_t *st, json_t *ev_fields)
-{
-    const json_t *ev = ev_fields;
-    size_t len;
-    const uint8_t *json = frame_ws_payload(st->f, &len);
-    int rc = store_append(srv->store, it->user, st->r.seq, aw_now_ms(), (const char *)json, len);
-    const char *run = json_string_value(json_object_get(ev, "run_id"));
-    const char *type = json_string_value(json_object_get(ev, "type"));
-    if (rc == AW_OK && run && type && strcmp(type, "agent_started") == 0)
-        rc = store_run_open(srv->store, it->user, run,
-                            json_string_value(json_object_get(ev, "thread_id")));
-    else if (rc == AW_OK && run && type && strcmp(type, "agent_completed") == 0)
-        rc = store_run_closed(srv->store, it->user, run);
-    return rc;
-}
-
-static void stored_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
-{
-    server_t *srv = b->impl;
-    stamped_t *st = calloc(n ? n : 1, sizeof *st);
-    if (!st) {
-        hub_receipt_t r = {.error = "out of memory"};
-        for (size_t i = 0; i < n; i++)
-            fn(items[i].arg, AW_ENOMEM, &r);
-        return;
-    }
-    int64_t now = aw_now_ms();
-    size_t recorded = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].idem && idem_get(&srv->idem, items[i].user, items[i].idem, now, &st[i].r)) {
-            st[i].duplicate = true;
-            continue;
-        }
-        st[i].rc = hub_publish_record(&srv->hub, items[i].user, items[i].ev, items[i].gated,
-                                      &st[i].r, &st[i].f);
-        st[i].recorded = st[i].rc == AW_OK;
-        recorded += st[i].recorded;
-        if (st[i].rc == AW_ENOMEM)
-            snprintf(st[i].r.error, sizeof st[i].r.error, "out of memory");
-    }
-    int rc = recorded ? store_begin(srv->store) : AW_OK;
-    for (size_t i = 0; rc == AW_OK && i < n; i++)
-        if (st[i].recorded)
-            rc = store_one(srv, &items[i], &st[i], items[i].ev);
-    /* each user's head once, at its newest event of the call */
-    map_t heads;
-    if (rc == AW_OK && recorded && map_init(&heads) == AW_OK) {
-        for (size_t i = n; rc == AW_OK && i-- > 0;) {
-            if (!st[i].recorded || map_get(&heads, items[i].user, strlen(items[i].user)))
-                continue;
-            if (!map_put(&heads, items[i].user, strlen(items[i].user), &st[i]))
-                rc = AW_ENOMEM;
-            else
-                rc = store_head(srv->store, items[i].user, st[i].r.epoch, st[i].r.seq,
-                                (uint64_t)srv->cfg->history_size);
-        }
-        map_dispose(&heads, NULL);
-    } else if (rc == AW_OK && recorded) {
-        rc = AW_ENOMEM;
-    }
-    if (recorded && rc == AW_OK)
-        rc = store_commit(srv->store);
-    else if (recorded)
-        store_rollback(srv->store);
-    if (recorded && rc != AW_OK) {
-        snprintf(srv->store_failed, sizeof srv->store_failed, "%s", store_error(srv->store));
-        log_kv(LOG_ERROR | LOG_LIMITED, "cannot store events: answered 503", "error",
-               srv->store_failed, NULL);
-        for (size_t i = n; i-- > 0;) /* newest first: each seq goes back */
-            if (st[i].recorded)
-                hub_unrecord(&srv->hub, items[i].user, st[i].r.seq, st[i].f);
-    } else if (recorded) {
-        srv->store_failed[0] = '\0';
-        for (size_t i = 0; i < n; i++) {
-            if (!st[i].recorded)
-                continue;
-            st[i].r.recipients = hub_send_recorded(&srv->hub, items[i].user, st[i].f, st[i].r.seq);
-            if (items[i].idem &&
-                idem_put(&srv->idem, items[i].user, items[i].idem, &st[i].r, now) != AW_OK)
-                log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory",
-                       "user", items[i].user, NULL);
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (st[i].duplicate) {
-            fn(items[i].arg, AW_OK, &st[i].r);
-        } else if (st[i].recorded && rc != AW_OK) {
-            hub_receipt_t r = {0};
-            snprintf(r.error, sizeof r.error, "cannot store the event: %.150s", srv->store_failed);
-            fn(items[i].arg, AW_EUNAVAIL, &r);
-        } else {
-            fn(items[i].arg, st[i].rc, &st[i].r);
-        }
-    }
-    free(st);
-}
-
 static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
 {
     server_t *srv = b->impl;
-    if (srv->store) {
-        stored_publish(b, items, n, fn);
+    if (srv->durable) {
+        stored_publish(srv, items, n, fn);
         return;
     }
     for (size_t i = 0; i < n; i++)
@@ -219,9 +111,7 @@ static void mem_history(broker_t *b, const char *user, uint64_t since, broker_hi
 {
     server_t *srv = b->impl;
     const hub_user_t *u = hub_user_find(&srv->hub, user);
-    char epoch[HUB_EPOCH_LEN + 1];
-    uint64_t seq;
-    if (!u && srv->store && store_stream(srv->store, user, epoch, sizeof epoch, &seq) == AW_OK)
+    if (!u && srv->durable && stored_has_stream(srv, user))
         u = hub_user(&srv->hub, user); /* stored, not in memory yet: loaded now */
     if (!u) {
         fn(arg, AW_OK, NULL, 0, 0, NULL, NULL, 0);

@@ -21,8 +21,8 @@
 
 static void idle_push(hub_t *h, hub_user_t *u)
 {
-    if (u->_idle)
-        return;
+    if (u->_idle || u->_pending)
+        return; /* events stamped and not yet sent keep the stream */
     u->_idle = true;
     u->_idle_next = NULL;
     u->_idle_prev = h->_idle_tail;
@@ -238,7 +238,7 @@ static int splice_literals(hub_t *h, size_t from)
  * freeing five JSON values per event. */
 static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
 {
-    out->seq = u->seq + 1;
+    out->seq = u->_stamped + 1;
     memcpy(out->epoch, u->epoch, sizeof out->epoch);
     snprintf(out->event_id, sizeof out->event_id, "ev_%s%012llx", h->_node,
              (unsigned long long)++h->_next_event);
@@ -264,6 +264,22 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
     return AW_OK;
 }
 
+/* Event seq of u (frame f) exists from here on: it is the stream's newest
+ * and joins the history. */
+static void keep(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
+{
+    int64_t now = aw_now_ms();
+    u->seq = seq;
+    if (u->_stamped < seq)
+        u->_stamped = seq;
+    u->last_active_ms = now;
+    idle_remove(h, u);
+    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
+    if (history_append(&h->history, &u->history, seq, f, now) != AW_OK)
+        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
+    h->_metrics->events_published++;
+}
+
 /* Event number seq of u, already stamped (json), becomes one shared frame
  * (*out, a reference for the caller) and joins the history. */
 static int record(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
@@ -272,14 +288,7 @@ static int record(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_
     frame_t *f = frame_ws(WS_OP_TEXT, json, len);
     if (!f)
         return AW_ENOMEM;
-    int64_t now = aw_now_ms();
-    u->seq = seq; /* committed: the event exists from here on */
-    u->last_active_ms = now;
-    idle_remove(h, u);
-    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
-    if (history_append(&h->history, &u->history, seq, f, now) != AW_OK)
-        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
-    h->_metrics->events_published++;
+    keep(h, u, seq, f);
     *out = f;
     return AW_OK;
 }
@@ -332,7 +341,15 @@ static int publish(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_re
     out->recipients = 0;
     if (!frame)
         return deliver(h, u, out->seq, h->_scratch.data, h->_scratch.len, &out->recipients);
-    return record(h, u, out->seq, h->_scratch.data, h->_scratch.len, frame);
+    /* stamped, kept back: no one sees it before hub_send_recorded */
+    *frame = frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
+    if (!*frame)
+        return AW_ENOMEM;
+    u->_stamped = out->seq;
+    u->_pending++;
+    u->last_active_ms = aw_now_ms();
+    idle_remove(h, u);
+    return AW_OK;
 }
 
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
@@ -350,7 +367,7 @@ void hub_restore_head(hub_t *h, hub_user_t *u, const char *epoch, uint64_t seq)
 {
     (void)h;
     snprintf(u->epoch, sizeof u->epoch, "%s", epoch);
-    u->seq = seq;
+    u->seq = u->_stamped = seq;
 }
 
 int hub_restore(hub_t *h, hub_user_t *u, uint64_t seq, int64_t ts_ms, const char *json, size_t len)
@@ -365,10 +382,23 @@ int hub_restore(hub_t *h, hub_user_t *u, uint64_t seq, int64_t ts_ms, const char
     return rc;
 }
 
+/* An event stamped by hub_publish_record is settled (sent or taken back). */
+static void settled(hub_t *h, hub_user_t *u)
+{
+    u->_pending--;
+    if (!u->_pending && u->nconns == 0 && history_first_seq(&u->history) == 0)
+        idle_push(h, u);
+}
+
 size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq)
 {
-    hub_user_t *u = hub_user_find(h, user_id);
-    size_t n = u ? fanout(h, u, f, seq) : 0;
+    hub_user_t *u = hub_user_find(h, user_id); /* kept while pending */
+    size_t n = 0;
+    if (u) {
+        keep(h, u, seq, f);
+        n = fanout(h, u, f, seq);
+        settled(h, u);
+    }
     frame_unref(f);
     return n;
 }
@@ -377,11 +407,11 @@ void hub_unrecord(hub_t *h, const char *user_id, uint64_t seq, frame_t *f)
 {
     hub_user_t *u = hub_user_find(h, user_id);
     frame_unref(f);
-    if (!u || u->seq < seq)
+    if (!u)
         return;
-    /* the newest events go with everything retained: resumes reload */
-    history_clear(&h->history, &u->history);
-    u->seq = seq - 1;
+    if (u->_stamped >= seq)
+        u->_stamped = seq - 1; /* never seen: the seq is stamped again */
+    settled(h, u);
 }
 
 int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, size_t len,
@@ -404,7 +434,7 @@ int hub_stream_reset(hub_t *h, const char *user_id, const char *epoch, uint64_t 
         return AW_ENOMEM;
     history_clear(&h->history, &u->history);
     snprintf(u->epoch, sizeof u->epoch, "%s", epoch);
-    u->seq = seq;
+    u->seq = u->_stamped = seq;
     for (session_t *s = u->_conns; s; s = s->_user_next)
         if (s->syncing)
             s->_last_seq = seq;
@@ -460,7 +490,7 @@ static bool user_idle(const void *value, void *arg)
 {
     hub_user_t *u = (hub_user_t *)value;
     hub_t *h = arg;
-    if (u->nconns != 0 || history_first_seq(&u->history) != 0 ||
+    if (u->nconns != 0 || u->_pending || history_first_seq(&u->history) != 0 ||
         h->_sweep_now - u->last_active_ms < h->history.ttl_ms)
         return false;
     forget_user(h, u);

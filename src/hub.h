@@ -41,7 +41,7 @@ typedef int (*hub_gate_fn)(void *ctx, const char *user, const json_t *ev, int64_
 
 typedef struct hub_user {
     const char *id;                /* read-only: the map's key copy */
-    uint64_t seq;                  /* read-only: latest sequence number, 0 before any */
+    uint64_t seq;                  /* read-only: latest event sent, 0 before any */
     char epoch[HUB_EPOCH_LEN + 1]; /* read-only: the stream's epoch */
     history_t history;             /* read-only: retained events */
     int64_t last_active_ms;        /* read-only: last publish or detach */
@@ -51,7 +51,9 @@ typedef struct hub_user {
      * the first to go when the history memory cap is reached */
     struct hub_user *_idle_prev, *_idle_next;
     bool _idle;
-    size_t _cost; /* bytes of the record, counted under the history cap */
+    size_t _cost;      /* bytes of the record, counted under the history cap */
+    uint64_t _stamped; /* latest seq given out (>= seq: events stamped, kept back) */
+    uint32_t _pending; /* events stamped and kept back, not yet sent nor taken back */
 } hub_user_t;
 
 typedef struct hub {
@@ -128,10 +130,11 @@ hub_user_t *hub_user_find(const hub_t *h, const char *user_id);
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
 
 /* hub_publish in two halves (gated: the run gate was asked already), for an owner that must store
- * the event before anyone sees it (--data-dir): stamps and records ev (seq, history) and hands back
- * its frame (a reference) without sending it; then either hub_send_recorded (stored: fan-out, in
- * seq order per user) or hub_unrecord (not stored: the user's seq goes back to seq - 1 and its
- * retained events are dropped, so the seq is never seen nor reused). */
+ * the event before anyone sees it (--data-dir): stamps ev with the user's next seq and hands back
+ * its frame (a reference) without sending it or adding it to the history, which still end at
+ * u->seq; then, in seq order per user, either hub_send_recorded (stored: history, fan-out) or
+ * hub_unrecord (not stored: taken back, newest first; the seq is stamped again on the next event).
+ * A stream with events kept back stays in memory. */
 int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
                        frame_t **frame);
 size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq);

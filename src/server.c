@@ -4,7 +4,7 @@
 #include "server.h"
 
 #include "cluster.h"
-#include "store.h"
+#include "stored.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -212,6 +212,8 @@ static void finish(server_t *srv)
     wake_all(srv);
     if (srv->cluster)
         cluster_stop(srv->cluster); /* its handles close through hiredis first */
+    if (srv->durable)
+        stored_stop(srv); /* the writer ends before its handles close */
     uv_walk(srv->loops[0].loop, close_handle, NULL);
 }
 
@@ -246,125 +248,7 @@ static int send_to_session(void *ctx, session_t *s, frame_t *f, uint64_t seq, bo
     return session_deliver(s, wf, seq);          /* queued, or caught up from history */
 }
 
-/* --data-dir: a stream starting in memory takes its stored head and its
- * retained events (those still within the history's size and age). */
-typedef struct load_ctx {
-    hub_t *hub;
-    hub_user_t *u;
-    int64_t oldest_ms;
-} load_ctx_t;
-
-static int load_event(void *arg, uint64_t seq, int64_t ts, const char *json, size_t len)
-{
-    load_ctx_t *l = arg;
-    if (ts >= l->oldest_ms)
-        hub_restore(l->hub, l->u, seq, ts, json, len);
-    return 0;
-}
-
-static void load_stream(void *ctx, hub_t *h, hub_user_t *u)
-{
-    server_t *srv = ctx;
-    char epoch[HUB_EPOCH_LEN + 1];
-    uint64_t seq;
-    int rc = store_stream(srv->store, u->id, epoch, sizeof epoch, &seq);
-    if (rc == AW_ENOTFOUND)
-        return;
-    if (rc != AW_OK) {
-        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read a stream from the store", "user", u->id,
-               "error", store_error(srv->store), NULL);
-        return;
-    }
-    hub_restore_head(h, u, epoch, seq);
-    uint64_t size = (uint64_t)srv->cfg->history_size;
-    load_ctx_t l = {h, u, aw_now_ms() - srv->cfg->history_ttl_ms};
-    if (store_range(srv->store, u->id, seq > size ? seq - size + 1 : 1, (size_t)size, load_event,
-                    &l) != AW_OK)
-        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read events from the store", "user", u->id, "error",
-               store_error(srv->store), NULL);
-}
-
-/* Runs open when the process stopped end now, with reason restart. */
-static void on_restart_receipt(void *arg, int rc, const hub_receipt_t *r)
-{
-    (void)arg;
-    if (rc != AW_OK)
-        log_kv(LOG_ERROR, "cannot end a run open before the restart", "error", r->error, NULL);
-}
-
-static void end_stored_run(void *arg, const char *user, const char *run_id, const char *thread)
-{
-    server_t *srv = arg;
-    if (runs_restore(&srv->runs, user, run_id, thread) != AW_OK)
-        return;
-    json_t *ev =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed", "thread_id",
-                  thread, "run_id", run_id, "status", "error", "final_response", "", "error",
-                  "the server restarted", "reason", "restart");
-    char copy[EVENT_MAX_ID + 1];
-    snprintf(copy, sizeof copy, "%s", user);
-    broker_pub_t one = {.user = copy, .ev = ev};
-    if (ev)
-        broker_publish(srv->broker, &one, 1, on_restart_receipt);
-    json_decref(ev);
-    log_kv(LOG_INFO, "run ended by the restart", "run", run_id, "user", copy, NULL);
-}
-
-typedef struct stored_run {
-    struct stored_run *next;
-    char *user, *run_id, *thread;
-} stored_run_t;
-
-static void collect_run(void *arg, const char *user, const char *run_id, const char *thread)
-{
-    stored_run_t **list = arg, *r = calloc(1, sizeof *r);
-    if (!r)
-        return;
-    r->user = strdup(user);
-    r->run_id = strdup(run_id);
-    r->thread = strdup(thread);
-    r->next = *list;
-    *list = r;
-}
-
-/* After a restart: every run recorded open gets its agent_completed. */
-static void end_stored_runs(server_t *srv)
-{
-    stored_run_t *list = NULL;
-    if (store_each_open_run(srv->store, collect_run, &list) != AW_OK)
-        log_kv(LOG_ERROR, "cannot read the runs open before the restart", "error",
-               store_error(srv->store), NULL);
-    while (list) {
-        stored_run_t *r = list;
-        list = r->next;
-        if (r->user && r->run_id && r->thread)
-            end_stored_run(srv, r->user, r->run_id, r->thread);
-        free(r->user);
-        free(r->run_id);
-        free(r->thread);
-        free(r);
-    }
-}
-
 static void run_to_broker(void *ctx, const char *user, json_t *ev, bool own_run);
-
-static int open_store(server_t *srv, char *err, size_t errlen)
-{
-    const config_t *cfg = srv->cfg;
-    int64_t t0 = aw_now_ms();
-    int rc = store_open(&srv->store, cfg->data_dir, (enum store_sync)cfg->fsync, err, errlen);
-    if (rc != AW_OK)
-        return rc;
-    srv->hub.load = load_stream;
-    srv->hub.load_ctx = srv;
-    /* runs' events are stored like the API's (runs.c asks the gate itself) */
-    srv->runs.remote_publish = run_to_broker;
-    srv->runs.remote_ctx = srv;
-    log_kv(LOG_INFO, "data dir", "dir", cfg->data_dir, "fsync", cfg->fsync_name, "#events",
-           (long long)store_events(srv->store), "#bytes", (long long)store_bytes(srv->store),
-           "#open_ms", (long long)(aw_now_ms() - t0), NULL);
-    return AW_OK;
-}
 
 static int runs_gate(void *ctx, const char *user, const json_t *ev, int64_t now, char *why,
                      size_t whylen)
@@ -448,13 +332,8 @@ static void on_tick(uv_timer_t *t)
         runs_tick(&srv->runs, now);
         if (srv->cluster)
             cluster_tick(srv->cluster, now);
-        if (srv->store && now >= srv->_next_trim_ms) {
-            srv->_next_trim_ms = now + 1000;
-            if (store_trim(srv->store, now - srv->cfg->history_ttl_ms,
-                           (uint64_t)srv->cfg->data_max_bytes) < 0)
-                log_kv(LOG_ERROR | LOG_LIMITED, "cannot trim the store", "error",
-                       store_error(srv->store), NULL);
-        }
+        if (srv->durable)
+            stored_tick(srv, now);
         trim_memory(srv);
         idem_sweep(&srv->idem, now);
     }
@@ -464,7 +343,9 @@ static void on_tick(uv_timer_t *t)
          * no process is left behind. */
         int64_t agents_deadline = srv->_drain_deadline + 3 * srv->cfg->agent_kill_grace_ms + 1000;
         bool agents_done = srv->runs.agents_running == 0 || now >= agents_deadline;
-        if (agents_done && (srv->hub.nconns == 0 || now >= srv->_drain_deadline)) {
+        /* what agents and clients published last is stored and answered first */
+        bool stored = stored_idle(srv) || now >= srv->_drain_deadline + 5000;
+        if (agents_done && stored && (srv->hub.nconns == 0 || now >= srv->_drain_deadline)) {
             for (session_t *s = lp->_sessions; s; s = s->_next)
                 session_abort(s, "drain timeout");
             finish(srv);
@@ -635,10 +516,13 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
      * granularity. */
     srv->tick_ms = clamp64(shortest / 4, 10, 1000);
     srv->nloops = loop_count(cfg);
-    if (cfg->redis && srv->nloops > 1) {
-        /* cluster mode answers from Redis replies on the main loop */
-        log_kv(LOG_INFO, "cluster mode runs one event loop", "#threads_asked",
-               (long long)srv->nloops, NULL);
+    if ((cfg->redis || cfg->data_dir) && srv->nloops > 1) {
+        /* cluster mode answers from Redis replies, --data-dir from the
+         * writer thread's commits, on the main loop */
+        log_kv(LOG_INFO,
+               cfg->redis ? "cluster mode runs one event loop"
+                          : "--data-dir runs one event loop and a writer thread",
+               "#threads_asked", (long long)srv->nloops, NULL);
         srv->nloops = 1;
     }
     /* Sessions past the descriptor limit could not be served: they are
@@ -689,9 +573,12 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     broker_memory_init(&srv->memory_broker, srv);
     srv->broker = &srv->memory_broker;
     if (cfg->data_dir) {
-        int src = open_store(srv, err, errlen);
+        int src = stored_open(srv, loop, err, errlen);
         if (src != AW_OK)
             return src;
+        /* runs' events are stored like the API's (runs.c asks the gate itself) */
+        srv->runs.remote_publish = run_to_broker;
+        srv->runs.remote_ctx = srv;
     }
     srv->hub.send = send_to_session;
     srv->hub.send_ctx = srv;
@@ -748,8 +635,8 @@ static void loop_thread(void *arg)
 
 int server_run(server_t *srv)
 {
-    if (srv->store)
-        end_stored_runs(srv);
+    if (srv->durable)
+        stored_start(srv);
     char addr[96];
     snprintf(addr, sizeof addr, "%s%s%s:%d", strchr(srv->cfg->listen_host, ':') ? "[" : "",
              srv->cfg->listen_host, strchr(srv->cfg->listen_host, ':') ? "]" : "", srv->bound_port);
@@ -789,7 +676,7 @@ void server_dispose(server_t *srv)
     frame_unref(srv->ping_frame);
     runs_dispose(&srv->runs);
     cluster_free(srv->cluster);
-    store_close(srv->store);
+    stored_close(srv);
     deflater_dispose(&srv->deflater);
     tls_ctx_dispose(&srv->tls);
     hub_dispose(&srv->hub);

@@ -23,6 +23,7 @@
 #include "hub.h"
 #include "idem.h"
 #include "jwt.h"
+#include "map.h"
 #include "metrics.h"
 #include "runs.h"
 #include "tickets.h"
@@ -91,7 +92,8 @@ typedef struct server {
     broker_t *broker;        /* where users' streams live (broker.h) */
     broker_t memory_broker;  /* the embedded default */
     struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
-    struct store *store;     /* --data-dir: users' streams on disk too, else NULL */
+    struct durable *durable; /* --data-dir: users' streams on disk too, else NULL */
+    map_t _stored_keys;      /* --data-dir: idempotency keys of events being stored */
     char store_failed[256];  /* why the last write to the store failed, "" when it works */
     int64_t _next_trim_ms;
     bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */

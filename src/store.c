@@ -10,7 +10,8 @@
 
 #include "aw.h"
 
-#define STORE_FORMAT "agentwire-store 1"
+#define STORE_FORMAT        "agentwire-store 2"
+#define STORE_FORMAT_PREFIX "agentwire-store "
 
 enum stmt {
     S_STREAM_GET,
@@ -33,14 +34,20 @@ static const char *const sql[S_COUNT] = {
     [S_STREAM_GET] = "SELECT epoch, seq FROM streams WHERE user = ?1",
     [S_STREAM_PUT] = ("INSERT INTO streams(user, epoch, seq) VALUES(?1, ?2, ?3) "
                       "ON CONFLICT(user) DO UPDATE SET epoch = ?2, seq = ?3"),
-    [S_EVENT_PUT] = "INSERT OR REPLACE INTO events(user, seq, ts, json) VALUES(?1, ?2, ?3, ?4)",
-    [S_RANGE] = "SELECT seq, ts, json FROM events WHERE user = ?1 AND seq >= ?2 ORDER BY seq",
-    [S_TRIM_AGE_PICK] = "SELECT user, seq, length(json) FROM events WHERE ts < ?1 LIMIT 4096",
-    [S_EVENT_DROP] = "DELETE FROM events WHERE user = ?1 AND seq <= ?2 RETURNING length(json)",
-    [S_TRIM_OLDEST_PICK] = "SELECT user, seq, length(json) FROM events ORDER BY ts LIMIT ?1",
-    [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND seq = ?2",
+    [S_EVENT_PUT] = ("INSERT OR REPLACE INTO events(user, first, last, ts, bytes, json) "
+                     "VALUES(?1, ?2, ?3, ?4, length(?5), ?5)"),
+    [S_RANGE] = ("SELECT first, ts, json FROM events WHERE user = ?1 AND last >= ?2 "
+                 "ORDER BY first"),
+    [S_TRIM_AGE_PICK] = ("SELECT user, first, last - first + 1, bytes FROM events "
+                         "WHERE ts < ?1 LIMIT 4096"),
+    [S_EVENT_DROP] = ("DELETE FROM events WHERE user = ?1 AND first <= ?2 AND last <= ?2 "
+                      "RETURNING last - first + 1, bytes"),
+    [S_TRIM_OLDEST_PICK] = ("SELECT user, first, last - first + 1, bytes FROM events "
+                            "ORDER BY ts LIMIT ?1"),
+    [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND first = ?2",
     [S_USER_DEL] = "DELETE FROM events WHERE user = ?1",
-    [S_USER_BYTES] = "SELECT count(*), coalesce(sum(length(json)), 0) FROM events WHERE user = ?1",
+    [S_USER_BYTES] = ("SELECT coalesce(sum(last - first + 1), 0), coalesce(sum(bytes), 0), "
+                      "count(*) FROM events WHERE user = ?1"),
     [S_RUN_PUT] = "INSERT OR REPLACE INTO runs(user, run_id, thread_id) VALUES(?1, ?2, ?3)",
     [S_RUN_DEL] = "DELETE FROM runs WHERE user = ?1 AND run_id = ?2",
     [S_RUN_ALL] = "SELECT user, run_id, thread_id FROM runs",
@@ -50,8 +57,9 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS streams(user TEXT PRIMARY KEY, epoch TEXT NOT NULL,"
     " seq INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS events(user TEXT NOT NULL, seq INTEGER NOT NULL,"
-    " ts INTEGER NOT NULL, json BLOB NOT NULL, PRIMARY KEY(user, seq)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS events(user TEXT NOT NULL, first INTEGER NOT NULL,"
+    " last INTEGER NOT NULL, ts INTEGER NOT NULL, bytes INTEGER NOT NULL, json BLOB NOT NULL,"
+    " PRIMARY KEY(user, first)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS events_ts ON events(ts);"
     "CREATE TABLE IF NOT EXISTS runs(user TEXT NOT NULL, run_id TEXT NOT NULL,"
     " thread_id TEXT NOT NULL, PRIMARY KEY(user, run_id)) WITHOUT ROWID;";
@@ -59,7 +67,7 @@ static const char schema[] =
 struct store {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
-    uint64_t bytes, events;
+    uint64_t bytes, events, rows;
     char error[256];
 };
 
@@ -115,6 +123,13 @@ static int check_format(store_t *s, char *err, size_t errlen, const char *path)
     char found[64];
     snprintf(found, sizeof found, "%s", have ? have : "no agentwire format mark");
     sqlite3_finalize(q);
+    if (!ours && strncmp(found, STORE_FORMAT_PREFIX, strlen(STORE_FORMAT_PREFIX)) == 0) {
+        snprintf(err, errlen,
+                 "%s: written in another store format (%s; this agentwire reads %s); move it "
+                 "away or choose another --data-dir",
+                 path, found, STORE_FORMAT);
+        return AW_EIO;
+    }
     if (!ours) {
         snprintf(err, errlen,
                  "%s: not an agentwire store (%s); move it away or choose another "
@@ -125,7 +140,8 @@ static int check_format(store_t *s, char *err, size_t errlen, const char *path)
     return AW_OK;
 }
 
-int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, size_t errlen)
+static int open_db(store_t **out, const char *dir, enum store_sync sync, bool reader, char *err,
+                   size_t errlen)
 {
     *out = NULL;
     store_t *s = calloc(1, sizeof *s);
@@ -142,12 +158,17 @@ int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, 
         return AW_EIO;
     }
     sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, reader ? 100 : 5000); /* the reader serves the loop */
     static const char *const syncs[] = {"PRAGMA synchronous=OFF", "PRAGMA synchronous=NORMAL",
                                         "PRAGMA synchronous=FULL"};
+    /* pages are read through a mapping, not copied in by pread (SQLite
+     * keeps writing through its own path) */
+    exec(s, "PRAGMA mmap_size=1073741824");
     int rc = check_format(s, err, errlen, path);
-    if (rc == AW_OK &&
+    if (rc == AW_OK && !reader &&
         (exec(s, "PRAGMA journal_mode=WAL") != AW_OK || exec(s, syncs[sync]) != AW_OK ||
-         exec(s, schema) != AW_OK ||
+         exec(s, "PRAGMA cache_size=-65536") != AW_OK ||
+         exec(s, "PRAGMA wal_autocheckpoint=16384") != AW_OK || exec(s, schema) != AW_OK ||
          exec(s, "INSERT OR IGNORE INTO meta(key, value) VALUES('format', '" STORE_FORMAT "')") !=
              AW_OK)) {
         snprintf(err, errlen, "%s: %s", path, s->error);
@@ -161,12 +182,17 @@ int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, 
         }
     }
     sqlite3_stmt *q = NULL;
-    if (rc == AW_OK &&
-        sqlite3_prepare_v2(s->db, "SELECT count(*), coalesce(sum(length(json)), 0) FROM events", -1,
-                           &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW) {
+    if (rc == AW_OK && reader) {
+        /* the writer's connection keeps the counts */
+    } else if (rc == AW_OK &&
+               sqlite3_prepare_v2(s->db,
+                                  "SELECT coalesce(sum(last - first + 1), 0), "
+                                  "coalesce(sum(bytes), 0), count(*) FROM events",
+                                  -1, &q, NULL) == SQLITE_OK &&
+               sqlite3_step(q) == SQLITE_ROW) {
         s->events = (uint64_t)sqlite3_column_int64(q, 0);
         s->bytes = (uint64_t)sqlite3_column_int64(q, 1);
+        s->rows = (uint64_t)sqlite3_column_int64(q, 2);
     } else if (rc == AW_OK) {
         snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(s->db));
         rc = AW_EIO;
@@ -178,6 +204,16 @@ int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, 
     }
     *out = s;
     return AW_OK;
+}
+
+int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, size_t errlen)
+{
+    return open_db(out, dir, sync, false, err, errlen);
+}
+
+int store_open_reader(store_t **out, const char *dir, char *err, size_t errlen)
+{
+    return open_db(out, dir, STORE_SYNC_BATCH, true, err, errlen);
 }
 
 void store_close(store_t *s)
@@ -219,18 +255,25 @@ static int run(store_t *s, sqlite3_stmt *st, const char *what)
     return rc == SQLITE_DONE ? AW_OK : fail(s, what);
 }
 
-int store_append(store_t *s, const char *user, uint64_t seq, int64_t ts, const char *json,
-                 size_t len)
+int store_append(store_t *s, const char *user, uint64_t first, uint64_t last, int64_t ts,
+                 const char *lines, size_t len)
 {
+    if (last < first || len > INT32_MAX) {
+        snprintf(s->error, sizeof s->error, "append: a row of %zu bytes for %llu..%llu", len,
+                 (unsigned long long)first, (unsigned long long)last);
+        return AW_EIO;
+    }
     sqlite3_stmt *e = s->st[S_EVENT_PUT];
     sqlite3_bind_text(e, 1, user, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(e, 2, (sqlite3_int64)seq);
-    sqlite3_bind_int64(e, 3, ts);
-    sqlite3_bind_blob(e, 4, json, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(e, 2, (sqlite3_int64)first);
+    sqlite3_bind_int64(e, 3, (sqlite3_int64)last);
+    sqlite3_bind_int64(e, 4, ts);
+    sqlite3_bind_blob(e, 5, lines, (int)len, SQLITE_STATIC);
     if (run(s, e, "append") != AW_OK)
         return AW_EIO;
-    s->events++;
+    s->events += last - first + 1;
     s->bytes += len;
+    s->rows++;
     return AW_OK;
 }
 
@@ -250,8 +293,9 @@ int store_head(store_t *s, const char *user, const char *epoch, uint64_t seq, ui
     sqlite3_bind_int64(d, 2, (sqlite3_int64)(seq - keep));
     int rc;
     while ((rc = sqlite3_step(d)) == SQLITE_ROW) {
-        s->events--;
-        s->bytes -= (uint64_t)sqlite3_column_int64(d, 0);
+        s->rows--;
+        s->events -= (uint64_t)sqlite3_column_int64(d, 0);
+        s->bytes -= (uint64_t)sqlite3_column_int64(d, 1);
     }
     sqlite3_reset(d);
     sqlite3_clear_bindings(d);
@@ -266,7 +310,8 @@ int store_stream_reset(store_t *s, const char *user, const char *epoch)
         sqlite3_reset(q);
         return fail(s, "stream reset");
     }
-    uint64_t n = (uint64_t)sqlite3_column_int64(q, 0), bytes = (uint64_t)sqlite3_column_int64(q, 1);
+    uint64_t n = (uint64_t)sqlite3_column_int64(q, 0), bytes = (uint64_t)sqlite3_column_int64(q, 1),
+             rows = (uint64_t)sqlite3_column_int64(q, 2);
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     sqlite3_stmt *d = s->st[S_USER_DEL], *h = s->st[S_STREAM_PUT];
@@ -275,6 +320,7 @@ int store_stream_reset(store_t *s, const char *user, const char *epoch)
         return AW_EIO;
     s->events -= n;
     s->bytes -= bytes;
+    s->rows -= rows;
     sqlite3_bind_text(h, 1, user, -1, SQLITE_STATIC);
     sqlite3_bind_text(h, 2, epoch, -1, SQLITE_STATIC);
     sqlite3_bind_int64(h, 3, 0);
@@ -307,29 +353,36 @@ int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_e
     sqlite3_bind_int64(q, 2, (sqlite3_int64)from);
     int rc;
     size_t n = 0;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        const char *json = sqlite3_column_blob(q, 2);
-        size_t len = (size_t)sqlite3_column_bytes(q, 2);
-        if (fn(arg, (uint64_t)sqlite3_column_int64(q, 0), sqlite3_column_int64(q, 1),
-               json ? json : "", len) ||
-            (max && ++n >= max)) {
-            rc = SQLITE_DONE;
-            break;
+    bool stop = false;
+    while (!stop && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        /* a row holds events first.. one per line */
+        uint64_t seq = (uint64_t)sqlite3_column_int64(q, 0);
+        int64_t ts = sqlite3_column_int64(q, 1);
+        const char *p = sqlite3_column_blob(q, 2);
+        const char *end = p + sqlite3_column_bytes(q, 2);
+        for (; p && p < end && !stop; seq++) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            if (seq >= from)
+                stop = fn(arg, seq, ts, p, len) != 0 || (max && ++n >= max);
+            p += len + 1;
         }
     }
+    if (stop)
+        rc = SQLITE_DONE;
     int out = rc == SQLITE_DONE ? AW_OK : fail(s, "range");
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     return out;
 }
 
-/* Deletes the rows a pick statement chose (user, seq, length); how many. */
+/* Deletes the rows a pick statement chose (user, first, events, length);
+ * how many rows. */
 static long delete_picked(store_t *s, sqlite3_stmt *pick)
 {
     typedef struct victim {
         char *user;
-        uint64_t seq;
-        uint64_t len;
+        uint64_t first, count, len;
     } victim_t;
     victim_t *v = NULL;
     size_t n = 0, cap = 0;
@@ -344,8 +397,9 @@ static long delete_picked(store_t *s, sqlite3_stmt *pick)
             cap = ncap;
         }
         v[n].user = strdup((const char *)sqlite3_column_text(pick, 0));
-        v[n].seq = (uint64_t)sqlite3_column_int64(pick, 1);
-        v[n].len = (uint64_t)sqlite3_column_int64(pick, 2);
+        v[n].first = (uint64_t)sqlite3_column_int64(pick, 1);
+        v[n].count = (uint64_t)sqlite3_column_int64(pick, 2);
+        v[n].len = (uint64_t)sqlite3_column_int64(pick, 3);
         if (!v[n].user)
             break;
         n++;
@@ -357,10 +411,11 @@ static long delete_picked(store_t *s, sqlite3_stmt *pick)
     for (size_t i = 0; i < n; i++) {
         if (done >= 0) {
             sqlite3_bind_text(del, 1, v[i].user, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(del, 2, (sqlite3_int64)v[i].seq);
+            sqlite3_bind_int64(del, 2, (sqlite3_int64)v[i].first);
             if (run(s, del, "trim") == AW_OK) {
                 done++;
-                s->events--;
+                s->rows--;
+                s->events -= v[i].count;
                 s->bytes -= v[i].len;
             } else {
                 done = AW_EIO;
@@ -374,27 +429,26 @@ static long delete_picked(store_t *s, sqlite3_stmt *pick)
 
 long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes)
 {
-    long total = 0, n;
+    uint64_t had = s->events;
+    long n;
     sqlite3_stmt *p = s->st[S_TRIM_AGE_PICK];
     do {
         sqlite3_bind_int64(p, 1, before_ms);
         if ((n = delete_picked(s, p)) < 0)
             return n;
-        total += n;
     } while (n == 4096);
     p = s->st[S_TRIM_OLDEST_PICK];
     while (s->bytes > max_bytes && s->events > 0) {
-        /* a batch sized by the mean event, at least one */
-        uint64_t mean = s->bytes / s->events + 1;
+        /* a batch of rows sized by the mean row, at least one */
+        uint64_t mean = s->bytes / (s->rows ? s->rows : 1) + 1;
         uint64_t want = (s->bytes - max_bytes) / mean + 1;
         sqlite3_bind_int64(p, 1, (sqlite3_int64)(want > 4096 ? 4096 : want));
         if ((n = delete_picked(s, p)) < 0)
             return n;
         if (n == 0)
             break;
-        total += n;
     }
-    return total;
+    return (long)(had - s->events);
 }
 
 uint64_t store_bytes(const store_t *s)

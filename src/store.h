@@ -4,12 +4,13 @@
  *
  * What is stored: each user's stream head (epoch, latest seq), the retained
  * events (the very JSON that was delivered), and the runs open at the time,
- * so that a restart can end them. Writes are grouped: the caller opens one
- * transaction per loop turn (store_begin), appends every event of the turn,
- * and acknowledges them only after store_commit returned 0. Reads are for
- * start-up (lazily, per user) and for resumes older than memory holds.
+ * so that a restart can end them. A row holds a run of one user's
+ * consecutive events (one per line), so that a group of writes costs a row
+ * per user, not per event. Writes are grouped (durable.h): one transaction
+ * per group, acknowledged only after store_commit returned 0. Reads are for
+ * start-up (lazily, per user) and for history.
  *
- * Not wired into the server yet: the module and its unit tests come first. */
+ * A store_t is one SQLite connection: use it from one thread at a time. */
 #ifndef AW_STORE_H
 #define AW_STORE_H
 
@@ -33,6 +34,9 @@ typedef struct store store_t;
  * or is corrupt, or a directory that cannot be written gives AW_EIO with one
  * line in err; nothing is changed then. */
 int store_open(store_t **out, const char *dir, enum store_sync sync, char *err, size_t errlen);
+/* A second connection to a store opened by store_open, for reads beside
+ * the writer (another thread). */
+int store_open_reader(store_t **out, const char *dir, char *err, size_t errlen);
 void store_close(store_t *s);
 
 /* The last error's text (SQLite's words), for logs. */
@@ -43,10 +47,11 @@ int store_begin(store_t *s);
 int store_commit(store_t *s);
 void store_rollback(store_t *s);
 
-/* Event seq of user, as delivered (json, len), at ts. Inside a group,
- * followed by store_head for the user's newest event of the group. */
-int store_append(store_t *s, const char *user, uint64_t seq, int64_t ts, const char *json,
-                 size_t len);
+/* Events first..last of user, as delivered, one per line (lines, len: the
+ * events joined by '\n'), written at ts. Inside a group, followed by
+ * store_head for the user's newest event of the group. */
+int store_append(store_t *s, const char *user, uint64_t first, uint64_t last, int64_t ts,
+                 const char *lines, size_t len);
 
 /* The stream head moves to (epoch, seq); the user's events up to
  * seq - keep go (the count cap; 0: none). 0 or AW_EIO. */
@@ -61,7 +66,8 @@ int store_stream(store_t *s, const char *user, char *epoch, size_t epochlen, uin
 int store_stream_reset(store_t *s, const char *user, const char *epoch);
 
 /* Calls fn for each retained event of user with seq >= from, oldest first,
- * at most max (0: no limit). fn returns nonzero to stop. 0 or AW_EIO. */
+ * at most max (0: no limit), with the time its row was written (ts). fn
+ * returns nonzero to stop. 0 or AW_EIO. */
 typedef int (*store_event_fn)(void *arg, uint64_t seq, int64_t ts, const char *json, size_t len);
 int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_event_fn fn,
                 void *arg);

@@ -66,7 +66,7 @@ static void append(store_t *s, const char *user, const char *epoch, uint64_t seq
     char json[64];
     int n =
         snprintf(json, sizeof json, "{\"seq\":%llu,\"u\":\"%s\"}", (unsigned long long)seq, user);
-    assert_int_equal(store_append(s, user, seq, ts, json, (size_t)n), AW_OK);
+    assert_int_equal(store_append(s, user, seq, seq, ts, json, (size_t)n), AW_OK);
     assert_int_equal(store_head(s, user, epoch, seq, keep), AW_OK);
 }
 
@@ -149,6 +149,49 @@ static void test_trims(void **state)
     store_close(s);
 }
 
+/* A row holds a run of one user's events, one per line: ranges start
+ * inside rows, the count cap drops whole rows only, and a reader connection
+ * sees what the writer committed. */
+static void test_rows_of_many_events(void **state)
+{
+    (void)state;
+    store_t *s = open_ok(), *r;
+    char err[512] = "";
+    assert_int_equal(store_open_reader(&r, dir, err, sizeof err), AW_OK);
+    const char rows[][64] = {"{\"n\":1}\n{\"n\":2}\n{\"n\":3}", "{\"n\":4}\n{\"n\":5}",
+                             "{\"n\":6}"};
+    assert_int_equal(store_begin(s), AW_OK);
+    assert_int_equal(store_append(s, "u", 1, 3, 100, rows[0], strlen(rows[0])), AW_OK);
+    assert_int_equal(store_append(s, "u", 4, 5, 200, rows[1], strlen(rows[1])), AW_OK);
+    assert_int_equal(store_head(s, "u", "e", 5, 0), AW_OK);
+    assert_int_equal(store_commit(s), AW_OK);
+    assert_int_equal(store_events(s), 5);
+    seen_t v = {0};
+    assert_int_equal(store_range(r, "u", 2, 3, collect, &v), AW_OK); /* from inside a row */
+    assert_int_equal(v.n, 3);
+    assert_int_equal(v.seqs[0], 2);
+    assert_string_equal(v.texts[0], "{\"n\":2}");
+    assert_string_equal(v.texts[2], "{\"n\":4}");
+    /* the count cap keeps the newest 2: the row 1..3 goes whole, 4..5 stays */
+    assert_int_equal(store_begin(s), AW_OK);
+    assert_int_equal(store_append(s, "u", 6, 6, 300, rows[2], strlen(rows[2])), AW_OK);
+    assert_int_equal(store_head(s, "u", "e", 6, 2), AW_OK);
+    assert_int_equal(store_commit(s), AW_OK);
+    assert_int_equal(store_events(s), 3);
+    memset(&v, 0, sizeof v);
+    assert_int_equal(store_range(r, "u", 0, 0, collect, &v), AW_OK);
+    assert_int_equal(v.n, 3);
+    assert_int_equal(v.seqs[0], 4);
+    assert_int_equal(v.seqs[2], 6);
+    /* age: a row goes when its time has passed */
+    assert_int_equal(store_trim(s, 250, UINT64_MAX), 2);
+    assert_int_equal(store_events(s), 1);
+    /* a row whose seqs do not match its lines is refused */
+    assert_int_equal(store_append(s, "u", 9, 8, 300, rows[2], strlen(rows[2])), AW_EIO);
+    store_close(r);
+    store_close(s);
+}
+
 static void runs_fn(void *arg, const char *user, const char *run_id, const char *thread_id)
 {
     char *out = arg;
@@ -201,6 +244,19 @@ static void test_refuses_foreign_and_corrupt_files(void **state)
     sqlite3_finalize(q);
     sqlite3_close(db);
     unlink(path);
+    /* an agentwire store of another format */
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
+                                  "INSERT INTO meta VALUES('format', 'agentwire-store 1')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    err[0] = '\0';
+    assert_int_equal(store_open(&s, dir, STORE_SYNC_BATCH, err, sizeof err), AW_EIO);
+    if (!strstr(err, "another store format (agentwire-store 1"))
+        fail_msg("%s", err);
+    unlink(path);
     /* garbage */
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -224,6 +280,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_commit_survives_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trims, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rows_of_many_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuses_foreign_and_corrupt_files, setup, teardown),
     };

@@ -1,0 +1,352 @@
+/* stored.c -- --data-dir: streams in memory and on disk (stored.h). */
+#include "stored.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aw.h"
+#include "durable.h"
+#include "event.h"
+#include "log.h"
+#include "map.h"
+#include "server.h"
+
+/* One publish call waiting for its group's commit. Strings are copied into
+ * the call's own pool: the caller's end with the call. */
+typedef struct spub {
+    void *arg;
+    int rc;
+    bool recorded, duplicate;
+    hub_receipt_t r;
+    frame_t *f;
+    const char *user, *idem;
+} spub_t;
+
+typedef struct scall {
+    server_t *srv;
+    broker_receipt_fn fn;
+    size_t n;
+    durable_ev_t *evs;
+    spub_t it[];
+} scall_t;
+
+static const char *pool_copy(char **pool, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t len = strlen(s) + 1;
+    char *out = memcpy(*pool, s, len);
+    *pool += len;
+    return out;
+}
+
+static size_t pool_need(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+/* The key of an idempotency key being stored: user, a NUL, the key. */
+static size_t pending_key(char *out, size_t cap, const char *user, const char *idem)
+{
+    int n = snprintf(out, cap, "%s%c%s", user, '\0', idem);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+static void forget_pending(server_t *srv, const spub_t *p)
+{
+    char key[EVENT_MAX_ID + 512];
+    size_t len = p->idem ? pending_key(key, sizeof key, p->user, p->idem) : 0;
+    if (len)
+        map_remove(&srv->_stored_keys, key, len);
+}
+
+static void answer(scall_t *c, int rc, const char *error)
+{
+    server_t *srv = c->srv;
+    int64_t now = aw_now_ms();
+    if (rc == AW_ECLOSED) { /* stopped: nothing is answered any more */
+        for (size_t i = 0; i < c->n; i++)
+            if (c->it[i].recorded)
+                frame_unref(c->it[i].f);
+        free(c);
+        return;
+    }
+    if (rc != AW_OK) {
+        snprintf(srv->store_failed, sizeof srv->store_failed, "%s", error ? error : "I/O error");
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot store events: answered 503", "error",
+               srv->store_failed, NULL);
+        for (size_t i = c->n; i-- > 0;) /* newest first: each seq is stamped again */
+            if (c->it[i].recorded)
+                hub_unrecord(&srv->hub, c->it[i].user, c->it[i].r.seq, c->it[i].f);
+    } else {
+        srv->store_failed[0] = '\0';
+        for (size_t i = 0; i < c->n; i++) {
+            spub_t *p = &c->it[i];
+            if (!p->recorded)
+                continue;
+            p->r.recipients = hub_send_recorded(&srv->hub, p->user, p->f, p->r.seq);
+            if (p->idem && idem_put(&srv->idem, p->user, p->idem, &p->r, now) != AW_OK)
+                log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory",
+                       "user", p->user, NULL);
+        }
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        spub_t *p = &c->it[i];
+        if (p->recorded) {
+            forget_pending(srv, p);
+            if (rc != AW_OK) {
+                hub_receipt_t r = {0};
+                snprintf(r.error, sizeof r.error, "cannot store the event: %.150s",
+                         srv->store_failed);
+                c->fn(p->arg, AW_EUNAVAIL, &r);
+                continue;
+            }
+        }
+        c->fn(p->arg, p->rc, &p->r);
+    }
+    free(c);
+}
+
+static void on_stored(void *arg, int rc, const char *error)
+{
+    answer(arg, rc, error);
+}
+
+static enum durable_run run_change(const json_t *ev, const char **run_id, const char **thread)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    *run_id = json_string_value(json_object_get(ev, "run_id"));
+    *thread = json_string_value(json_object_get(ev, "thread_id"));
+    if (!type || !*run_id)
+        return DURABLE_RUN_NONE;
+    if (strcmp(type, "agent_started") == 0)
+        return *thread ? DURABLE_RUN_OPEN : DURABLE_RUN_NONE;
+    return strcmp(type, "agent_completed") == 0 ? DURABLE_RUN_CLOSED : DURABLE_RUN_NONE;
+}
+
+void stored_publish(server_t *srv, broker_pub_t *items, size_t n, broker_receipt_fn fn)
+{
+    size_t pool = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *run, *thread;
+        run_change(items[i].ev, &run, &thread);
+        pool += pool_need(items[i].user) + pool_need(items[i].idem) + pool_need(run) +
+                pool_need(thread);
+    }
+    scall_t *c = calloc(1, sizeof *c + n * (sizeof(spub_t) + sizeof(durable_ev_t)) + pool);
+    if (!c) {
+        hub_receipt_t r = {.error = "out of memory"};
+        for (size_t i = 0; i < n; i++)
+            fn(items[i].arg, AW_ENOMEM, &r);
+        return;
+    }
+    c->srv = srv;
+    c->fn = fn;
+    c->n = n;
+    c->evs = (durable_ev_t *)&c->it[n];
+    char *strings = (char *)&c->evs[n];
+    int64_t now = aw_now_ms();
+    size_t nev = 0;
+    for (size_t i = 0; i < n; i++) {
+        spub_t *p = &c->it[i];
+        p->arg = items[i].arg;
+        p->user = pool_copy(&strings, items[i].user);
+        p->idem = pool_copy(&strings, items[i].idem);
+        if (p->idem && idem_get(&srv->idem, p->user, p->idem, now, &p->r)) {
+            p->duplicate = true;
+            continue;
+        }
+        char key[EVENT_MAX_ID + 512];
+        size_t klen = p->idem ? pending_key(key, sizeof key, p->user, p->idem) : 0;
+        if (klen && map_get(&srv->_stored_keys, key, klen)) {
+            /* the first publish with this key is not stored yet: no second copy */
+            p->rc = AW_EUNAVAIL;
+            snprintf(p->r.error, sizeof p->r.error,
+                     "an event with this idempotency key is being stored; retry");
+            continue;
+        }
+        p->rc = hub_publish_record(&srv->hub, p->user, items[i].ev, items[i].gated, &p->r, &p->f);
+        if (p->rc == AW_ENOMEM)
+            snprintf(p->r.error, sizeof p->r.error, "out of memory");
+        if (p->rc != AW_OK)
+            continue;
+        if (klen && !map_put(&srv->_stored_keys, key, klen, c)) {
+            hub_unrecord(&srv->hub, p->user, p->r.seq, p->f);
+            p->rc = AW_ENOMEM;
+            snprintf(p->r.error, sizeof p->r.error, "out of memory");
+            continue;
+        }
+        p->recorded = true;
+        durable_ev_t *e = &c->evs[nev++];
+        e->user = p->user;
+        e->epoch = p->r.epoch;
+        e->seq = p->r.seq;
+        e->json = (const char *)frame_ws_payload(p->f, &e->len);
+        const char *run, *thread;
+        e->run = run_change(items[i].ev, &run, &thread);
+        e->run_id = pool_copy(&strings, run);
+        e->thread_id = pool_copy(&strings, thread);
+    }
+    if (nev == 0) {
+        answer(c, AW_OK, NULL);
+        return;
+    }
+    if (durable_submit(srv->durable, c->evs, nev, on_stored, c) != AW_OK)
+        answer(c, AW_EIO, "out of memory");
+}
+
+/* A stream starting in memory takes its stored head and its retained events
+ * (those still within the history's size and age). */
+typedef struct load_ctx {
+    hub_t *hub;
+    hub_user_t *u;
+    int64_t oldest_ms;
+} load_ctx_t;
+
+static int load_event(void *arg, uint64_t seq, int64_t ts, const char *json, size_t len)
+{
+    load_ctx_t *l = arg;
+    if (ts >= l->oldest_ms)
+        hub_restore(l->hub, l->u, seq, ts, json, len);
+    return 0;
+}
+
+static void load_stream(void *ctx, hub_t *h, hub_user_t *u)
+{
+    server_t *srv = ctx;
+    store_t *r = durable_reader(srv->durable);
+    char epoch[HUB_EPOCH_LEN + 1];
+    uint64_t seq;
+    int rc = store_stream(r, u->id, epoch, sizeof epoch, &seq);
+    if (rc == AW_ENOTFOUND)
+        return;
+    if (rc != AW_OK) {
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read a stream from the store", "user", u->id,
+               "error", store_error(r), NULL);
+        return;
+    }
+    hub_restore_head(h, u, epoch, seq);
+    uint64_t size = (uint64_t)srv->cfg->history_size;
+    load_ctx_t l = {h, u, aw_now_ms() - srv->cfg->history_ttl_ms};
+    if (store_range(r, u->id, seq > size ? seq - size + 1 : 1, (size_t)size, load_event, &l) !=
+        AW_OK)
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read events from the store", "user", u->id, "error",
+               store_error(r), NULL);
+}
+
+bool stored_has_stream(server_t *srv, const char *user)
+{
+    char epoch[HUB_EPOCH_LEN + 1];
+    uint64_t seq;
+    return store_stream(durable_reader(srv->durable), user, epoch, sizeof epoch, &seq) == AW_OK;
+}
+
+/* Runs open when the process stopped end now, with reason restart. */
+static void on_restart_receipt(void *arg, int rc, const hub_receipt_t *r)
+{
+    (void)arg;
+    if (rc != AW_OK)
+        log_kv(LOG_ERROR, "cannot end a run open before the restart", "error", r->error, NULL);
+}
+
+static void end_stored_run(server_t *srv, const char *user, const char *run_id, const char *thread)
+{
+    if (runs_restore(&srv->runs, user, run_id, thread) != AW_OK)
+        return;
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed", "thread_id",
+                  thread, "run_id", run_id, "status", "error", "final_response", "", "error",
+                  "the server restarted", "reason", "restart");
+    broker_pub_t one = {.user = user, .ev = ev};
+    if (ev)
+        broker_publish(srv->broker, &one, 1, on_restart_receipt);
+    json_decref(ev);
+    log_kv(LOG_INFO, "run ended by the restart", "run", run_id, "user", user, NULL);
+}
+
+typedef struct stored_run {
+    struct stored_run *next;
+    char *user, *run_id, *thread;
+} stored_run_t;
+
+static void collect_run(void *arg, const char *user, const char *run_id, const char *thread)
+{
+    stored_run_t **list = arg, *r = calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->user = strdup(user);
+    r->run_id = strdup(run_id);
+    r->thread = strdup(thread);
+    r->next = *list;
+    *list = r;
+}
+
+void stored_start(server_t *srv)
+{
+    stored_run_t *list = NULL;
+    store_t *r = durable_reader(srv->durable);
+    if (store_each_open_run(r, collect_run, &list) != AW_OK)
+        log_kv(LOG_ERROR, "cannot read the runs open before the restart", "error", store_error(r),
+               NULL);
+    while (list) {
+        stored_run_t *run = list;
+        list = run->next;
+        if (run->user && run->run_id && run->thread)
+            end_stored_run(srv, run->user, run->run_id, run->thread);
+        free(run->user);
+        free(run->run_id);
+        free(run->thread);
+        free(run);
+    }
+}
+
+int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
+{
+    const config_t *cfg = srv->cfg;
+    int64_t t0 = aw_now_ms();
+    if (map_init(&srv->_stored_keys) != AW_OK) {
+        snprintf(err, errlen, "out of memory");
+        return AW_ENOMEM;
+    }
+    int rc = durable_open(&srv->durable, loop, cfg->data_dir, (enum store_sync)cfg->fsync,
+                          (uint64_t)cfg->history_size, err, errlen);
+    if (rc != AW_OK)
+        return rc;
+    srv->hub.load = load_stream;
+    srv->hub.load_ctx = srv;
+    uint64_t events, bytes;
+    durable_stats(srv->durable, &events, &bytes);
+    log_kv(LOG_INFO, "data dir", "dir", cfg->data_dir, "fsync", cfg->fsync_name, "#events",
+           (long long)events, "#bytes", (long long)bytes, "#open_ms", (long long)(aw_now_ms() - t0),
+           NULL);
+    return AW_OK;
+}
+
+void stored_tick(server_t *srv, int64_t now_ms)
+{
+    if (now_ms < srv->_next_trim_ms)
+        return;
+    srv->_next_trim_ms = now_ms + 1000;
+    durable_trim(srv->durable, now_ms - srv->cfg->history_ttl_ms,
+                 (uint64_t)srv->cfg->data_max_bytes);
+}
+
+bool stored_idle(server_t *srv)
+{
+    return !srv->durable || durable_idle(srv->durable);
+}
+
+void stored_stop(server_t *srv)
+{
+    durable_stop(srv->durable);
+}
+
+void stored_close(server_t *srv)
+{
+    if (!srv->durable)
+        return;
+    durable_close(srv->durable);
+    srv->durable = NULL;
+    map_dispose(&srv->_stored_keys, NULL);
+}

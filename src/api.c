@@ -17,6 +17,7 @@
 #include "jalloc.h"
 #include "log.h"
 #include "server.h"
+#include "stored.h"
 #include "web.h"
 
 #define BATCH_MAX 1000
@@ -486,13 +487,15 @@ static void on_metrics(session_t *s)
     };
     server_sum_counters(srv);
     char *text = metrics_render(&srv->metrics, &g, &len);
-    if (text && srv->cluster) { /* the cluster's lines follow */
+    if (text && (srv->cluster || srv->durable)) { /* the cluster's or the store's lines follow */
         char *all = NULL;
         size_t alen = 0;
         FILE *f = open_memstream(&all, &alen);
         if (f) {
             fwrite(text, 1, len, f);
-            cluster_metrics(srv->cluster, f);
+            if (srv->cluster)
+                cluster_metrics(srv->cluster, f);
+            stored_metrics(srv, f);
             fclose(f);
         }
         free(text);

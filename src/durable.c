@@ -45,7 +45,8 @@ struct durable {
     int result;
     char error[256];
     int64_t trim_before;
-    uint64_t trim_max, events, bytes;
+    uint64_t trim_max;
+    durable_stats_t stats;
     /* the writer's */
     aw_buf_t row;
     const durable_ev_t **sorted;
@@ -157,9 +158,14 @@ static void writer(void *arg)
             d->result = rc;
             snprintf(d->error, sizeof d->error, "%s", error);
             d->written = true;
-            d->events = store_events(d->w);
-            d->bytes = store_bytes(d->w);
+            d->stats.events = store_events(d->w);
+            d->stats.bytes = store_bytes(d->w);
+            if (rc == AW_OK)
+                d->stats.groups++;
+            else
+                d->stats.failures++;
             uv_async_send(&d->async);
+            uv_cond_broadcast(&d->cv); /* durable_wait */
             continue;
         }
         if (d->stop)
@@ -181,8 +187,10 @@ static void writer(void *arg)
                 log_kv(LOG_ERROR | LOG_LIMITED, "cannot trim the store", "error", store_error(d->w),
                        NULL);
             uv_mutex_lock(&d->mu);
-            d->events = store_events(d->w);
-            d->bytes = store_bytes(d->w);
+            d->stats.events = store_events(d->w);
+            d->stats.bytes = store_bytes(d->w);
+            if (gone > 0)
+                d->stats.trimmed += (uint64_t)gone;
             continue;
         }
         uv_cond_wait(&d->cv, &d->mu);
@@ -240,9 +248,8 @@ static void fail_list(durable_t *d, job_t *list, int rc, const char *error)
     }
 }
 
-static void on_written(uv_async_t *h)
+static void answer_group(durable_t *d)
 {
-    durable_t *d = h->data;
     uv_mutex_lock(&d->mu);
     job_t *g = d->written ? d->group : NULL;
     int rc = d->result;
@@ -271,6 +278,27 @@ static void on_written(uv_async_t *h)
     flush(d);
 }
 
+static void on_written(uv_async_t *h)
+{
+    answer_group(h->data);
+}
+
+void durable_wait(durable_t *d)
+{
+    while (!durable_idle(d)) {
+        flush(d);
+        uv_mutex_lock(&d->mu);
+        if (!d->group) {
+            uv_mutex_unlock(&d->mu);
+            return; /* stopped */
+        }
+        while (!d->written)
+            uv_cond_wait(&d->cv, &d->mu);
+        uv_mutex_unlock(&d->mu);
+        answer_group(d);
+    }
+}
+
 int durable_open(durable_t **out, uv_loop_t *loop, const char *dir, enum store_sync sync,
                  uint64_t keep, char *err, size_t errlen)
 {
@@ -290,8 +318,8 @@ int durable_open(durable_t **out, uv_loop_t *loop, const char *dir, enum store_s
         free(d);
         return rc;
     }
-    d->events = store_events(d->w);
-    d->bytes = store_bytes(d->w);
+    d->stats.events = store_events(d->w);
+    d->stats.bytes = store_bytes(d->w);
     uv_mutex_init(&d->mu);
     uv_cond_init(&d->cv);
     /* the writer signals the async handle only for a group, none yet */
@@ -356,11 +384,10 @@ store_t *durable_reader(durable_t *d)
     return d->r;
 }
 
-void durable_stats(durable_t *d, uint64_t *events, uint64_t *bytes)
+void durable_stats(durable_t *d, durable_stats_t *out)
 {
     uv_mutex_lock(&d->mu);
-    *events = d->events;
-    *bytes = d->bytes;
+    *out = d->stats;
     uv_mutex_unlock(&d->mu);
 }
 

@@ -54,6 +54,9 @@ int durable_open(durable_t **out, uv_loop_t *loop, const char *dir, enum store_s
 /* Queues n events (n >= 1) for the group of this loop turn. */
 int durable_submit(durable_t *d, const durable_ev_t *evs, size_t n, durable_done_fn fn, void *arg);
 
+/* Blocks until every job submitted has been answered (start-up only). */
+void durable_wait(durable_t *d);
+
 /* Nothing submitted is waiting for its answer. */
 bool durable_idle(durable_t *d);
 
@@ -64,9 +67,14 @@ void durable_trim(durable_t *d, int64_t before_ms, uint64_t max_bytes);
 /* The reader connection (loop thread only). */
 store_t *durable_reader(durable_t *d);
 
-/* Events and bytes on disk after the last group or trim; the last error of
- * a trim ("" for none). */
-void durable_stats(durable_t *d, uint64_t *events, uint64_t *bytes);
+/* What the store holds and has done (for logs and /metrics). */
+typedef struct durable_stats {
+    uint64_t events, bytes; /* on disk after the last group or trim */
+    uint64_t groups;        /* groups committed */
+    uint64_t failures;      /* groups not stored (answered 503) */
+    uint64_t trimmed;       /* events dropped by the age and byte caps */
+} durable_stats_t;
+void durable_stats(durable_t *d, durable_stats_t *out);
 
 /* Stops the writer after the group it is writing, and closes the loop's
  * handles; jobs not answered by then get AW_ECANCELED in durable_close. */

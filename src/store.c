@@ -3,10 +3,12 @@
  * in memory (read once at open) so that the caps cost no scan per turn. */
 #include "store.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aw.h"
 
@@ -151,6 +153,11 @@ static int open_db(store_t **out, const char *dir, enum store_sync sync, bool re
         return AW_ENOMEM;
     }
     snprintf(path, sizeof path, "%s/%s", dir, STORE_FILE);
+    if (!reader && access(dir, W_OK) != 0) { /* WAL needs to create files beside the store */
+        snprintf(err, errlen, "%s: the data directory cannot be written: %s", dir, strerror(errno));
+        free(s);
+        return AW_EIO;
+    }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");

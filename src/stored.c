@@ -299,6 +299,7 @@ void stored_start(server_t *srv)
         free(run->thread);
         free(run);
     }
+    durable_wait(srv->durable); /* ended and stored before the first client comes */
 }
 
 int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
@@ -315,11 +316,11 @@ int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
         return rc;
     srv->hub.load = load_stream;
     srv->hub.load_ctx = srv;
-    uint64_t events, bytes;
-    durable_stats(srv->durable, &events, &bytes);
+    durable_stats_t st;
+    durable_stats(srv->durable, &st);
     log_kv(LOG_INFO, "data dir", "dir", cfg->data_dir, "fsync", cfg->fsync_name, "#events",
-           (long long)events, "#bytes", (long long)bytes, "#open_ms", (long long)(aw_now_ms() - t0),
-           NULL);
+           (long long)st.events, "#bytes", (long long)st.bytes, "#open_ms",
+           (long long)(aw_now_ms() - t0), NULL);
     return AW_OK;
 }
 
@@ -330,6 +331,32 @@ void stored_tick(server_t *srv, int64_t now_ms)
     srv->_next_trim_ms = now_ms + 1000;
     durable_trim(srv->durable, now_ms - srv->cfg->history_ttl_ms,
                  (uint64_t)srv->cfg->data_max_bytes);
+}
+
+void stored_metrics(server_t *srv, FILE *f)
+{
+    if (!srv->durable)
+        return;
+    durable_stats_t st;
+    durable_stats(srv->durable, &st);
+    fprintf(f,
+            "# HELP agentwire_store_events Events retained in --data-dir.\n"
+            "# TYPE agentwire_store_events gauge\nagentwire_store_events %llu\n"
+            "# HELP agentwire_store_bytes Bytes of events retained in --data-dir.\n"
+            "# TYPE agentwire_store_bytes gauge\nagentwire_store_bytes %llu\n"
+            "# HELP agentwire_store_groups_total Groups of events committed to --data-dir.\n"
+            "# TYPE agentwire_store_groups_total counter\nagentwire_store_groups_total %llu\n"
+            "# HELP agentwire_store_failures_total Groups that could not be stored (answered "
+            "503).\n"
+            "# TYPE agentwire_store_failures_total counter\nagentwire_store_failures_total %llu\n"
+            "# HELP agentwire_store_trimmed_total Events dropped from --data-dir by the age and "
+            "byte caps.\n"
+            "# TYPE agentwire_store_trimmed_total counter\nagentwire_store_trimmed_total %llu\n"
+            "# HELP agentwire_store_up 1 while --data-dir can be written.\n"
+            "# TYPE agentwire_store_up gauge\nagentwire_store_up %d\n",
+            (unsigned long long)st.events, (unsigned long long)st.bytes,
+            (unsigned long long)st.groups, (unsigned long long)st.failures,
+            (unsigned long long)st.trimmed, srv->store_failed[0] ? 0 : 1);
 }
 
 bool stored_idle(server_t *srv)

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "broker.h"
@@ -30,6 +31,8 @@ void stored_publish(struct server *srv, broker_pub_t *items, size_t n, broker_re
 bool stored_has_stream(struct server *srv, const char *user);
 /* Housekeeping (loop 0's tick): the caps on disk, once a second. */
 void stored_tick(struct server *srv, int64_t now_ms);
+/* The store's lines of /metrics. */
+void stored_metrics(struct server *srv, FILE *f);
 /* Every publish handed to the store has been answered. */
 bool stored_idle(struct server *srv);
 /* The drain ended: the writer finishes its group, handles close. */

@@ -49,6 +49,11 @@ node bench/run.mjs --smoke
 # untimed; it fails on any lost or misdelivered event.
 echo "== cluster benchmark smoke (node bench/cluster.mjs --quick)"
 node bench/cluster.mjs --quick
+# The durable benchmark's smoke run: memory mode and --data-dir with each
+# --fsync, one round of one second, start-up with 20,000 stored events; it
+# fails on any acknowledged event that was not delivered.
+echo "== durable benchmark smoke (node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000)"
+node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000
 # Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
 echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
 scripts/fuzz.sh 20

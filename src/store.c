@@ -20,9 +20,8 @@ enum stmt {
     S_STREAM_PUT,
     S_EVENT_PUT,
     S_RANGE,
-    S_TRIM_AGE_PICK,
+    S_OLDEST,
     S_EVENT_DROP,
-    S_TRIM_OLDEST_PICK,
     S_EVENT_DEL,
     S_USER_DEL,
     S_USER_BYTES,
@@ -40,13 +39,10 @@ static const char *const sql[S_COUNT] = {
                      "VALUES(?1, ?2, ?3, ?4, length(?5), ?5)"),
     [S_RANGE] = ("SELECT first, ts, json FROM events WHERE user = ?1 AND last >= ?2 "
                  "ORDER BY first"),
-    [S_TRIM_AGE_PICK] = ("SELECT user, first, last - first + 1, bytes FROM events "
-                         "WHERE ts < ?1 LIMIT 4096"),
+    [S_OLDEST] = "SELECT id, last - first + 1, bytes, ts FROM events ORDER BY id",
     [S_EVENT_DROP] = ("DELETE FROM events WHERE user = ?1 AND first <= ?2 AND last <= ?2 "
                       "RETURNING last - first + 1, bytes"),
-    [S_TRIM_OLDEST_PICK] = ("SELECT user, first, last - first + 1, bytes FROM events "
-                            "ORDER BY ts LIMIT ?1"),
-    [S_EVENT_DEL] = "DELETE FROM events WHERE user = ?1 AND first = ?2",
+    [S_EVENT_DEL] = "DELETE FROM events WHERE id = ?1",
     [S_USER_DEL] = "DELETE FROM events WHERE user = ?1",
     [S_USER_BYTES] = ("SELECT coalesce(sum(last - first + 1), 0), coalesce(sum(bytes), 0), "
                       "count(*) FROM events WHERE user = ?1"),
@@ -59,10 +55,12 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS streams(user TEXT PRIMARY KEY, epoch TEXT NOT NULL,"
     " seq INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS events(user TEXT NOT NULL, first INTEGER NOT NULL,"
-    " last INTEGER NOT NULL, ts INTEGER NOT NULL, bytes INTEGER NOT NULL, json BLOB NOT NULL,"
-    " PRIMARY KEY(user, first)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS events_ts ON events(ts);"
+    /* rows in the order they were written (id): the oldest come first for
+     * the caps; rows of a few KiB stay in the table's own pages */
+    "CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, user TEXT NOT NULL,"
+    " first INTEGER NOT NULL, last INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    " bytes INTEGER NOT NULL, json BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_user ON events(user, first);"
     "CREATE TABLE IF NOT EXISTS runs(user TEXT NOT NULL, run_id TEXT NOT NULL,"
     " thread_id TEXT NOT NULL, PRIMARY KEY(user, run_id)) WITHOUT ROWID;";
 
@@ -383,78 +381,60 @@ int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_e
     return out;
 }
 
-/* Deletes the rows a pick statement chose (user, first, events, length);
- * how many rows. */
-static long delete_picked(store_t *s, sqlite3_stmt *pick)
+/* Deletes the oldest rows (in the order written) while they are older than
+ * before_ms or the store holds more than max_bytes, at most 4096 at a time;
+ * how many rows went, or AW_EIO. */
+static long drop_oldest(store_t *s, int64_t before_ms, uint64_t max_bytes)
 {
     typedef struct victim {
-        char *user;
-        uint64_t first, count, len;
+        int64_t id;
+        uint64_t count, len;
     } victim_t;
-    victim_t *v = NULL;
-    size_t n = 0, cap = 0;
-    int rc;
-    while ((rc = sqlite3_step(pick)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            victim_t *nv = realloc(v, ncap * sizeof *v);
-            if (!nv)
-                break;
-            v = nv;
-            cap = ncap;
-        }
-        v[n].user = strdup((const char *)sqlite3_column_text(pick, 0));
-        v[n].first = (uint64_t)sqlite3_column_int64(pick, 1);
-        v[n].count = (uint64_t)sqlite3_column_int64(pick, 2);
-        v[n].len = (uint64_t)sqlite3_column_int64(pick, 3);
-        if (!v[n].user)
-            break;
-        n++;
-    }
-    sqlite3_reset(pick);
-    sqlite3_clear_bindings(pick);
+    victim_t v[256];
     long done = 0;
-    sqlite3_stmt *del = s->st[S_EVENT_DEL];
-    for (size_t i = 0; i < n; i++) {
-        if (done >= 0) {
-            sqlite3_bind_text(del, 1, v[i].user, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(del, 2, (sqlite3_int64)v[i].first);
-            if (run(s, del, "trim") == AW_OK) {
-                done++;
-                s->rows--;
-                s->events -= v[i].count;
-                s->bytes -= v[i].len;
-            } else {
-                done = AW_EIO;
-            }
+    for (;;) {
+        sqlite3_stmt *pick = s->st[S_OLDEST];
+        size_t n = 0;
+        uint64_t bytes = s->bytes;
+        int rc;
+        while (n < AW_ARRAY_LEN(v) && (rc = sqlite3_step(pick)) == SQLITE_ROW) {
+            if (sqlite3_column_int64(pick, 3) >= before_ms && bytes <= max_bytes)
+                break; /* young, and within the cap: so is everything after it */
+            v[n].id = sqlite3_column_int64(pick, 0);
+            v[n].count = (uint64_t)sqlite3_column_int64(pick, 1);
+            v[n].len = (uint64_t)sqlite3_column_int64(pick, 2);
+            bytes -= bytes >= v[n].len ? v[n].len : bytes;
+            n++;
         }
-        free(v[i].user);
+        bool more = n == AW_ARRAY_LEN(v);
+        if (!more && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            sqlite3_reset(pick);
+            return fail(s, "trim");
+        }
+        sqlite3_reset(pick);
+        sqlite3_stmt *del = s->st[S_EVENT_DEL];
+        for (size_t i = 0; i < n; i++) {
+            sqlite3_bind_int64(del, 1, v[i].id);
+            if (run(s, del, "trim") != AW_OK)
+                return AW_EIO;
+            done++;
+            s->rows--;
+            s->events -= v[i].count;
+            s->bytes -= v[i].len;
+        }
+        if (!more || done >= 4096)
+            return done;
     }
-    free(v);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? done : fail(s, "trim");
 }
 
 long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes)
 {
     uint64_t had = s->events;
     long n;
-    sqlite3_stmt *p = s->st[S_TRIM_AGE_PICK];
     do {
-        sqlite3_bind_int64(p, 1, before_ms);
-        if ((n = delete_picked(s, p)) < 0)
+        if ((n = drop_oldest(s, before_ms, max_bytes)) < 0)
             return n;
-    } while (n == 4096);
-    p = s->st[S_TRIM_OLDEST_PICK];
-    while (s->bytes > max_bytes && s->events > 0) {
-        /* a batch of rows sized by the mean row, at least one */
-        uint64_t mean = s->bytes / (s->rows ? s->rows : 1) + 1;
-        uint64_t want = (s->bytes - max_bytes) / mean + 1;
-        sqlite3_bind_int64(p, 1, (sqlite3_int64)(want > 4096 ? 4096 : want));
-        if ((n = delete_picked(s, p)) < 0)
-            return n;
-        if (n == 0)
-            break;
-    }
+    } while (n >= 4096);
     return (long)(had - s->events);
 }
 

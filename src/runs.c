@@ -526,6 +526,24 @@ void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id)
     close_run(r, run, "cancelled", aw_now_ms());
 }
 
+void runs_not_stored(runs_t *r, const char *user, const char *run_id, bool started)
+{
+    run_t *run = run_find(r, user, run_id);
+    if (!run || run->source != RUN_FROM_API)
+        return; /* an agent's run goes on; its events are its backend's */
+    if (started && run->open && run->events == 1) {
+        char key[2 * RUN_ID_MAX + 2];
+        map_remove(&r->_runs, key, run_key(key, sizeof key, user, run_id));
+        r->open_runs--;
+        run_free(run);
+    } else if (!started && !run->open) {
+        run->open = true;
+        run->finished_ms = 0;
+        run->events--;
+        r->open_runs++;
+    }
+}
+
 int runs_restore(runs_t *r, const char *user, const char *run_id, const char *thread_id)
 {
     if (run_find(r, user, run_id))

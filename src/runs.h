@@ -116,6 +116,11 @@ void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id);
  * again, so that its agent_completed (reason restart) passes the gate. */
 int runs_restore(runs_t *r, const char *user, const char *run_id, const char *thread_id);
 
+/* The agent_started (started) or agent_completed of a publisher's run was
+ * admitted but could not be stored (--data-dir: answered 503): the gate
+ * forgets it, so that the publisher's retry passes. */
+void runs_not_stored(runs_t *r, const char *user, const char *run_id, bool started);
+
 /* The node is draining: every running agent is stopped and its open run
  * ends with status cancelled. */
 void runs_shutdown(runs_t *r);

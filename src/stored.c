@@ -21,6 +21,7 @@ typedef struct spub {
     hub_receipt_t r;
     frame_t *f;
     const char *user, *idem;
+    const durable_ev_t *ev; /* what is stored, when recorded */
 } spub_t;
 
 typedef struct scall {
@@ -76,9 +77,14 @@ static void answer(scall_t *c, int rc, const char *error)
         snprintf(srv->store_failed, sizeof srv->store_failed, "%s", error ? error : "I/O error");
         log_kv(LOG_ERROR | LOG_LIMITED, "cannot store events: answered 503", "error",
                srv->store_failed, NULL);
-        for (size_t i = c->n; i-- > 0;) /* newest first: each seq is stamped again */
-            if (c->it[i].recorded)
-                hub_unrecord(&srv->hub, c->it[i].user, c->it[i].r.seq, c->it[i].f);
+        for (size_t i = c->n; i-- > 0;) { /* newest first: each seq is stamped again */
+            spub_t *p = &c->it[i];
+            if (!p->recorded)
+                continue;
+            hub_unrecord(&srv->hub, p->user, p->r.seq, p->f);
+            if (p->ev->run != DURABLE_RUN_NONE) /* a retry of a run's start or end passes */
+                runs_not_stored(&srv->runs, p->user, p->ev->run_id, p->ev->run == DURABLE_RUN_OPEN);
+        }
     } else {
         srv->store_failed[0] = '\0';
         for (size_t i = 0; i < c->n; i++) {
@@ -179,6 +185,7 @@ void stored_publish(server_t *srv, broker_pub_t *items, size_t n, broker_receipt
         }
         p->recorded = true;
         durable_ev_t *e = &c->evs[nev++];
+        p->ev = e;
         e->user = p->user;
         e->epoch = p->r.epoch;
         e->seq = p->r.seq;

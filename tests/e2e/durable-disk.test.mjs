@@ -83,17 +83,23 @@ test('a full disk: 503 to publishes, /readyz not ready, connections kept, nothin
   assert.match(ready.text, /data dir cannot be written/);
   assert.equal(metricValue(await metrics(srv), 'agentwire_store_up'), 0);
   assert.ok(metricValue(await metrics(srv), 'agentwire_store_failures_total') >= 1);
+  // a run's start that was not stored does not count as started
+  const start = { user_id: user, type: 'agent_started', thread_id: 'th', run_id: 'run_full', agent_name: 'a' };
+  assert.equal((await api(srv, 'POST', '/api/v1/publish', start)).status, 503);
   // the connection stays, and got exactly the acknowledged events
   const last = acked[acked.length - 1].seq;
   await client.nextMessage((m) => m.type === 'fill' && m.seq === last, 20000);
   // room again: the next event takes the refused one's seq, and is the next delivered
   remount(dir, 'size=65536k');
+  const again = await api(srv, 'POST', '/api/v1/publish', start);
+  assert.equal(again.status, 200, `the run starts on the retry: ${again.text}`);
+  assert.equal(again.json.seq, last + 1, 'a refused event leaves no gap');
   const res = await api(srv, 'POST', '/api/v1/publish', { user_id: user, type: 'after', pad: 'y' });
   assert.equal(res.status, 200, res.text);
-  assert.equal(res.json.seq, last + 1, 'a refused event leaves no gap');
+  assert.equal(res.json.seq, last + 2);
   await client.nextMessage((m) => m.type === 'after');
-  const got = client.events().filter((m) => m.type === 'fill' || m.type === 'after');
-  assert.deepEqual(got.map((m) => m.seq), [...acked.map((a) => a.seq), last + 1]);
+  const got = client.events().filter((m) => ['fill', 'agent_started', 'after'].includes(m.type));
+  assert.deepEqual(got.map((m) => m.seq), [...acked.map((a) => a.seq), last + 1, last + 2]);
   assert.deepEqual(got.filter((m) => m.type === 'fill').map((m) => m.i), acked.map((a) => a.i));
   assert.equal((await api(srv, 'GET', '/readyz')).status, 200);
   client.close();
@@ -103,7 +109,10 @@ test('a full disk: 503 to publishes, /readyz not ready, connections kept, nothin
   await srv.stop();
   srv = await startServer(['--data-dir', dir]);
   const h = await historyOf(srv, user);
-  assert.deepEqual(h.events.map((e) => e.seq), got.map((m) => m.seq));
+  // (and the run left open at the kill ended by the restart)
+  assert.deepEqual(h.events.map((e) => e.seq), [...got.map((m) => m.seq), last + 3]);
+  assert.equal(h.events.at(-1).type, 'agent_completed');
+  assert.equal(h.events.at(-1).reason, 'restart');
   assert.deepEqual(h.events.filter((e) => e.type === 'fill').map((e) => e.i), acked.map((a) => a.i));
 });
 

@@ -44,7 +44,7 @@ struct durable {
     bool written, stop, trim_asked;
     int result;
     char error[256];
-    int64_t trim_before;
+    int64_t trim_before, trim_idem_before;
     uint64_t trim_max;
     durable_stats_t stats;
     /* the writer's */
@@ -95,6 +95,9 @@ static int write_user(durable_t *d, const durable_ev_t *const *ev, size_t n, int
                 rc = store_run_open(d->w, user, ev[i]->run_id, ev[i]->thread_id);
             else if (ev[i]->run == DURABLE_RUN_CLOSED)
                 rc = store_run_closed(d->w, user, ev[i]->run_id);
+            if (rc == AW_OK && ev[i]->idem)
+                rc = store_idem_put(d->w, user, ev[i]->idem, ev[i]->seq, ev[i]->epoch,
+                                    ev[i]->event_id, ts);
         }
         if (rc == AW_OK)
             rc = store_append(d->w, user, first, last, ts, d->row.data, d->row.len);
@@ -172,12 +175,14 @@ static void writer(void *arg)
             break;
         if (d->trim_asked) {
             d->trim_asked = false;
-            int64_t before = d->trim_before;
+            int64_t before = d->trim_before, idem_before = d->trim_idem_before;
             uint64_t max = d->trim_max;
             uv_mutex_unlock(&d->mu);
             long gone = AW_EIO;
             if (store_begin(d->w) == AW_OK) {
                 gone = store_trim(d->w, before, max);
+                if (gone >= 0 && store_idem_trim(d->w, idem_before) < 0)
+                    gone = AW_EIO;
                 if (gone < 0 || store_commit(d->w) != AW_OK) {
                     gone = AW_EIO;
                     store_rollback(d->w);
@@ -369,11 +374,12 @@ bool durable_idle(durable_t *d)
     return d->waiting == 0;
 }
 
-void durable_trim(durable_t *d, int64_t before_ms, uint64_t max_bytes)
+void durable_trim(durable_t *d, int64_t before_ms, uint64_t max_bytes, int64_t idem_before_ms)
 {
     uv_mutex_lock(&d->mu);
     d->trim_asked = true;
     d->trim_before = before_ms;
+    d->trim_idem_before = idem_before_ms;
     d->trim_max = max_bytes;
     uv_cond_signal(&d->cv);
     uv_mutex_unlock(&d->mu);

@@ -39,6 +39,7 @@ typedef struct durable_ev {
     size_t len;
     enum durable_run run;
     const char *run_id, *thread_id;
+    const char *idem, *event_id; /* its idempotency key (NULL: none) and event id */
 } durable_ev_t;
 
 /* A job's answer: 0 (committed), AW_EIO (not stored; error says why) or
@@ -60,9 +61,9 @@ void durable_wait(durable_t *d);
 /* Nothing submitted is waiting for its answer. */
 bool durable_idle(durable_t *d);
 
-/* Asks the writer to apply the age and byte caps (store_trim) between two
- * groups. */
-void durable_trim(durable_t *d, int64_t before_ms, uint64_t max_bytes);
+/* Asks the writer to apply the age and byte caps (store_trim), and to drop
+ * idempotency keys written before idem_before_ms, between two groups. */
+void durable_trim(durable_t *d, int64_t before_ms, uint64_t max_bytes, int64_t idem_before_ms);
 
 /* The reader connection (loop thread only). */
 store_t *durable_reader(durable_t *d);

@@ -28,6 +28,10 @@ enum stmt {
     S_RUN_PUT,
     S_RUN_DEL,
     S_RUN_ALL,
+    S_IDEM_PUT,
+    S_IDEM_OLDEST,
+    S_IDEM_DEL,
+    S_IDEM_ALL,
     S_COUNT
 };
 
@@ -49,6 +53,12 @@ static const char *const sql[S_COUNT] = {
     [S_RUN_PUT] = "INSERT OR REPLACE INTO runs(user, run_id, thread_id) VALUES(?1, ?2, ?3)",
     [S_RUN_DEL] = "DELETE FROM runs WHERE user = ?1 AND run_id = ?2",
     [S_RUN_ALL] = "SELECT user, run_id, thread_id FROM runs",
+    [S_IDEM_PUT] = ("INSERT OR REPLACE INTO idem(user, key, seq, epoch, event_id, ts) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
+    [S_IDEM_OLDEST] = "SELECT id, ts FROM idem ORDER BY id",
+    [S_IDEM_DEL] = "DELETE FROM idem WHERE id = ?1",
+    [S_IDEM_ALL] = ("SELECT user, key, seq, epoch, event_id, ts FROM idem WHERE ts >= ?1 "
+                    "ORDER BY id"),
 };
 
 static const char schema[] =
@@ -61,6 +71,10 @@ static const char schema[] =
     " first INTEGER NOT NULL, last INTEGER NOT NULL, ts INTEGER NOT NULL,"
     " bytes INTEGER NOT NULL, json BLOB NOT NULL);"
     "CREATE UNIQUE INDEX IF NOT EXISTS events_user ON events(user, first);"
+    "CREATE TABLE IF NOT EXISTS idem(id INTEGER PRIMARY KEY, user TEXT NOT NULL,"
+    " key TEXT NOT NULL, seq INTEGER NOT NULL, epoch TEXT NOT NULL, event_id TEXT NOT NULL,"
+    " ts INTEGER NOT NULL);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS idem_key ON idem(user, key);"
     "CREATE TABLE IF NOT EXISTS runs(user TEXT NOT NULL, run_id TEXT NOT NULL,"
     " thread_id TEXT NOT NULL, PRIMARY KEY(user, run_id)) WITHOUT ROWID;";
 
@@ -425,6 +439,61 @@ static long drop_oldest(store_t *s, int64_t before_ms, uint64_t max_bytes)
         if (!more || done >= 4096)
             return done;
     }
+}
+
+int store_idem_put(store_t *s, const char *user, const char *key, uint64_t seq, const char *epoch,
+                   const char *event_id, int64_t ts)
+{
+    sqlite3_stmt *q = s->st[S_IDEM_PUT];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)seq);
+    sqlite3_bind_text(q, 4, epoch, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, event_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, ts);
+    return run(s, q, "idempotency key");
+}
+
+long store_idem_trim(store_t *s, int64_t before_ms)
+{
+    long done = 0;
+    for (;;) {
+        int64_t ids[256];
+        size_t n = 0;
+        sqlite3_stmt *pick = s->st[S_IDEM_OLDEST];
+        int rc;
+        while (n < AW_ARRAY_LEN(ids) && (rc = sqlite3_step(pick)) == SQLITE_ROW &&
+               sqlite3_column_int64(pick, 1) < before_ms)
+            ids[n++] = sqlite3_column_int64(pick, 0);
+        sqlite3_reset(pick);
+        if (n < AW_ARRAY_LEN(ids) && rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return fail(s, "idempotency keys");
+        sqlite3_stmt *del = s->st[S_IDEM_DEL];
+        for (size_t i = 0; i < n; i++) {
+            sqlite3_bind_int64(del, 1, ids[i]);
+            if (run(s, del, "idempotency keys") != AW_OK)
+                return AW_EIO;
+        }
+        done += (long)n;
+        if (n < AW_ARRAY_LEN(ids) || done >= 4096)
+            return done;
+    }
+}
+
+int store_each_idem(store_t *s, int64_t since_ms,
+                    void (*fn)(void *arg, const char *user, const char *key, uint64_t seq,
+                               const char *epoch, const char *event_id, int64_t ts),
+                    void *arg)
+{
+    sqlite3_stmt *q = s->st[S_IDEM_ALL];
+    sqlite3_bind_int64(q, 1, since_ms);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(q, 0), (const char *)sqlite3_column_text(q, 1),
+           (uint64_t)sqlite3_column_int64(q, 2), (const char *)sqlite3_column_text(q, 3),
+           (const char *)sqlite3_column_text(q, 4), sqlite3_column_int64(q, 5));
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? AW_OK : fail(s, "idempotency keys");
 }
 
 long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes)

@@ -81,6 +81,18 @@ long store_trim(store_t *s, int64_t before_ms, uint64_t max_bytes);
 uint64_t store_bytes(const store_t *s);
 uint64_t store_events(const store_t *s);
 
+/* Idempotency keys of stored events, so that a retry after a restart is
+ * exact: one put per key (inside a group), the oldest go when written before
+ * before_ms (how many went, or AW_EIO), and those written since since_ms
+ * are read back at start, oldest first. */
+int store_idem_put(store_t *s, const char *user, const char *key, uint64_t seq, const char *epoch,
+                   const char *event_id, int64_t ts);
+long store_idem_trim(store_t *s, int64_t before_ms);
+int store_each_idem(store_t *s, int64_t since_ms,
+                    void (*fn)(void *arg, const char *user, const char *key, uint64_t seq,
+                               const char *epoch, const char *event_id, int64_t ts),
+                    void *arg);
+
 /* Runs open now, so that a restart ends them (agent_completed, reason
  * restart). Inside a group. */
 int store_run_open(store_t *s, const char *user, const char *run_id, const char *thread_id);

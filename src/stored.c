@@ -194,6 +194,8 @@ void stored_publish(server_t *srv, broker_pub_t *items, size_t n, broker_receipt
         e->run = run_change(items[i].ev, &run, &thread);
         e->run_id = pool_copy(&strings, run);
         e->thread_id = pool_copy(&strings, thread);
+        e->idem = p->idem;
+        e->event_id = p->r.event_id;
     }
     if (nev == 0) {
         answer(c, AW_OK, NULL);
@@ -309,6 +311,16 @@ void stored_start(server_t *srv)
     durable_wait(srv->durable); /* ended and stored before the first client comes */
 }
 
+static void load_key(void *arg, const char *user, const char *key, uint64_t seq, const char *epoch,
+                     const char *event_id, int64_t ts)
+{
+    server_t *srv = arg;
+    hub_receipt_t r = {.seq = seq};
+    snprintf(r.epoch, sizeof r.epoch, "%s", epoch);
+    snprintf(r.event_id, sizeof r.event_id, "%s", event_id);
+    idem_put(&srv->idem, user, key, &r, ts);
+}
+
 int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
 {
     const config_t *cfg = srv->cfg;
@@ -323,6 +335,11 @@ int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
         return rc;
     srv->hub.load = load_stream;
     srv->hub.load_ctx = srv;
+    /* the keys of events stored within their time: a retry after the restart is exact */
+    if (store_each_idem(durable_reader(srv->durable), aw_now_ms() - cfg->idempotency_ttl_ms,
+                        load_key, srv) != AW_OK)
+        log_kv(LOG_ERROR, "cannot read the stored idempotency keys", "error",
+               store_error(durable_reader(srv->durable)), NULL);
     durable_stats_t st;
     durable_stats(srv->durable, &st);
     log_kv(LOG_INFO, "data dir", "dir", cfg->data_dir, "fsync", cfg->fsync_name, "#events",
@@ -337,7 +354,7 @@ void stored_tick(server_t *srv, int64_t now_ms)
         return;
     srv->_next_trim_ms = now_ms + 1000;
     durable_trim(srv->durable, now_ms - srv->cfg->history_ttl_ms,
-                 (uint64_t)srv->cfg->data_max_bytes);
+                 (uint64_t)srv->cfg->data_max_bytes, now_ms - srv->cfg->idempotency_ttl_ms);
 }
 
 void stored_metrics(server_t *srv, FILE *f)

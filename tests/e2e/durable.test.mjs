@@ -143,6 +143,38 @@ test('a run open at the crash ends after the restart with one agent_completed (s
   await srv.stop();
 });
 
+test('idempotency keys outlive a kill -9: a retry after the restart answers the first receipt and stores nothing twice', { timeout: 60000 }, async (t) => {
+  const dir = dataDir(t);
+  const user = 'dur_idem';
+  let srv = await startServer(['--data-dir', dir]);
+  const first = await api(srv, 'POST', '/api/v1/publish', { user_id: user, type: 'once', n: 1 }, { headers: { 'Idempotency-Key': 'key-1' } });
+  assert.equal(first.status, 200, first.text);
+  const batch = await api(srv, 'POST', '/api/v1/publish/batch', [
+    { user_id: user, type: 'once', n: 2, idempotency_key: 'key-2' },
+    { user_id: user, type: 'once', n: 3, idempotency_key: 'key-3' },
+  ]);
+  assert.equal(batch.status, 200, batch.text);
+  srv.signal('SIGKILL');
+  await srv.exited;
+  await srv.stop();
+  srv = await startServer(['--data-dir', dir]);
+  t.after(() => srv.stop());
+  const again = await api(srv, 'POST', '/api/v1/publish', { user_id: user, type: 'once', n: 1 }, { headers: { 'Idempotency-Key': 'key-1' } });
+  assert.equal(again.status, 200, again.text);
+  assert.equal(again.json.seq, first.json.seq);
+  assert.equal(again.json.event_id, first.json.event_id);
+  assert.equal(again.json.epoch, first.json.epoch);
+  const batch2 = await api(srv, 'POST', '/api/v1/publish/batch', [
+    { user_id: user, type: 'once', n: 3, idempotency_key: 'key-3' },
+    { user_id: user, type: 'once', n: 4, idempotency_key: 'key-4' },
+  ]);
+  assert.equal(batch2.status, 200, batch2.text);
+  assert.equal(batch2.json[0].seq, batch.json[1].seq, 'key-3: the stored receipt');
+  assert.equal(batch2.json[1].seq, 4, 'key-4: a new event');
+  const h = await historyOf(srv, user);
+  assert.deepEqual(h.events.map((e) => e.n), [1, 2, 3, 4]);
+});
+
 test('a file in --data-dir that is not an agentwire store, or --data-dir with --redis: a clear error at start', async (t) => {
   const dir = dataDir(t);
   fs.writeFileSync(path.join(dir, 'agentwire.db'), 'this is not a database, '.repeat(200));

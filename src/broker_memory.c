@@ -117,21 +117,36 @@ static void mem_history(broker_t *b, const char *user, uint64_t since, broker_hi
         fn(arg, AW_OK, NULL, 0, 0, NULL, NULL, 0);
         return;
     }
-    uint64_t first = history_first_seq(&u->history);
-    uint64_t last = history_last_seq(&u->history);
+    hub_user_t *hu = (hub_user_t *)u;
+    uint64_t first = hub_first_seq(&srv->hub, hu); /* memory, or older on disk */
+    uint64_t last = first ? u->seq : 0;
     uint64_t from = since + 1 > first ? since + 1 : first;
     size_t n = first && last >= from ? (size_t)(last - from + 1) : 0;
     const char **ev = calloc(n + 1, sizeof *ev);
     size_t *lens = calloc(n + 1, sizeof *lens);
-    if (!ev || !lens) {
+    frame_t **owned = calloc(n + 1, sizeof *owned);
+    if (!ev || !lens || !owned) {
         free(ev);
         free(lens);
+        free(owned);
         fn(arg, AW_ENOMEM, NULL, 0, 0, NULL, NULL, 0);
         return;
     }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool mine;
+        frame_t *f = hub_history_get(&srv->hub, hu, from + i, &mine);
+        if (!f)
+            break; /* gone meanwhile (expired): what came before is whole */
+        if (mine)
+            owned[i] = f;
+        ev[k] = (const char *)frame_ws_payload(f, &lens[k]);
+        k++;
+    }
+    fn(arg, AW_OK, u->epoch, u->seq, k ? first : history_first_seq(&u->history), ev, lens, k);
     for (size_t i = 0; i < n; i++)
-        ev[i] = (const char *)frame_ws_payload(history_get(&u->history, from + i), &lens[i]);
-    fn(arg, AW_OK, u->epoch, u->seq, first, ev, lens, n);
+        frame_unref(owned[i]);
+    free(owned);
     free(ev);
     free(lens);
 }

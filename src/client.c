@@ -128,8 +128,8 @@ static void on_resume(msg_t *m)
                            u->epoch, "seq", (json_int_t)u->seq));
         return;
     }
-    bool complete = hub_can_resume(u, since, epoch);
-    uint64_t first = history_first_seq(&u->history);
+    bool complete = hub_can_resume(&s->srv->hub, u, since, epoch);
+    uint64_t first = hub_first_seq(&s->srv->hub, u);
     uint64_t from = since + 1;
     if (!complete)
         from = first ? first : u->seq + 1;

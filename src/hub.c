@@ -475,14 +475,36 @@ void hub_each_session(hub_t *h, const char *user_id, void (*fn)(session_t *s, vo
         fn(s, arg);
 }
 
-bool hub_can_resume(const hub_user_t *u, uint64_t since, const char *epoch)
+bool hub_can_resume(const hub_t *h, hub_user_t *u, uint64_t since, const char *epoch)
 {
     if (!epoch || strcmp(epoch, u->epoch) != 0 || since > u->seq)
         return false;
     if (since == u->seq)
         return true;
     uint64_t first = history_first_seq(&u->history);
-    return first && first <= since + 1 && history_last_seq(&u->history) == u->seq;
+    if (first && first <= since + 1 && history_last_seq(&u->history) == u->seq)
+        return true;
+    /* older storage holds every event it has up to u->seq */
+    uint64_t older = h->older_first ? h->older_first(h->load_ctx, u) : 0;
+    return older && older <= since + 1;
+}
+
+uint64_t hub_first_seq(const hub_t *h, hub_user_t *u)
+{
+    uint64_t first = history_first_seq(&u->history);
+    if (first == 1 || !h->older_first)
+        return first;
+    uint64_t older = h->older_first(h->load_ctx, u);
+    return older && (!first || older < first) ? older : first;
+}
+
+frame_t *hub_history_get(const hub_t *h, hub_user_t *u, uint64_t seq, bool *owned)
+{
+    frame_t *f = history_get(&u->history, seq);
+    *owned = !f && h->older;
+    if (*owned && !(f = h->older(h->load_ctx, u, seq)))
+        *owned = false;
+    return f;
 }
 
 /* The predicate also takes a stream it accepts off the cap's count. */

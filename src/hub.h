@@ -75,6 +75,11 @@ typedef struct hub {
      * epoch, seq and events (hub_restore). NULL: a new epoch. */
     void (*load)(void *ctx, struct hub *h, hub_user_t *u);
     void *load_ctx;
+    /* public: events older than memory holds, kept elsewhere (--data-dir):
+     * the first seq kept there (0: none; the rest up to u->seq follow), and
+     * event seq as a new frame reference (NULL: not there). NULL: nowhere. */
+    uint64_t (*older_first)(void *ctx, hub_user_t *u);
+    frame_t *(*older)(void *ctx, hub_user_t *u, uint64_t seq);
     /* public: the undecoded long strings of the events being published
      * (bigstr.h), set around hub_publish by the caller that parsed them */
     const struct bigstr *literals;
@@ -162,8 +167,15 @@ int hub_event_body(hub_t *h, json_t *ev, const char **out, size_t *len);
 
 /* Can a client holding events up to `since` of `epoch` be given every event
  * after it? True when the epoch matches and events since+1..seq are all
- * retained (or there are none). */
-bool hub_can_resume(const hub_user_t *u, uint64_t since, const char *epoch);
+ * retained, in memory or older storage (or there are none). */
+bool hub_can_resume(const hub_t *h, hub_user_t *u, uint64_t since, const char *epoch);
+
+/* The first retained event of u (memory or older storage), 0 for none. */
+uint64_t hub_first_seq(const hub_t *h, hub_user_t *u);
+
+/* Retained event seq of u: from memory (borrowed, *owned false) or older
+ * storage (a new reference, *owned true); NULL when gone. */
+frame_t *hub_history_get(const hub_t *h, hub_user_t *u, uint64_t seq, bool *owned);
 
 /* Housekeeping: expires history and forgets users that have had no
  * connection and no retained event for the history ttl (their next stream

@@ -89,12 +89,13 @@ typedef struct server {
     bool tls_on;         /* --tls-cert given: every connection is TLS */
     deflater_t deflater; /* compresses shared event frames for deflate sessions */
     metrics_t metrics;
-    broker_t *broker;        /* where users' streams live (broker.h) */
-    broker_t memory_broker;  /* the embedded default */
-    struct cluster *cluster; /* --redis: users' streams on Redis shards, else NULL */
-    struct durable *durable; /* --data-dir: users' streams on disk too, else NULL */
-    map_t _stored_keys;      /* --data-dir: idempotency keys of events being stored */
-    char store_failed[256];  /* why the last write to the store failed, "" when it works */
+    broker_t *broker;           /* where users' streams live (broker.h) */
+    broker_t memory_broker;     /* the embedded default */
+    struct cluster *cluster;    /* --redis: users' streams on Redis shards, else NULL */
+    struct durable *durable;    /* --data-dir: users' streams on disk too, else NULL */
+    map_t _stored_keys;         /* --data-dir: idempotency keys of events being stored */
+    struct older_chunk *_older; /* --data-dir: events read from disk for a replay */
+    char store_failed[256];     /* why the last write to the store failed, "" when it works */
     int64_t _next_trim_ms;
     bool draining;        /* SIGTERM/SIGINT seen: refuse, close, exit */
     int bound_port;       /* the port actually listened on */

@@ -286,14 +286,18 @@ static void replay_pump(session_t *s)
         }
         if (session_backlog(s) >= watermark(s))
             break;
-        frame_t *f = history_get(&s->user->history, s->replay_next);
+        bool owned;
+        frame_t *f = hub_history_get(&s->srv->hub, s->user, s->replay_next, &owned);
         if (!f) { /* evicted while replaying: the client must resume again */
             log_kv(LOG_INFO | LOG_LIMITED, "history lost during replay", "conn", s->id, "user",
                    s->user->id, "#seq", (long long)s->replay_next, NULL);
             session_close(s, WS_CLOSE_SLOW_CONSUMER, "slow_consumer");
             break;
         }
-        if (session_enqueue(s, session_wire_frame(s, f)) != AW_OK) {
+        int rc = session_enqueue(s, session_wire_frame(s, f));
+        if (owned)
+            frame_unref(f); /* read from older storage: the queue holds it */
+        if (rc != AW_OK) {
             session_close(s, WS_CLOSE_INTERNAL, "out of memory");
             break;
         }
@@ -765,9 +769,13 @@ static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf)
 static size_t lag(const session_t *s, size_t limit)
 {
     size_t n = session_backlog(s);
+    uint64_t first = history_first_seq(&s->user->history);
     for (uint64_t q = s->replay_next; q && q <= s->user->seq && n <= limit; q++) {
         frame_t *f = history_get(&s->user->history, q);
-        n += f ? f->len : limit + 1;
+        if (!f && s->srv->hub.older && (!first || q < first))
+            n += 256; /* older than memory holds: read from disk as the replay goes */
+        else
+            n += f ? f->len : limit + 1;
     }
     return n;
 }

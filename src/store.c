@@ -32,6 +32,7 @@ enum stmt {
     S_IDEM_OLDEST,
     S_IDEM_DEL,
     S_IDEM_ALL,
+    S_FIRST,
     S_COUNT
 };
 
@@ -55,6 +56,7 @@ static const char *const sql[S_COUNT] = {
     [S_RUN_ALL] = "SELECT user, run_id, thread_id FROM runs",
     [S_IDEM_PUT] = ("INSERT OR REPLACE INTO idem(user, key, seq, epoch, event_id, ts) "
                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6)"),
+    [S_FIRST] = "SELECT first FROM events WHERE user = ?1 ORDER BY first LIMIT 1",
     [S_IDEM_OLDEST] = "SELECT id, ts FROM idem ORDER BY id",
     [S_IDEM_DEL] = "DELETE FROM idem WHERE id = ?1",
     [S_IDEM_ALL] = ("SELECT user, key, seq, epoch, event_id, ts FROM idem WHERE ts >= ?1 "
@@ -362,6 +364,17 @@ int store_stream(store_t *s, const char *user, char *epoch, size_t epochlen, uin
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     return out;
+}
+
+int store_first(store_t *s, const char *user, uint64_t *first)
+{
+    sqlite3_stmt *q = s->st[S_FIRST];
+    sqlite3_bind_text(q, 1, user, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    *first = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? AW_OK : fail(s, "first");
 }
 
 int store_range(store_t *s, const char *user, uint64_t from, size_t max, store_event_fn fn,

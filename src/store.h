@@ -65,6 +65,9 @@ int store_stream(store_t *s, const char *user, char *epoch, size_t epochlen, uin
  * Inside a group. */
 int store_stream_reset(store_t *s, const char *user, const char *epoch);
 
+/* The seq of the user's oldest retained event (0: none). 0 or AW_EIO. */
+int store_first(store_t *s, const char *user, uint64_t *first);
+
 /* Calls fn for each retained event of user with seq >= from, oldest first,
  * at most max (0: no limit), with the time its row was written (ts). fn
  * returns nonzero to stop. 0 or AW_EIO. */

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "map.h"
 #include "server.h"
+#include "ws.h"
 
 /* One publish call waiting for its group's commit. Strings are copied into
  * the call's own pool: the caller's end with the call. */
@@ -244,6 +245,78 @@ static void load_stream(void *ctx, hub_t *h, hub_user_t *u)
                store_error(r), NULL);
 }
 
+/* Resumes older than memory holds read the disk, a chunk of events at a
+ * time, kept until another chunk is needed or the next tick. */
+#define OLDER_CHUNK 256
+
+typedef struct older_chunk {
+    char user[EVENT_MAX_ID + 1];
+    char epoch[HUB_EPOCH_LEN + 1];
+    uint64_t from;
+    size_t n;
+    int64_t oldest_ms;
+    frame_t *f[OLDER_CHUNK];
+} older_chunk_t;
+
+static void older_drop(server_t *srv)
+{
+    older_chunk_t *c = srv->_older;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        frame_unref(c->f[i]);
+    c->n = 0;
+}
+
+static int older_event(void *arg, uint64_t seq, int64_t ts, const char *json, size_t len)
+{
+    older_chunk_t *c = arg;
+    if (seq != c->from + c->n)
+        return 1; /* a gap: stop there */
+    if (ts < c->oldest_ms) {
+        c->from = seq + 1; /* expired: not served */
+        return 0;
+    }
+    frame_t *f = frame_ws(WS_OP_TEXT, json, len);
+    if (!f)
+        return 1;
+    c->f[c->n++] = f;
+    return c->n == OLDER_CHUNK;
+}
+
+static uint64_t older_first(void *ctx, hub_user_t *u)
+{
+    server_t *srv = ctx;
+    uint64_t first = 0;
+    if (store_first(durable_reader(srv->durable), u->id, &first) != AW_OK)
+        log_kv(LOG_ERROR | LOG_LIMITED, "cannot read the store", "user", u->id, "error",
+               store_error(durable_reader(srv->durable)), NULL);
+    return first;
+}
+
+static frame_t *older(void *ctx, hub_user_t *u, uint64_t seq)
+{
+    server_t *srv = ctx;
+    older_chunk_t *c = srv->_older;
+    if (!c && !(c = srv->_older = calloc(1, sizeof *c)))
+        return NULL;
+    if (!c->n || strcmp(c->user, u->id) != 0 || strcmp(c->epoch, u->epoch) != 0 || seq < c->from ||
+        seq >= c->from + c->n) {
+        older_drop(srv);
+        snprintf(c->user, sizeof c->user, "%s", u->id);
+        snprintf(c->epoch, sizeof c->epoch, "%s", u->epoch);
+        c->from = seq;
+        c->oldest_ms = aw_now_ms() - srv->cfg->history_ttl_ms;
+        if (store_range(durable_reader(srv->durable), u->id, seq, OLDER_CHUNK, older_event, c) !=
+            AW_OK)
+            log_kv(LOG_ERROR | LOG_LIMITED, "cannot read events from the store", "user", u->id,
+                   "error", store_error(durable_reader(srv->durable)), NULL);
+        if (seq < c->from || seq >= c->from + c->n)
+            return NULL;
+    }
+    return frame_ref(c->f[seq - c->from]);
+}
+
 bool stored_has_stream(server_t *srv, const char *user)
 {
     char epoch[HUB_EPOCH_LEN + 1];
@@ -335,6 +408,8 @@ int stored_open(server_t *srv, uv_loop_t *loop, char *err, size_t errlen)
         return rc;
     srv->hub.load = load_stream;
     srv->hub.load_ctx = srv;
+    srv->hub.older_first = older_first;
+    srv->hub.older = older;
     /* the keys of events stored within their time: a retry after the restart is exact */
     if (store_each_idem(durable_reader(srv->durable), aw_now_ms() - cfg->idempotency_ttl_ms,
                         load_key, srv) != AW_OK)
@@ -352,6 +427,7 @@ void stored_tick(server_t *srv, int64_t now_ms)
 {
     if (now_ms < srv->_next_trim_ms)
         return;
+    older_drop(srv);
     srv->_next_trim_ms = now_ms + 1000;
     durable_trim(srv->durable, now_ms - srv->cfg->history_ttl_ms,
                  (uint64_t)srv->cfg->data_max_bytes, now_ms - srv->cfg->idempotency_ttl_ms);
@@ -399,5 +475,8 @@ void stored_close(server_t *srv)
         return;
     durable_close(srv->durable);
     srv->durable = NULL;
+    older_drop(srv);
+    free(srv->_older);
+    srv->_older = NULL;
     map_dispose(&srv->_stored_keys, NULL);
 }

@@ -77,7 +77,7 @@ static void send_established(session_t *s, bool has_since, uint64_t since, const
 {
     const config_t *cfg = s->srv->cfg;
     hub_user_t *u = s->user;
-    bool resumed = has_since && hub_can_resume(u, since, epoch[0] ? epoch : NULL);
+    bool resumed = has_since && hub_can_resume(&s->srv->hub, u, since, epoch[0] ? epoch : NULL);
     uint64_t missed = resumed ? u->seq - since : 0;
     json_t *m = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I, s:I, s:I}", "type", "connection_established",

@@ -84,7 +84,7 @@ test('a full disk: 503 to publishes, /readyz not ready, connections kept, nothin
   assert.equal(metricValue(await metrics(srv), 'agentwire_store_up'), 0);
   assert.ok(metricValue(await metrics(srv), 'agentwire_store_failures_total') >= 1);
   // a run's start that was not stored does not count as started
-  const start = { user_id: user, type: 'agent_started', thread_id: 'th', run_id: 'run_full', agent_name: 'a' };
+  const start = { user_id: user, type: 'agent_started', thread_id: 'th', run_id: 'run_full', agent_name: 'a', pad: 's'.repeat(8000) };
   assert.equal((await api(srv, 'POST', '/api/v1/publish', start)).status, 503);
   // the connection stays, and got exactly the acknowledged events
   const last = acked[acked.length - 1].seq;

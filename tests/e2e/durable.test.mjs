@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import test from 'node:test';
 
-import { api, connectAs, connectReady, runExpectExit, startServer } from './lib/harness.mjs';
+import { api, connectAs, connectReady, metricValue, runExpectExit, startServer } from './lib/harness.mjs';
 
 function dataDir(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentwire-data-'));
@@ -173,6 +173,46 @@ test('idempotency keys outlive a kill -9: a retry after the restart answers the 
   assert.equal(batch2.json[1].seq, 4, 'key-4: a new event');
   const h = await historyOf(srv, user);
   assert.deepEqual(h.events.map((e) => e.n), [1, 2, 3, 4]);
+});
+
+test('a resume older than memory holds is served from disk: resumed, every event once, in order', { timeout: 60000 }, async (t) => {
+  const dir = dataDir(t);
+  const user = 'dur_older';
+  // memory keeps ~60 of these events, the disk all 300
+  const srv = await startServer(['--data-dir', dir, '--history-memory-bytes', '65536']);
+  t.after(() => srv.stop());
+  const pad = 'o'.repeat(800);
+  let epoch;
+  for (let i = 1; i <= 300; i++) {
+    const r = await api(srv, 'POST', '/api/v1/publish', { user_id: user, type: 'old', i, pad }, { keepAlive: true });
+    assert.equal(r.status, 200, r.text);
+    epoch = r.json.epoch;
+  }
+  const m = await api(srv, 'GET', '/metrics');
+  assert.ok(metricValue(m.text, 'agentwire_history_events') < 300, 'memory holds fewer than the disk');
+  // over the upgrade
+  const c = await connectReady(srv.wsUrl({ since: '10', epoch }), { headers: { Authorization: `Bearer ${srv.token(user)}` } });
+  assert.equal(c.hello.resumed, true);
+  assert.equal(c.hello.missed, 290);
+  const got = await c.nextMessages(290, (e) => e.type === 'old', 20000);
+  assert.deepEqual(got.map((e) => e.i), Array.from({ length: 290 }, (_, k) => k + 11));
+  assert.deepEqual(got.map((e) => e.seq), Array.from({ length: 290 }, (_, k) => k + 11));
+  // and live after it
+  await api(srv, 'POST', '/api/v1/publish', { user_id: user, type: 'old', i: 301 });
+  assert.equal((await c.nextMessage((e) => e.type === 'old')).seq, 301);
+  c.close();
+  // over the resume message
+  const c2 = await connectAs(srv, user);
+  c2.send({ type: 'resume', since: 0, epoch, message_id: 'r1' });
+  const replayed = await c2.nextMessages(301, (e) => e.type === 'old', 20000);
+  assert.deepEqual(replayed.map((e) => e.seq), Array.from({ length: 301 }, (_, k) => k + 1));
+  const ack = await c2.nextMessage((e) => e.type === 'ack' && e.for === 'resume');
+  assert.equal(ack.resumed, true);
+  c2.close();
+  // and the HTTP history
+  const h = await historyOf(srv, user);
+  assert.deepEqual(h.events.map((e) => e.seq), Array.from({ length: 301 }, (_, k) => k + 1));
+  assert.equal(h.first_seq, 1);
 });
 
 test('a file in --data-dir that is not an agentwire store, or --data-dir with --redis: a clear error at start', async (t) => {

@@ -13,6 +13,7 @@
 #include "aw.h"
 #include "frame.h"
 #include "hub.h"
+#include "ws.h"
 
 static config_t cfg;
 static metrics_t metrics;
@@ -112,12 +113,53 @@ static void test_resume_decisions(void **state)
         publish(h, "u", &r); /* history keeps 3..5 */
     hub_user_t *u = hub_user_find(h, "u");
     assert_non_null(u);
-    assert_true(hub_can_resume(u, 5, u->epoch));  /* nothing missed */
-    assert_true(hub_can_resume(u, 2, u->epoch));  /* 3..5 retained */
-    assert_false(hub_can_resume(u, 1, u->epoch)); /* 2 was evicted */
-    assert_false(hub_can_resume(u, 6, u->epoch)); /* ahead of the stream */
-    assert_false(hub_can_resume(u, 4, "other"));
-    assert_false(hub_can_resume(u, 4, NULL));
+    assert_true(hub_can_resume(h, u, 5, u->epoch));  /* nothing missed */
+    assert_true(hub_can_resume(h, u, 2, u->epoch));  /* 3..5 retained */
+    assert_false(hub_can_resume(h, u, 1, u->epoch)); /* 2 was evicted */
+    assert_false(hub_can_resume(h, u, 6, u->epoch)); /* ahead of the stream */
+    assert_false(hub_can_resume(h, u, 4, "other"));
+    assert_false(hub_can_resume(h, u, 4, NULL));
+}
+
+/* Older storage (--data-dir): events memory no longer holds, 1..2. */
+static uint64_t older_first(void *ctx, hub_user_t *u)
+{
+    (void)ctx, (void)u;
+    return 1;
+}
+
+static frame_t *older(void *ctx, hub_user_t *u, uint64_t seq)
+{
+    (void)ctx, (void)u;
+    return seq <= 2 ? frame_ws(WS_OP_TEXT, "{\"older\":true}", 14) : NULL;
+}
+
+static void test_resume_from_older_storage(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    for (int i = 0; i < 5; i++)
+        publish(h, "u", &r); /* memory keeps 3..5 */
+    hub_user_t *u = hub_user_find(h, "u");
+    assert_false(hub_can_resume(h, u, 0, u->epoch));
+    assert_int_equal(hub_first_seq(h, u), 3);
+    h->older_first = older_first;
+    h->older = older;
+    assert_true(hub_can_resume(h, u, 0, u->epoch)); /* 1..2 from older storage */
+    assert_int_equal(hub_first_seq(h, u), 1);
+    bool owned;
+    frame_t *f = hub_history_get(h, u, 2, &owned);
+    assert_non_null(f);
+    assert_true(owned);
+    size_t len;
+    assert_memory_equal(frame_ws_payload(f, &len), "{\"older\":true}", 14);
+    frame_unref(f);
+    f = hub_history_get(h, u, 4, &owned);
+    assert_non_null(f);
+    assert_false(owned); /* memory's own */
+    assert_false(hub_can_resume(h, u, 0, "other"));
+    h->older_first = NULL;
+    h->older = NULL;
 }
 
 static void test_epoch_changes_when_stream_forgotten(void **state)
@@ -135,7 +177,7 @@ static void test_epoch_changes_when_stream_forgotten(void **state)
     assert_int_equal(publish(h, "gone", &r), 1);
     assert_string_not_equal(r.epoch, old_epoch);
     hub_user_t *u = hub_user_find(h, "gone");
-    assert_false(hub_can_resume(u, 1, old_epoch));
+    assert_false(hub_can_resume(h, u, 1, old_epoch));
 }
 
 /* The history cap counts the streams' records too: past it idle streams
@@ -189,6 +231,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seq_per_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelope_escapes_user_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_decisions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_from_older_storage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_changes_when_stream_forgotten, setup, teardown),
         cmocka_unit_test_setup_teardown(test_admit_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_under_cap, setup, teardown),

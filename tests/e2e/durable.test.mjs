@@ -31,7 +31,7 @@ test('kill -9 at random moments while a publisher runs: every acknowledged event
   const acked = Object.fromEntries(users.map((u) => [u, []])); // payload ids that got a 200, in order
   let epoch = Object.fromEntries(users.map((u) => [u, null]));
   let next = 0;
-  for (let round = 0; round < 6; round++) {
+  for (let round = 0; round < 30; round++) {
     const srv = await startServer(['--data-dir', dir]);
     let stop = false;
     // publishers: single events and batches, until the kill
@@ -69,7 +69,7 @@ test('kill -9 at random moments while a publisher runs: every acknowledged event
   t.after(() => srv.stop());
   for (const user of users) {
     const h = await historyOf(srv, user);
-    assert.equal(h.epoch, epoch[user], `${user}: the epoch survived six kills`);
+    assert.equal(h.epoch, epoch[user], `${user}: the epoch survived thirty kills`);
     const stored = h.events.map((e) => e.id);
     const seqs = h.events.map((e) => e.seq);
     assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), `${user}: seqs 1..n, no gap, no duplicate`);

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=(build-essential cmake pkg-config libuv1-dev libssl-dev libjansson-dev libhttp-parser-dev
-      zlib1g-dev libcmocka-dev libhiredis-dev libsqlite3-dev)
+      zlib1g-dev libcmocka-dev libhiredis-dev libsqlite3-dev libcurl4-openssl-dev)
 if [ "${1:-build}" = test ]; then
   need+=(curl)
   # The fuzz step (scripts/fuzz.sh): clang and its libFuzzer runtime (compiler-rt).
@@ -22,6 +22,10 @@ if [ "${1:-build}" = test ]; then
   need+=(nginx libnginx-mod-nchan gnuplot-nox)
   # The cluster tests (tests/cluster) start their own redis-server processes.
   need+=(redis-server)
+  # The Python SDK (clients/python) and its tests: Debian's python3 packages only.
+  need+=(python3 python3-httpx python3-websockets python3-pytest python3-aiohttp)
+  # The package test (scripts/test-package.sh) builds a .deb with cpack.
+  need+=(dpkg-dev)
 fi
 
 missing=()

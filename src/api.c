@@ -15,6 +15,7 @@
 #include "cluster.h"
 #include "event.h"
 #include "jalloc.h"
+#include "jwks.h"
 #include "log.h"
 #include "server.h"
 #include "stored.h"
@@ -487,7 +488,7 @@ static void on_metrics(session_t *s)
     };
     server_sum_counters(srv);
     char *text = metrics_render(&srv->metrics, &g, &len);
-    if (text && (srv->cluster || srv->durable)) { /* the cluster's or the store's lines follow */
+    if (text && (srv->cluster || srv->durable || srv->jwks)) { /* more modules' lines follow */
         char *all = NULL;
         size_t alen = 0;
         FILE *f = open_memstream(&all, &alen);
@@ -496,6 +497,8 @@ static void on_metrics(session_t *s)
             if (srv->cluster)
                 cluster_metrics(srv->cluster, f);
             stored_metrics(srv, f);
+            if (srv->jwks)
+                jwks_metrics(srv->jwks, f);
             fclose(f);
         }
         free(text);
@@ -518,6 +521,12 @@ static void on_readyz(session_t *s)
     char why[256];
     bool ready = !s->srv->draining && broker_ready(s->srv->broker, why, sizeof why);
     json_t *detail = broker_describe(s->srv->broker);
+    if (s->srv->jwks) { /* the keys: stale ones still verify, so ready stays as it is */
+        if (!detail)
+            detail = json_object();
+        if (detail)
+            json_object_set_new(detail, "jwks", jwks_describe(s->srv->jwks));
+    }
     if (!detail) {
         if (ready)
             session_respond(s, 200, "application/json", "{\"status\":\"ready\"}", 18, NULL);

@@ -27,7 +27,7 @@ int auth_token(const jwt_verifier_t *v, const char *token, size_t len, int64_t n
     jwt_claims_t c;
     int rc = jwt_verify(v, token, len, now_ms / 1000, &c);
     if (rc != AW_OK) {
-        out->reason = aw_strerror(rc);
+        out->reason = rc == AW_ENOTFOUND ? "unknown signing key (kid)" : aw_strerror(rc);
         return rc;
     }
     if (!event_id_valid(c.sub)) { /* one rule for a user id, here and at publish */

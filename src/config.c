@@ -47,10 +47,26 @@ static const option_t options[] = {
         "PEM public key for RS256, ES256 or EdDSA tokens (needs --jwt-alg)"),
     STR("jwt-alg", "AGENTWIRE_JWT_ALG", jwt_alg_name, NULL, "ALG",
         "pinned token algorithm: HS256 (default with a secret), RS256, ES256, EdDSA"),
+    STR("jwks-url", "AGENTWIRE_JWKS_URL", jwks_url, NULL, "URL",
+        "HTTPS URL of the identity provider's key set (JWKS): RS256, ES256 and EdDSA keys chosen "
+        "by the token's kid, refreshed while running"),
+    STR("jwks-file", "AGENTWIRE_JWKS_FILE", jwks_file, NULL, "FILE",
+        "a key set (JWKS) in a file, read again when it changes"),
+    STR("jwks-ca-file", "AGENTWIRE_JWKS_CA_FILE", jwks_ca_file, NULL, "FILE",
+        "PEM certificates to verify --jwks-url's server with, instead of the system's"),
+    NUM("jwks-refresh-ms", "AGENTWIRE_JWKS_REFRESH_MS", jwks_refresh_ms, "600000", 1000, 86400000,
+        "MS",
+        "refresh period of the keys when the key set's response has no Cache-Control max-age"),
+    NUM("jwks-min-interval-ms", "AGENTWIRE_JWKS_MIN_INTERVAL_MS", jwks_min_interval_ms, "30000",
+        100, 3600000, "MS",
+        "at most one refresh per this period, however many tokens name an unknown kid; also the "
+        "shortest max-age taken"),
+    NUM("jwks-timeout-ms", "AGENTWIRE_JWKS_TIMEOUT_MS", jwks_timeout_ms, "5000", 100, 60000, "MS",
+        "a fetch of the key set taking longer fails (the last good keys stay)"),
     STR("jwt-issuer", "AGENTWIRE_JWT_ISSUER", jwt_issuer, NULL, "ISS",
         "required iss claim of user tokens"),
-    STR("jwt-audience", "AGENTWIRE_JWT_AUDIENCE", jwt_audience, NULL, "AUD",
-        "required aud claim of user tokens"),
+    STR("jwt-audience", "AGENTWIRE_JWT_AUDIENCE", jwt_audience, NULL, "AUD[,AUD...]",
+        "required aud claim of user tokens: the token's aud must name one of these"),
     NUM("jwt-leeway-s", "AGENTWIRE_JWT_LEEWAY_S", jwt_leeway_s, "30", 0, 3600, "N",
         "clock tolerance for exp and nbf, seconds"),
     {"jwt-allow-high-s", "AGENTWIRE_JWT_ALLOW_HIGH_S", OPT_FLAG,
@@ -353,12 +369,31 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
         return fail(err, errlen, "--api-key must not be empty%s%s", "", "");
     if (cfg->jwt_secret && cfg->jwt_public_key_file)
         return fail(err, errlen, "give --jwt-secret or --jwt-public-key, not both%s%s", "", "");
+    if (cfg->jwks_url && cfg->jwks_file)
+        return fail(err, errlen, "give --jwks-url or --jwks-file, not both%s%s", "", "");
+    bool jwks = cfg->jwks_url || cfg->jwks_file;
+    if (jwks && (cfg->jwt_secret || cfg->jwt_public_key_file))
+        return fail(err, errlen,
+                    "--jwks-url/--jwks-file replace --jwt-secret and --jwt-public-key: give "
+                    "one way%s%s",
+                    "", "");
+    if (cfg->jwks_url && strncmp(cfg->jwks_url, "https://", 8) != 0)
+        return fail(err, errlen, "--jwks-url must be an https:// URL, got '%s'%s", cfg->jwks_url,
+                    "");
+    if (cfg->jwks_ca_file && !cfg->jwks_url)
+        return fail(err, errlen, "--jwks-ca-file goes with --jwks-url%s%s", "", "");
 
     cfg->jwt_alg = JWT_HS256;
     if (cfg->jwt_alg_name && jwt_alg_parse(cfg->jwt_alg_name, &cfg->jwt_alg) != AW_OK)
         return fail(err, errlen, "--jwt-alg: expected HS256, RS256, ES256 or EdDSA, got '%s'%s",
                     cfg->jwt_alg_name, "");
-    if (cfg->jwt_public_key_file) {
+    if (jwks) {
+        if (cfg->jwt_alg_name && cfg->jwt_alg == JWT_HS256)
+            return fail(err, errlen,
+                        "--jwt-alg HS256 does not go with a key set: RS256, ES256 or EdDSA "
+                        "(for keys without alg)%s%s",
+                        "", "");
+    } else if (cfg->jwt_public_key_file) {
         if (!cfg->jwt_alg_name || cfg->jwt_alg == JWT_HS256)
             return fail(err, errlen, "--jwt-public-key needs --jwt-alg RS256, ES256 or EdDSA%s%s",
                         "", "");
@@ -377,7 +412,7 @@ int config_finish(config_t *cfg, char *err, size_t errlen)
         return fail(err, errlen, "--metrics-public: expected on, off or auto, got '%s'%s",
                     cfg->metrics_public_name, "");
 
-    bool has_user_auth = cfg->jwt_secret || cfg->jwt_public_key_file;
+    bool has_user_auth = cfg->jwt_secret || cfg->jwt_public_key_file || jwks;
     if (!has_user_auth && !cfg->api_key) {
         if (!loopback && !cfg->dev)
             return fail(err, errlen,

@@ -23,6 +23,8 @@ typedef struct config {
     char *jwt_alg_name; /* NULL: HS256 with a secret; required with a public key */
     jwt_alg_t jwt_alg;
     char *jwt_issuer, *jwt_audience;
+    char *jwks_url, *jwks_file, *jwks_ca_file; /* keys from an identity provider */
+    int64_t jwks_refresh_ms, jwks_min_interval_ms, jwks_timeout_ms;
     int64_t jwt_leeway_s;
     bool jwt_allow_high_s;
 

@@ -186,6 +186,102 @@ int jwt_verifier_init_pem(jwt_verifier_t *v, jwt_alg_t alg, const char *pem, siz
     return 0;
 }
 
+/* ---- key sets ---- */
+
+#define JWT_MAX_KID 128
+
+typedef struct jwt_key {
+    char kid[JWT_MAX_KID + 1];
+    jwt_alg_t alg;
+    EVP_PKEY *pkey;
+} jwt_key_t;
+
+struct jwt_keyset {
+    jwt_key_t *keys;
+    size_t n, cap;
+};
+
+jwt_keyset_t *jwt_keyset_new(void)
+{
+    return calloc(1, sizeof(jwt_keyset_t));
+}
+
+int jwt_keyset_add(jwt_keyset_t *ks, const char *kid, jwt_alg_t alg, void *pkey, char *why,
+                   size_t whylen)
+{
+    const char *bad = NULL;
+    if (ks == NULL || kid == NULL || pkey == NULL)
+        bad = "no key";
+    else if (strlen(kid) > JWT_MAX_KID)
+        bad = "kid longer than 128 bytes";
+    else if (alg == JWT_HS256)
+        bad = "HS256 keys are not taken from a key set";
+    else
+        bad = key_mismatch(pkey, alg);
+    for (size_t i = 0; bad == NULL && i < ks->n; i++)
+        if (strcmp(ks->keys[i].kid, kid) == 0)
+            bad = "a second key with the same kid";
+    if (bad == NULL && ks->n == ks->cap) {
+        size_t cap = ks->cap ? ks->cap * 2 : 4;
+        jwt_key_t *k = realloc(ks->keys, cap * sizeof *k);
+        if (k == NULL)
+            bad = "out of memory";
+        else
+            ks->keys = k, ks->cap = cap;
+    }
+    if (bad != NULL) {
+        EVP_PKEY_free(pkey);
+        set_err(why, whylen, "%s", bad);
+        return AW_EINVAL;
+    }
+    jwt_key_t *k = &ks->keys[ks->n++];
+    snprintf(k->kid, sizeof k->kid, "%s", kid);
+    k->alg = alg;
+    k->pkey = pkey;
+    return 0;
+}
+
+size_t jwt_keyset_count(const jwt_keyset_t *ks)
+{
+    return ks ? ks->n : 0;
+}
+
+void jwt_keyset_free(jwt_keyset_t *ks)
+{
+    if (ks == NULL)
+        return;
+    for (size_t i = 0; i < ks->n; i++)
+        EVP_PKEY_free(ks->keys[i].pkey);
+    free(ks->keys);
+    free(ks);
+}
+
+int jwt_verifier_init_keys(jwt_verifier_t *v, jwt_keyset_t *ks)
+{
+    if (v == NULL || ks == NULL)
+        return AW_EINVAL;
+    verifier_defaults(v, JWT_RS256);
+    v->_keys = ks;
+    return 0;
+}
+
+void jwt_verifier_use_keys(jwt_verifier_t *v, jwt_keyset_t *ks)
+{
+    jwt_keyset_free(v->_keys);
+    v->_keys = ks;
+}
+
+/* The key a token's kid (NULL: none given) names. */
+static const jwt_key_t *key_for(const jwt_keyset_t *ks, const char *kid)
+{
+    if (kid == NULL)
+        return ks->n == 1 ? &ks->keys[0] : NULL;
+    for (size_t i = 0; i < ks->n; i++)
+        if (strcmp(ks->keys[i].kid, kid) == 0)
+            return &ks->keys[i];
+    return NULL;
+}
+
 static int replace_string(char **slot, const char *s)
 {
     char *copy = NULL;
@@ -223,6 +319,7 @@ void jwt_verifier_dispose(jwt_verifier_t *v)
         OPENSSL_cleanse(v->_secret, v->_secret_len);
     free(v->_secret);
     EVP_PKEY_free(v->_pkey);
+    jwt_keyset_free(v->_keys);
     memset(v, 0, sizeof(*v));
 }
 
@@ -283,7 +380,15 @@ static int load_object(const uint8_t *buf, size_t len, json_t **out)
     return 0;
 }
 
-static int check_header(const jwt_verifier_t *v, const uint8_t *buf, size_t len)
+/* The algorithm and public key a token is checked with: the verifier's
+ * own, or (key-set mode) those of the key its kid names. */
+typedef struct jwt__key_use {
+    jwt_alg_t alg;
+    EVP_PKEY *pkey;
+} jwt__key_use_t;
+
+static int check_header(const jwt_verifier_t *v, const uint8_t *buf, size_t len,
+                        jwt__key_use_t *use)
 {
     json_t *h = NULL;
     int rc = load_object(buf, len, &h);
@@ -291,12 +396,25 @@ static int check_header(const jwt_verifier_t *v, const uint8_t *buf, size_t len)
         return rc;
     json_t *alg = json_object_get(h, "alg");
     json_t *typ = json_object_get(h, "typ");
-    if (!json_is_string(alg) || json_object_get(h, "crit") != NULL)
+    json_t *kid = json_object_get(h, "kid");
+    use->alg = v->alg;
+    use->pkey = v->_pkey;
+    if (!json_is_string(alg) || json_object_get(h, "crit") != NULL ||
+        (kid != NULL && !json_is_string(kid)))
         rc = AW_EMALFORMED;
     else if (typ != NULL &&
              (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
         rc = AW_EMALFORMED;
-    else if (strcmp(json_string_value(alg), jwt_alg_name(v->alg)) != 0)
+    if (rc == 0 && v->_keys != NULL) {
+        const jwt_key_t *k = key_for(v->_keys, json_string_value(kid));
+        if (k == NULL) {
+            rc = AW_ENOTFOUND;
+        } else {
+            use->alg = k->alg;
+            use->pkey = k->pkey;
+        }
+    }
+    if (rc == 0 && strcmp(json_string_value(alg), jwt_alg_name(use->alg)) != 0)
         rc = AW_EALG;
     json_decref(h);
     return rc;
@@ -349,21 +467,21 @@ static const uint8_t p256_half_order[32] = {
     0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8};
 
-static int verify_pkey(const jwt_verifier_t *v, const jwt__parts_t *p)
+static int verify_pkey(const jwt_verifier_t *v, const jwt__key_use_t *use, const jwt__parts_t *p)
 {
     uint8_t der[80]; /* DER of two 33-byte INTEGERs fits in 72 */
     const uint8_t *sig = p->sig;
     size_t siglen = p->sig_len;
-    const char *md = v->alg == JWT_EDDSA ? NULL : "SHA256";
+    const char *md = use->alg == JWT_EDDSA ? NULL : "SHA256";
     EVP_PKEY_CTX *pctx = NULL;
     int rc = AW_ESIG;
 
-    if (v->_pkey == NULL)
+    if (use->pkey == NULL)
         return AW_EINVAL;
-    if (v->alg == JWT_ES256 || v->alg == JWT_EDDSA) {
+    if (use->alg == JWT_ES256 || use->alg == JWT_EDDSA) {
         if (siglen != JWT_RAW_SIG_LEN)
             return AW_ESIG;
-        if (v->alg == JWT_ES256) {
+        if (use->alg == JWT_ES256) {
             if (!v->allow_high_s &&
                 memcmp(p->sig + JWT_RAW_SIG_LEN / 2, p256_half_order, sizeof p256_half_order) > 0)
                 return AW_ESIG;
@@ -377,9 +495,9 @@ static int verify_pkey(const jwt_verifier_t *v, const jwt__parts_t *p)
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (ctx == NULL)
         return AW_ENOMEM;
-    if (EVP_DigestVerifyInit_ex(ctx, &pctx, md, NULL, NULL, v->_pkey, NULL) != 1)
+    if (EVP_DigestVerifyInit_ex(ctx, &pctx, md, NULL, NULL, use->pkey, NULL) != 1)
         goto out_free_ctx;
-    if (v->alg == JWT_RS256 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
+    if (use->alg == JWT_RS256 && EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) != 1)
         goto out_free_ctx;
     const unsigned char *text = (const unsigned char *)p->signed_text;
     if (EVP_DigestVerify(ctx, sig, siglen, text, p->signed_len) == 1)
@@ -389,10 +507,11 @@ out_free_ctx:
     return rc;
 }
 
-static int verify_signature(const jwt_verifier_t *v, const jwt__parts_t *p)
+static int verify_signature(const jwt_verifier_t *v, const jwt__key_use_t *use,
+                            const jwt__parts_t *p)
 {
     ERR_set_mark(); /* a failed verify leaves nothing in the caller's queue */
-    int rc = v->alg == JWT_HS256 ? verify_hs256(v, p) : verify_pkey(v, p);
+    int rc = use->alg == JWT_HS256 ? verify_hs256(v, p) : verify_pkey(v, use, p);
     ERR_pop_to_mark();
     return rc;
 }
@@ -444,16 +563,28 @@ static bool string_is(json_t *j, const char *want)
            memcmp(json_string_value(j), want, n) == 0;
 }
 
+/* Is the token's aud (a string or an array of them) one of want's
+ * comma-separated audiences? */
 static bool audience_ok(json_t *aud, const char *want)
 {
-    if (json_is_string(aud))
-        return string_is(aud, want);
-    size_t i;
-    json_t *el;
-    json_array_foreach(aud, i, el)
-    {
-        if (string_is(el, want))
-            return true;
+    for (const char *p = want; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char one[256];
+        if (n > 0 && n < sizeof one) {
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (json_is_string(aud) && string_is(aud, one))
+                return true;
+            size_t i;
+            json_t *el;
+            json_array_foreach(aud, i, el)
+            {
+                if (string_is(el, one))
+                    return true;
+            }
+        }
+        p += n + (end ? 1 : 0);
     }
     return false;
 }
@@ -491,10 +622,13 @@ int jwt_verify(const jwt_verifier_t *v, const char *token, size_t len, int64_t n
     if (len > v->max_token)
         return AW_ETOOBIG;
     rc = split_token(token, len, &p);
+    jwt__key_use_t use = {v->alg, v->_pkey};
     if (rc == 0)
-        rc = check_header(v, p.header, p.header_len);
+        rc = check_header(v, p.header, p.header_len, &use);
+    if (rc == AW_ENOTFOUND && v->on_unknown_kid != NULL)
+        v->on_unknown_kid(v->unknown_ctx); /* the keys may have rotated */
     if (rc == 0)
-        rc = verify_signature(v, &p);
+        rc = verify_signature(v, &use, &p);
     if (rc == 0)
         rc = load_object(p.payload, p.payload_len, &pl);
     if (rc == 0)

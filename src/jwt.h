@@ -16,6 +16,9 @@ typedef enum jwt_alg { JWT_HS256, JWT_RS256, JWT_ES256, JWT_EDDSA } jwt_alg_t;
 #define JWT_MAX_TOKEN 8192 /* default largest token accepted, bytes */
 #define JWT_MAX_SUB   255  /* longest accepted sub, bytes */
 
+/* Public keys by key id (a JWKS, RFC 7517), each pinned to one algorithm. */
+typedef struct jwt_keyset jwt_keyset_t;
+
 typedef struct jwt_verifier {
     /* read-only after init */
     jwt_alg_t alg;
@@ -27,7 +30,12 @@ typedef struct jwt_verifier {
     /* private */
     uint8_t *_secret; /* HS256 key (owned) */
     size_t _secret_len;
-    void *_pkey; /* EVP_PKEY * for the public-key algorithms (owned) */
+    void *_pkey;         /* EVP_PKEY * for the public-key algorithms (owned) */
+    jwt_keyset_t *_keys; /* key-set mode (jwt_verifier_use_keys): owned */
+    /* key-set mode: called when a token names a key id the set lacks (the
+     * keys may have rotated); NULL for none */
+    void (*on_unknown_kid)(void *ctx);
+    void *unknown_ctx;
 } jwt_verifier_t;
 
 typedef struct jwt_claims {
@@ -51,7 +59,26 @@ int jwt_verifier_init_secret(jwt_verifier_t *v, const void *secret, size_t len);
 int jwt_verifier_init_pem(jwt_verifier_t *v, jwt_alg_t alg, const char *pem, size_t len, char *err,
                           size_t errlen);
 
-/* Sets (copies) the required issuer and audience; NULL clears. 0 or AW_ENOMEM. */
+/* A new, empty key set (NULL when out of memory). */
+jwt_keyset_t *jwt_keyset_new(void);
+/* Adds the public key pkey (an EVP_PKEY *, taken over) under kid ("" for a
+ * key without one), pinned to alg (RS256, ES256 or EdDSA). AW_EINVAL with a
+ * reason in why (and pkey freed) when the key does not suit alg or kid is
+ * there already. */
+int jwt_keyset_add(jwt_keyset_t *ks, const char *kid, jwt_alg_t alg, void *pkey, char *why,
+                   size_t whylen);
+size_t jwt_keyset_count(const jwt_keyset_t *ks);
+void jwt_keyset_free(jwt_keyset_t *ks);
+
+/* Key-set mode: tokens are checked against ks (taken over; the set used
+ * before is freed). The token's kid picks the key (a set of one key also
+ * takes a token without kid), and the header's alg must be that key's. The
+ * verifier's other settings (issuer, audience, leeway) stay. */
+int jwt_verifier_init_keys(jwt_verifier_t *v, jwt_keyset_t *ks);
+void jwt_verifier_use_keys(jwt_verifier_t *v, jwt_keyset_t *ks);
+
+/* Sets (copies) the required issuer and audience (a comma-separated list:
+ * any one of them in the token's aud); NULL clears. 0 or AW_ENOMEM. */
 int jwt_verifier_set_issuer(jwt_verifier_t *v, const char *iss);
 int jwt_verifier_set_audience(jwt_verifier_t *v, const char *aud);
 
@@ -62,7 +89,10 @@ void jwt_verifier_dispose(jwt_verifier_t *v);
  *  0              valid: *out holds sub, exp, nbf, iat
  *  AW_ETOOBIG     longer than max_token
  *  AW_EMALFORMED  not three base64url parts, bad base64, bad JSON, typ not JWT
- *  AW_EALG        header alg differs from the pinned one (incl. "none")
+ *  AW_EALG        header alg differs from the pinned one (incl. "none"); in
+ *                 key-set mode, from the alg of the key its kid names
+ *  AW_ENOTFOUND   key-set mode: the kid names no key of the set (or there is
+ *                 no kid and the set has more than one key)
  *  AW_ESIG        signature does not verify
  *  AW_ECLAIMS     sub missing/empty/too long/not a string, exp missing or not a
  *                 number, nbf/iat not numbers

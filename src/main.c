@@ -14,6 +14,7 @@
 #include "aw.h"
 #include "config.h"
 #include "jalloc.h"
+#include "jwks.h"
 #include "log.h"
 #include "server.h"
 
@@ -56,11 +57,25 @@ static int enter_dev_mode(config_t *cfg)
     return AW_OK;
 }
 
-static int load_verifier(server_t *srv, const config_t *cfg, char *err, size_t errlen)
+static int load_verifier(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err,
+                         size_t errlen)
 {
     jwt_verifier_t *v = &srv->jwt;
     int rc;
-    if (cfg->jwt_public_key_file) {
+    if (cfg->jwks_url || cfg->jwks_file) {
+        jwt_keyset_t *none = jwt_keyset_new();
+        if (!none || jwt_verifier_init_keys(v, none) != AW_OK) {
+            jwt_keyset_free(none);
+            snprintf(err, errlen, "out of memory");
+            return AW_ENOMEM;
+        }
+        char why[384];
+        rc = jwks_open(&srv->jwks, loop, cfg, v, why, sizeof why);
+        if (rc != AW_OK) {
+            snprintf(err, errlen, "%s: %s", cfg->jwks_url ? "--jwks-url" : "--jwks-file", why);
+            return rc;
+        }
+    } else if (cfg->jwt_public_key_file) {
         FILE *f = fopen(cfg->jwt_public_key_file, "rb");
         if (!f) {
             snprintf(err, errlen, "--jwt-public-key: cannot open '%s'", cfg->jwt_public_key_file);
@@ -217,7 +232,7 @@ int main(int argc, char **argv)
     uv_loop_t *loop = uv_default_loop();
     int rc = server_init(&srv, loop, &cfg, err, sizeof err);
     if (rc == AW_OK)
-        rc = load_verifier(&srv, &cfg, err, sizeof err);
+        rc = load_verifier(&srv, loop, &cfg, err, sizeof err);
     if (rc != AW_OK) {
         fprintf(stderr, "agentwire: %s\n", err);
         return 2;

@@ -4,6 +4,7 @@
 #include "server.h"
 
 #include "cluster.h"
+#include "jwks.h"
 #include "stored.h"
 
 #include <errno.h>
@@ -214,6 +215,7 @@ static void finish(server_t *srv)
         cluster_stop(srv->cluster); /* its handles close through hiredis first */
     if (srv->durable)
         stored_stop(srv); /* the writer ends before its handles close */
+    jwks_stop(srv->jwks);
     uv_walk(srv->loops[0].loop, close_handle, NULL);
 }
 
@@ -334,6 +336,7 @@ static void on_tick(uv_timer_t *t)
             cluster_tick(srv->cluster, now);
         if (srv->durable)
             stored_tick(srv, now);
+        jwks_tick(srv->jwks, now);
         trim_memory(srv);
         idem_sweep(&srv->idem, now);
     }
@@ -683,6 +686,7 @@ void server_dispose(server_t *srv)
     tickets_dispose(&srv->tickets);
     idem_dispose(&srv->idem);
     map_dispose(&srv->_ips, NULL);
+    jwks_free(srv->jwks);
     jwt_verifier_dispose(&srv->jwt);
     if (threaded)
         uv_mutex_destroy(&big_lock);

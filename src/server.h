@@ -93,6 +93,7 @@ typedef struct server {
     broker_t memory_broker;     /* the embedded default */
     struct cluster *cluster;    /* --redis: users' streams on Redis shards, else NULL */
     struct durable *durable;    /* --data-dir: users' streams on disk too, else NULL */
+    struct jwks *jwks;          /* --jwks-url/--jwks-file: the keys kept fresh, else NULL */
     map_t _stored_keys;         /* --data-dir: idempotency keys of events being stored */
     struct older_chunk *_older; /* --data-dir: events read from disk for a replay */
     char store_failed[256];     /* why the last write to the store failed, "" when it works */

@@ -24,8 +24,9 @@ if [ "${1:-build}" = test ]; then
   need+=(redis-server)
   # The Python SDK (clients/python) and its tests: Debian's python3 packages only.
   need+=(python3 python3-httpx python3-websockets python3-pytest python3-aiohttp)
-  # The package test (scripts/test-package.sh) builds a .deb with cpack.
-  need+=(dpkg-dev)
+  # The package test (scripts/test-package.sh) builds a .deb with cpack and
+  # renders its man page.
+  need+=(dpkg-dev man-db)
 fi
 
 missing=()

@@ -54,6 +54,13 @@ node bench/cluster.mjs --quick
 # fails on any acknowledged event that was not delivered.
 echo "== durable benchmark smoke (node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000)"
 node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000
+# The package: cmake --install layout, cpack -G DEB, installed into a scratch
+# root and run (scripts/test-package.sh); the JavaScript client's TypeScript
+# declarations, compiled against a use of every member and a list of misuses.
+echo "== package: .deb built, installed into a scratch root and run (scripts/test-package.sh)"
+scripts/test-package.sh
+echo "== TypeScript declarations of the JavaScript client (tests/types)"
+node --test --test-concurrency=1 tests/types/
 # Coverage-guided fuzzing of the codecs (clang, libFuzzer, ASan+UBSan): 6 targets x 20 s.
 echo "== fuzz: libFuzzer targets (tests/fuzz, scripts/fuzz.sh 20)"
 scripts/fuzz.sh 20

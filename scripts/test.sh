@@ -57,6 +57,8 @@ node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000
 # The package: cmake --install layout, cpack -G DEB, installed into a scratch
 # root and run (scripts/test-package.sh); the JavaScript client's TypeScript
 # declarations, compiled against a use of every member and a list of misuses.
+echo "== Python SDK against the release binary (clients/python/run-tests.sh)"
+AGENTWIRE_BIN="$PWD/build/agentwire" clients/python/run-tests.sh
 echo "== package: .deb built, installed into a scratch root and run (scripts/test-package.sh)"
 scripts/test-package.sh
 echo "== TypeScript declarations of the JavaScript client (tests/types)"

@@ -50,11 +50,8 @@ bool aw_consttime_eq(const void *a, size_t alen, const void *b, size_t blen)
     return CRYPTO_memcmp(a, b, alen) == 0;
 }
 
-int aw_buf_append(const char *bytes, size_t n, void *buf)
+int aw_buf_reserve(aw_buf_t *b, size_t n)
 {
-    aw_buf_t *b = buf;
-    if (n == 0)
-        return 0;
     if (n > b->cap - b->len) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->len < n) {
@@ -68,6 +65,16 @@ int aw_buf_append(const char *bytes, size_t n, void *buf)
         b->data = p;
         b->cap = cap;
     }
+    return 0;
+}
+
+int aw_buf_append(const char *bytes, size_t n, void *buf)
+{
+    aw_buf_t *b = buf;
+    if (n == 0)
+        return 0;
+    if (aw_buf_reserve(b, n) != 0)
+        return -1;
     memcpy(b->data + b->len, bytes, n);
     b->len += n;
     return 0;

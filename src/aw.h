@@ -75,6 +75,10 @@ typedef struct aw_buf {
  * shape is jansson's json_dump_callback_t: pass an aw_buf_t * as arg. */
 int aw_buf_append(const char *bytes, size_t n, void *buf);
 
+/* Makes room for n more bytes after len (doubling, as append does). 0 or -1
+ * (out of memory; unchanged). */
+int aw_buf_reserve(aw_buf_t *b, size_t n);
+
 /* Frees the bytes and zeroes the buffer. */
 void aw_buf_free(aw_buf_t *b);
 

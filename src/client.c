@@ -284,8 +284,13 @@ static const handler_t handlers[] = {
     {"stop_agent", on_stop_agent},
 };
 
-void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len)
+void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len, frame_t *own)
 {
+    if (s->echo && own) { /* the message came in with room for our header: sent as it is */
+        ws_frame_header(own->data, opcode, true, len);
+        session_send(s, own);
+        return;
+    }
     if (s->echo) {
         frame_t *f = frame_ws(opcode, data, len);
         if (!f) {

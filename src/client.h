@@ -14,8 +14,10 @@
 #define CLIENT_BAD_RATE_LIMIT 10 /* past this many bad messages: rate_limited */
 #define CLIENT_BAD_CLOSE      20 /* past this many: close 1008 */
 
-/* Handles one whole message (opcode WS_OP_TEXT or WS_OP_BINARY). */
-void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len);
+/* Handles one whole message (opcode WS_OP_TEXT or WS_OP_BINARY). own: the
+ * frame that holds data with exactly room for a server frame header before
+ * it (an echo sends it as it is), or NULL. */
+void client_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len, frame_t *own);
 
 /* Takes one message or ping from the connection's rate budget
  * (--max-messages-per-second, bursts of twice that). False when it is spent:

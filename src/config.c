@@ -95,6 +95,10 @@ static const option_t options[] = {
         "limit)"),
     NUM("queue-limit-bytes", "AGENTWIRE_QUEUE_LIMIT_BYTES", queue_limit_bytes, "1048576", 1024,
         (int64_t)1 << 34, "N", "outgoing bytes queued per connection before close 4003"),
+    NUM("frame-cache-bytes", "AGENTWIRE_FRAME_CACHE_BYTES", frame_cache_bytes, "67108864", 0,
+        (int64_t)1 << 34, "N",
+        "freed frames of 2 KiB and more each event loop keeps for reuse (unused for a second: "
+        "freed; 0: none)"),
     NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms, "25000",
         50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
     NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000", 50,

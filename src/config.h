@@ -39,6 +39,7 @@ typedef struct config {
     int64_t threads;                 /* event loops, 0: one per core */
     int64_t max_messages_per_second; /* per connection, 0: no limit */
     int64_t queue_limit_bytes;
+    int64_t frame_cache_bytes;
     int64_t heartbeat_interval_ms;
     int64_t handshake_timeout_ms;
     int64_t drain_timeout_ms;

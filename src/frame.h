@@ -19,11 +19,34 @@ typedef struct frame {
     _Atomic uint32_t refs; /* private: references held */
     uint32_t len;          /* read-only: bytes in data */
     struct frame **_vars;  /* private: compressed variants by window bits (deflate.c) */
+    int32_t _class;        /* private: size class in the frame cache, or -1 */
     uint8_t data[];
 } frame_t;
 
-/* Allocates a frame of len bytes (contents unset) with one reference. */
+/* Allocates a frame of len bytes (contents unset) with one reference. Large
+ * frames come from the calling thread's frame cache when it has one. */
 frame_t *frame_alloc(size_t len);
+
+/* The frame cache: large frames (messages and events of a few KiB and more)
+ * freed on a thread that has a cache go back to it, in size classes a
+ * quarter of a power of two apart, and the next frame of that class reuses
+ * the memory as it is. Without it, large frames come and go faster than
+ * glibc likes: its heap shrinks and grows, and every page of every frame is
+ * faulted in again. Each event loop thread attaches one cache of at most
+ * limit bytes; frame_cache_trim (once a second) frees what stayed unused
+ * since the previous trim; frame_cache_detach frees it all. Threads without
+ * a cache (and builds with AddressSanitizer, which must see every free)
+ * use malloc and free. */
+void frame_cache_attach(size_t limit);
+void frame_cache_trim(void);
+void frame_cache_detach(void);
+/* Bytes the calling thread's cache holds. */
+size_t frame_cache_bytes(void);
+
+/* Makes f (one reference, not shared yet) able to hold len bytes, keeping its
+ * first `keep` bytes; may move it. NULL when out of memory (f is left as it
+ * was). */
+frame_t *frame_grow(frame_t *f, size_t len, size_t keep);
 
 /* The variant cached for window bits wb (9..15), or NULL. */
 frame_t *frame_variant(const frame_t *f, uint8_t wb);

@@ -322,6 +322,10 @@ static void on_tick(uv_timer_t *t)
         session_tick(s, now);
     }
     server_drain_inbox(lp);
+    if (now - lp->_cache_trim_ms >= 1000) { /* what stayed unused for a second goes back */
+        frame_cache_trim();
+        lp->_cache_trim_ms = now;
+    }
     if (srv->draining && !lp->_drain_seen)
         drain_loop(lp);
     if (srv->draining && now >= srv->_drain_deadline && lp->index != 0) {
@@ -632,7 +636,9 @@ static void loop_thread(void *arg)
 {
     server_loop_t *lp = arg;
     this_loop = lp;
+    frame_cache_attach((size_t)lp->srv->cfg->frame_cache_bytes);
     uv_run(lp->loop, UV_RUN_DEFAULT);
+    frame_cache_detach();
     jalloc_release();
 }
 
@@ -650,7 +656,9 @@ int server_run(server_t *srv)
         }
     }
     log_kv(LOG_INFO, "listening", "addr", addr, "#threads", (long long)srv->nloops, NULL);
+    frame_cache_attach((size_t)srv->cfg->frame_cache_bytes);
     uv_run(srv->loops[0].loop, UV_RUN_DEFAULT);
+    frame_cache_detach();
     for (unsigned i = 1; i < srv->nloops; i++)
         uv_thread_join(&srv->loops[i]._thread);
     return AW_OK;

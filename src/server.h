@@ -74,7 +74,8 @@ typedef struct server_loop {
     bool _accept_deferred;  /* a connection waits for the next turn */
     int64_t _accept_log_ms; /* last "accept failed" line, and failures since */
     uint64_t _accept_fails;
-    char _readbuf[65536]; /* shared by all reads: libuv reads one stream at a time */
+    int64_t _cache_trim_ms; /* last frame_cache_trim on this loop's thread */
+    char _readbuf[65536];   /* shared by all reads: libuv reads one stream at a time */
 } server_loop_t;
 
 typedef struct server {

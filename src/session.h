@@ -64,12 +64,18 @@ typedef struct session {
     /* private: input */
     http_reader_t *_http; /* only while in the HTTP phase */
     ws_parser_t _ws;
-    aw_buf_t _rbuf;     /* unparsed bytes of a partial frame (doubling: a large frame
-                           arrives in many reads) */
-    tls_conn_t *_tls;   /* TLS state when --tls-cert is set, else NULL */
-    frame_t *_tls_out;  /* ciphertext of the batch being written */
-    z_stream *_inflate; /* the client's compression context, made on first use */
-    aw_buf_t _msg;      /* fragments of a message being assembled */
+    aw_buf_t _rbuf;  /* unparsed bytes of a partial header or control frame (small) */
+    bool _ws_broken; /* the peer broke the protocol: its further bytes are dropped */
+    bool _in_on;     /* a data frame's payload is streaming in (ws_parse WS_PAYLOAD) */
+    frame_t *_in;    /* its message when it is one whole frame: room for our frame
+                        header (_in_hlen bytes), then the payload, so an echo sends it
+                        as it is; NULL: a fragment, which goes to _msg at _in_base */
+    size_t _in_hlen, _in_base;
+    size_t _in_len, _in_off, _in_room; /* payload bytes announced, arrived, with room */
+    tls_conn_t *_tls;                  /* TLS state when --tls-cert is set, else NULL */
+    frame_t *_tls_out;                 /* ciphertext of the batch being written */
+    z_stream *_inflate;                /* the client's compression context, made on first use */
+    aw_buf_t _msg;                     /* fragments of a message being assembled */
     uint8_t _msg_op;
     int64_t _last_rx_ms;
     int64_t _deadline_ms; /* HTTP: request deadline; CLOSING: hard close */

@@ -227,6 +227,7 @@ static void upgrade_open(session_t *s, upgrade_ctx_t *u)
     frame_unref(f);
     ws_parser_init(&s->_ws, (uint64_t)srv->cfg->max_message_bytes, true);
     s->_ws.allow_rsv1 = s->deflate;
+    s->_ws.stream = true; /* large payloads stream where they will stay (session.c) */
     s->token_exp_ms = auth->expires_ms;
     s->_last_rx_ms = now;
     s->_next_ping_ms = now + srv->cfg->heartbeat_interval_ms;

@@ -26,6 +26,13 @@ bool utf8_feed(utf8_state_t *st, const uint8_t *s, size_t n);
 /* True when everything fed so far is valid and ends on a code point boundary. */
 bool utf8_complete(const utf8_state_t *st);
 
+/* True when the text so far is valid and ends between characters: more
+ * ASCII would keep it valid without a look. */
+static inline bool utf8_between(const utf8_state_t *st)
+{
+    return st->_need == 0 && !st->_bad;
+}
+
 /* One-shot: true when s[0..n) is complete, valid UTF-8. */
 bool utf8_valid(const uint8_t *s, size_t n);
 

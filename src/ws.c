@@ -169,27 +169,58 @@ static int read_close(ws_frame_t *f)
     return AW_OK;
 }
 
-/* Advances the open message by one data frame; text is validated as it comes
- * so a bad fragment fails at once rather than at FIN. The first `checked`
- * payload bytes passed check_partial_text while the frame was arriving. */
-static int track_message(ws_parser_t *p, ws_frame_t *f, size_t checked)
+/* A data frame starts: a first frame opens the message. */
+static void msg_begin(ws_parser_t *p, uint8_t opcode, bool rsv1, uint64_t len)
 {
-    if (f->opcode != WS_OP_CONT) {
-        p->_msg_opcode = f->opcode;
+    if (opcode != WS_OP_CONT) {
+        p->_msg_opcode = opcode;
         p->_msg_len = 0;
-        p->_msg_compressed = f->rsv1;
+        p->_msg_compressed = rsv1;
         utf8_init(&p->_utf8);
     }
+    p->_msg_len += len;
+}
+
+/* Text that is checked here: compressed text is checked once inflated. */
+static bool msg_checks_text(const ws_parser_t *p)
+{
+    return p->_msg_opcode == WS_OP_TEXT && !p->_msg_compressed;
+}
+
+/* Unmasks n payload bytes from src into dst (dst == src: in place) and checks
+ * the text as it goes, a cache-sized chunk at a time, so every byte is read
+ * once and checked while it is still in the first-level cache. */
+#define PASS_CHUNK 4096
+static int payload_pass(ws_parser_t *p, uint8_t *dst, const uint8_t *src, size_t n, bool masked,
+                        const uint8_t mask[4], uint64_t offset)
+{
+    bool text = msg_checks_text(p);
+    if (!masked && !text) {
+        if (dst != src && n)
+            memcpy(dst, src, n);
+        return AW_OK;
+    }
+    for (size_t i = 0; i < n; i += PASS_CHUNK) {
+        size_t k = n - i < PASS_CHUNK ? n - i : PASS_CHUNK;
+        bool ascii = false;
+        if (masked)
+            ascii = ws_mask_copy(dst + i, src + i, k, mask, (size_t)((offset + i) & 3));
+        else if (dst != src)
+            memcpy(dst + i, src + i, k);
+        /* ASCII between whole characters needs no second look */
+        if (text && !(ascii && utf8_between(&p->_utf8)) && !utf8_feed(&p->_utf8, dst + i, k))
+            return AW_EUTF8;
+    }
+    return AW_OK;
+}
+
+/* A data frame is whole: fills what the frame says of its message and checks
+ * that a finished text message ends on a whole character. */
+static int msg_end(ws_parser_t *p, ws_frame_t *f)
+{
     f->compressed = p->_msg_compressed;
-    p->_msg_len += f->len;
     p->_in_message = !f->fin;
-    if (p->_msg_opcode != WS_OP_TEXT || f->compressed)
-        return AW_OK; /* compressed text is checked once inflated */
-    if (checked)      /* its first bytes passed check_partial_text already */
-        p->_utf8 = p->_pv_state;
-    if (f->len > checked && !utf8_feed(&p->_utf8, f->payload + checked, f->len - checked))
-        return AW_EUTF8; /* (an empty frame has no payload pointer to offset) */
-    if (f->fin && !utf8_complete(&p->_utf8))
+    if (f->fin && msg_checks_text(p) && !utf8_complete(&p->_utf8))
         return AW_EUTF8;
     return AW_OK;
 }
@@ -205,13 +236,71 @@ static int take_frame(ws_parser_t *p, uint8_t *buf, const struct ws_head *h, ws_
     out->rsv1 = h->rsv1;
     out->len = n;
     out->payload = n ? buf + h->hlen : NULL;
-    if (h->masked && n)
-        ws_mask(out->payload, n, h->mask, 0);
-    if (h->opcode == WS_OP_CLOSE)
-        return read_close(out);
-    if (is_control(h->opcode))
-        return AW_OK;
-    return track_message(p, out, checked);
+    if (is_control(h->opcode)) {
+        if (h->masked && n)
+            ws_mask(out->payload, n, h->mask, 0);
+        return h->opcode == WS_OP_CLOSE ? read_close(out) : AW_OK;
+    }
+    msg_begin(p, h->opcode, h->rsv1, n);
+    if (checked && msg_checks_text(p))
+        p->_utf8 = p->_pv_state; /* its first bytes passed check_partial_text already */
+    else
+        checked = 0;
+    if (checked && h->masked) /* those were checked on a copy: unmask them here */
+        ws_mask(out->payload, checked, h->mask, 0);
+    int rc = n > checked ? payload_pass(p, out->payload + checked, out->payload + checked,
+                                        n - checked, h->masked, h->mask, checked)
+                         : AW_OK;
+    return rc != AW_OK ? rc : msg_end(p, out);
+}
+
+/* The header of a data frame whose payload has not all arrived: the caller
+ * streams the payload through ws_payload. */
+static int stream_begin(ws_parser_t *p, const struct ws_head *h, ws_frame_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->opcode = h->opcode;
+    out->fin = h->fin;
+    out->rsv1 = h->rsv1;
+    out->len = (size_t)h->plen;
+    msg_begin(p, h->opcode, h->rsv1, h->plen);
+    out->compressed = p->_msg_compressed;
+    p->_st_on = true;
+    p->_st_fin = h->fin;
+    p->_st_rsv1 = h->rsv1;
+    p->_st_masked = h->masked;
+    p->_st_opcode = h->opcode;
+    memcpy(p->_st_mask, h->mask, sizeof p->_st_mask);
+    p->_st_len = h->plen;
+    p->_st_off = 0;
+    return WS_PAYLOAD;
+}
+
+int ws_payload(ws_parser_t *p, uint8_t *dst, const uint8_t *src, size_t n, ws_frame_t *out,
+               uint16_t *close_code)
+{
+    int rc;
+    if (!p || !out || !p->_st_on || n > p->_st_len - p->_st_off || (n && (!dst || !src)))
+        rc = AW_EINVAL;
+    else
+        rc = payload_pass(p, dst, src, n, p->_st_masked, p->_st_mask, p->_st_off);
+    if (rc == AW_OK) {
+        p->_st_off += n;
+        if (p->_st_off < p->_st_len) {
+            rc = AW_EAGAIN;
+        } else {
+            memset(out, 0, sizeof(*out));
+            out->opcode = p->_st_opcode;
+            out->fin = p->_st_fin;
+            out->rsv1 = p->_st_rsv1;
+            out->len = (size_t)p->_st_len;
+            p->_st_on = false;
+            rc = msg_end(p, out);
+        }
+    }
+    if (close_code)
+        *close_code = ws_close_code_for(rc);
+    return rc;
 }
 
 /* Validates the part of a text payload that has arrived, so that invalid
@@ -251,6 +340,7 @@ uint16_t ws_close_code_for(int rc)
     switch (rc) {
     case AW_OK:
     case AW_EAGAIN:
+    case WS_PAYLOAD:
         return 0;
     case AW_EPROTO:
         return WS_CLOSE_PROTOCOL;
@@ -279,13 +369,16 @@ int ws_parse(ws_parser_t *p, uint8_t *buf, size_t len, ws_frame_t *out, size_t *
 
     if (consumed)
         *consumed = 0;
-    if (!p || !out || !consumed || (!buf && len))
+    if (!p || !out || !consumed || (!buf && len) || p->_st_on)
         rc = AW_EINVAL;
     else
         rc = read_header(p, buf, len, &h);
-    if (rc == AW_OK && len - h.hlen < h.plen)
+    if (rc == AW_OK && len - h.hlen < h.plen && p->stream && !is_control(h.opcode)) {
+        rc = stream_begin(p, &h, out);
+        *consumed = h.hlen;
+    } else if (rc == AW_OK && len - h.hlen < h.plen) {
         rc = check_partial_text(p, buf, len, &h);
-    else if (rc == AW_OK) {
+    } else if (rc == AW_OK) {
         size_t checked = p->_pv_len; /* the frame is whole: the rest is validated below */
         p->_pv_len = 0;
         rc = take_frame(p, buf, &h, out, checked);
@@ -369,29 +462,59 @@ size_t ws_client_frame(uint8_t *out, uint8_t opcode, bool fin, uint8_t rsv, cons
 
 void ws_mask(uint8_t *buf, size_t len, const uint8_t mask[4], size_t offset)
 {
-    size_t head = (size_t)(-(uintptr_t)buf & 7);
+    ws_mask_copy(buf, buf, len, mask, offset);
+}
+
+/* 16 bytes as one value: a vector register on x86-64 (SSE2) and arm64. */
+typedef uint64_t u64x2 __attribute__((vector_size(16)));
+
+bool ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
+                  size_t offset)
+{
+    size_t head = (size_t)(-(uintptr_t)dst & 7);
     size_t i = 0;
     uint8_t pattern[8];
-    uint64_t m, w;
+    uint64_t m, w, acc = 0;
 
     offset &= 3;
     if (head > len)
         head = len;
     for (; i < head; i++)
-        buf[i] ^= mask[(offset + i) & 3];
-    /* Payloads up to the message limit pass through here once per frame, so
-     * the aligned middle goes 8 bytes per step. The pattern is built byte by
-     * byte, so the XOR is the same on any byte order. */
+        acc |= dst[i] = src[i] ^ mask[(offset + i) & 3];
+    /* Every payload byte passes through here once, so the aligned middle goes
+     * 64 bytes per step. The pattern is built byte by byte, so the XOR is the
+     * same on any byte order. The OR of what was written tells whether it
+     * was all ASCII. */
     for (size_t j = 0; j < sizeof(pattern); j++)
         pattern[j] = mask[(offset + i + j) & 3];
     memcpy(&m, pattern, sizeof(m));
+    u64x2 mv = {m, m}, acc2 = {0, 0};
+    for (; len - i >= 4 * sizeof(u64x2); i += 4 * sizeof(u64x2)) {
+        u64x2 a, b, c, d;
+        memcpy(&a, src + i, sizeof a);
+        memcpy(&b, src + i + 16, sizeof b);
+        memcpy(&c, src + i + 32, sizeof c);
+        memcpy(&d, src + i + 48, sizeof d);
+        a ^= mv;
+        b ^= mv;
+        c ^= mv;
+        d ^= mv;
+        acc2 |= (a | b) | (c | d);
+        memcpy(dst + i, &a, sizeof a);
+        memcpy(dst + i + 16, &b, sizeof b);
+        memcpy(dst + i + 32, &c, sizeof c);
+        memcpy(dst + i + 48, &d, sizeof d);
+    }
+    acc |= acc2[0] | acc2[1];
     for (; len - i >= sizeof(w); i += sizeof(w)) {
-        memcpy(&w, buf + i, sizeof(w));
+        memcpy(&w, src + i, sizeof(w));
         w ^= m;
-        memcpy(buf + i, &w, sizeof(w));
+        acc |= w;
+        memcpy(dst + i, &w, sizeof(w));
     }
     for (; i < len; i++)
-        buf[i] ^= mask[(offset + i) & 3];
+        acc |= dst[i] = src[i] ^ mask[(offset + i) & 3];
+    return !(acc & 0x8080808080808080ULL);
 }
 
 int ws_accept_key(char out[29], const char *key, size_t key_len)

@@ -9,7 +9,14 @@
  * unmasked in place, pointing into the caller's buffer), or AW_EAGAIN with
  * nothing consumed, or an error whose close code the caller sends. A frame
  * header that announces more than the message limit fails at once, before its
- * payload arrives, so the caller never buffers more than one allowed frame. */
+ * payload arrives, so the caller never buffers more than one allowed frame.
+ *
+ * Streaming (p->stream set): when a data frame's header is whole but its
+ * payload is not, ws_parse consumes the header and returns WS_PAYLOAD; the
+ * caller then passes the payload through ws_payload as it arrives, into a
+ * buffer of its choice (in place, or copied out of a shared read buffer).
+ * Each byte is unmasked and UTF-8-checked once, in the same pass, and never
+ * looked at again, however many reads the frame arrives in. */
 #ifndef AW_WS_H
 #define AW_WS_H
 
@@ -52,6 +59,7 @@ typedef struct ws_parser {
     uint64_t max_message; /* largest whole message (sum of fragments), bytes */
     bool expect_masked;   /* true on the server: unmasked client frames fail */
     bool allow_rsv1;      /* permessage-deflate negotiated: RSV1 marks a compressed message */
+    bool stream;          /* incomplete data payloads go through ws_payload (WS_PAYLOAD) */
     /* private */
     bool _in_message;       /* a fragmented text/binary message is open */
     uint8_t _msg_opcode;    /* WS_OP_TEXT or WS_OP_BINARY of the open message */
@@ -60,7 +68,14 @@ typedef struct ws_parser {
     bool _msg_compressed;   /* the open message had RSV1 on its first frame */
     size_t _pv_len;         /* bytes of the incomplete frame's payload checked so far */
     utf8_state_t _pv_state; /* UTF-8 state after them */
+    bool _st_on;            /* a streamed payload is due (WS_PAYLOAD returned) */
+    bool _st_fin, _st_rsv1, _st_masked;
+    uint8_t _st_opcode;
+    uint8_t _st_mask[4];
+    uint64_t _st_len, _st_off; /* payload bytes announced, and passed so far */
 } ws_parser_t;
+
+#define WS_PAYLOAD 1 /* ws_parse: header consumed, stream the payload (see ws_payload) */
 
 typedef struct ws_frame {
     uint8_t opcode;   /* enum ws_opcode; WS_OP_CONT for continuation frames */
@@ -88,6 +103,11 @@ void ws_parser_init(ws_parser_t *p, uint64_t max_message, bool expect_masked);
  *               control frames for size and FIN; close frames for a valid
  *               code and a UTF-8 reason.
  *  AW_EAGAIN    not a whole frame yet; *consumed is 0.
+ *  WS_PAYLOAD   (p->stream only) a data frame's header is whole, its payload
+ *               is not: *consumed is the header's length, *out has opcode,
+ *               fin, rsv1, compressed and len (payload NULL). The next
+ *               out->len bytes of the stream go through ws_payload; ws_parse
+ *               refuses (AW_EINVAL) until they have.
  *  AW_EPROTO    protocol error (reserved bits, opcode, unmasked, control
  *               rules, fragmentation order, bad close payload): close 1002.
  *  AW_EUTF8     invalid UTF-8 in a text message or close reason: close 1007.
@@ -96,6 +116,24 @@ void ws_parser_init(ws_parser_t *p, uint64_t max_message, bool expect_masked);
  * *close_code (may be NULL) receives the close code that matches the result. */
 int ws_parse(ws_parser_t *p, uint8_t *buf, size_t len, ws_frame_t *out, size_t *consumed,
              uint16_t *close_code);
+
+/* Passes the next n bytes of a streamed payload (after WS_PAYLOAD) from src
+ * to dst, unmasked; dst may equal src (in place) but must not otherwise
+ * overlap it. Text is UTF-8-checked in the same pass.
+ *  AW_EAGAIN    more payload is due.
+ *  AW_OK        the frame is whole: *out as ws_parse would give it, except
+ *               out->payload, which is NULL (the caller knows where it put
+ *               the bytes).
+ *  AW_EUTF8     invalid UTF-8 (close 1007); AW_EINVAL: no payload is due, or
+ *               n is more than is due.
+ * *close_code (may be NULL) as for ws_parse. */
+int ws_payload(ws_parser_t *p, uint8_t *dst, const uint8_t *src, size_t n, ws_frame_t *out,
+               uint16_t *close_code);
+
+/* XORs src with the mask into dst (dst may equal src), starting at mask
+ * offset `offset`. True when every byte written is ASCII (below 0x80). */
+bool ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t len, const uint8_t mask[4],
+                  size_t offset);
 
 /* Writes an unmasked (server) frame header for a payload of len bytes.
  * Returns the header length (2, 4 or 10); out holds at least 10 bytes. */

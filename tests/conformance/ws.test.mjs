@@ -1338,6 +1338,35 @@ group('9 performance (16 MiB messages, 64 MiB queue, no rate limit)', BIG_ARGS, 
     await Promise.all(conns.map((ws, i) => expectEcho(ws, OP.BINARY, ps[i], { timeoutMs: 60000 })));
     await Promise.all(conns.map((ws) => finish(ws)));
   }, { timeout: 120000 });
+  // Large frames stream into their message as they arrive (the room grows
+  // from 256 KiB, four times at a step): frames of sizes around the steps,
+  // back to back in one byte stream cut at random, and multibyte text whose
+  // characters straddle every cut.
+  kase(g, '9.2.9', 'frames of 255 KiB to 5 MiB back to back in random cuts, binary and multibyte text, echoed in order', async ({ open }) => {
+    const ws = await open();
+    const sizes = [255 * 1024, 256 * 1024 + 1, MiB - 3, MiB + 5, 4 * MiB + 7, 5 * MiB];
+    const msgs = sizes.map((n, i) => (i % 2 ? { opcode: OP.TEXT, p: mixedText(n) } : { opcode: OP.BINARY, p: randomBinary(n) }));
+    await ws.writeChunks(Buffer.concat(msgs.map((m) => encodeFrame({ opcode: m.opcode, payload: m.p }))), chunker('random', 100000));
+    for (const m of msgs) await expectEcho(ws, m.opcode, m.p, { timeoutMs: 60000 });
+    await finish(ws);
+  }, { timeout: 120000 });
+  kase(g, '9.2.10', 'invalid UTF-8 in the last byte of a 3 MiB text frame: the echoes before it, then close 1007', async ({ open }) => {
+    const ws = await open();
+    const good = mixedText(2 * MiB);
+    const bad = Buffer.concat([asciiText(3 * MiB - 1), Buffer.from([0xff])]);
+    await ws.writeChunks(Buffer.concat([
+      encodeFrame({ opcode: OP.TEXT, payload: good }),
+      encodeFrame({ opcode: OP.TEXT, payload: bad }),
+    ]), chunker('random', 65536));
+    await expectEcho(ws, OP.TEXT, good, { timeoutMs: 60000 });
+    await expectClose(ws, 1007, { timeoutMs: 20000, tcpWithinMs: LATE_TCP_MS });
+  }, { timeout: 120000 });
+  kase(g, '9.2.11', 'invalid UTF-8 early in a 16 MiB text frame: close 1007 before the rest is sent', async ({ open }) => {
+    const ws = await open();
+    const head = Buffer.concat([asciiText(100000), Buffer.from([0xc0, 0x80])]); /* overlong NUL */
+    await ws.write(encodeFrame({ opcode: OP.TEXT, payload: head, length: 16 * MiB }));
+    await expectClose(ws, 1007, { timeoutMs: 20000, tcpWithinMs: LATE_TCP_MS });
+  }, { timeout: 60000 });
 });
 
 // Autobahn 9.3.x: a fragmented text message of 4 MiB (ASCII, as Autobahn sends),

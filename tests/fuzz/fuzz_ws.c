@@ -6,10 +6,12 @@
  * also sets allow_rsv1 (permessage-deflate negotiated), the rest is the byte
  * stream a client sends.
  *
- * The stream is parsed twice with fresh parsers: whole (one buffer, frames
- * consumed in place) and split (bytes arrive in pieces and are appended to the
- * unconsumed rest, as session.c's ws_input does). Both runs must give the same
- * frames, the same final result and the same close code. Every frame is also
+ * The stream is parsed three times with fresh parsers: whole (one buffer,
+ * frames consumed in place), split (bytes arrive in pieces and are appended
+ * to the unconsumed rest) and streamed (split, with the parser's stream mode:
+ * a data payload that has not all arrived goes through ws_payload piece by
+ * piece, as session.c does). All runs must give the same frames, the same
+ * final result and the same close code. Every frame is also
  * checked against the RFC rules the codec promises (control frames, masking,
  * fragmentation order, message limit, UTF-8 of text messages and close
  * reasons, by the reference decoder) and AW_EAGAIN must leave the buffer as it
@@ -134,7 +136,7 @@ static void check_frame(model_t *m, const uint8_t *buf, size_t avail, const ws_f
 
 /* One ws_parse call on buf[0..len) with all the checks. Returns rc. */
 static int parse_one(ws_parser_t *p, model_t *m, uint8_t *buf, size_t len, size_t *used,
-                     fz_rec_t *rec)
+                     fz_rec_t *rec, ws_frame_t *head)
 {
     ws_frame_t f;
     uint16_t code = 0xFFFF;
@@ -143,8 +145,14 @@ static int parse_one(ws_parser_t *p, model_t *m, uint8_t *buf, size_t len, size_
 
     FUZZ_CHECK(code == ws_close_code_for(rc));
     FUZZ_CHECK(rc == AW_OK || rc == AW_EAGAIN || rc == AW_EPROTO || rc == AW_EUTF8 ||
-               rc == AW_ETOOBIG);
-    if (rc == AW_OK) {
+               rc == AW_ETOOBIG || (rc == WS_PAYLOAD && p->stream));
+    if (rc == WS_PAYLOAD) { /* a data frame's header; its payload has not all arrived */
+        FUZZ_CHECK(*used >= 2 && *used <= WS_MAX_HEADER && *used <= len);
+        FUZZ_CHECK(f.payload == NULL && f.len > len - *used);
+        FUZZ_CHECK(f.opcode == WS_OP_TEXT || f.opcode == WS_OP_BINARY || f.opcode == WS_OP_CONT);
+        FUZZ_CHECK(memcmp(before, buf, len) == 0);
+        *head = f;
+    } else if (rc == AW_OK) {
         check_frame(m, buf, len, &f, *used, rec);
     } else {
         FUZZ_CHECK(*used == 0);
@@ -177,7 +185,7 @@ static void run_whole(const uint8_t *s, size_t n, bool masked, uint64_t max, boo
     int rc;
 
     start(&p, &m, masked, max, deflate);
-    while ((rc = parse_one(&p, &m, buf + off, n - off, &used, rec)) == AW_OK)
+    while ((rc = parse_one(&p, &m, buf + off, n - off, &used, rec, NULL)) == AW_OK)
         off += used;
     fz_rec_u64(rec, (uint64_t)(int64_t)rc);
     fz_rec_u64(rec, ws_close_code_for(rc));
@@ -212,17 +220,129 @@ static void run_split(const uint8_t *s, size_t n, bool masked, uint64_t max, boo
         free(pending);
         off += piece;
         size_t blen = plen + piece, boff = 0;
-        while ((rc = parse_one(&p, &m, buf + boff, blen - boff, &used, rec)) == AW_OK)
+        while ((rc = parse_one(&p, &m, buf + boff, blen - boff, &used, rec, NULL)) == AW_OK)
             boff += used;
         plen = blen - boff;
         pending = fz_dup(buf + boff, plen);
         free(buf);
     }
     if (rc == AW_EAGAIN) /* no more bytes: ask once more, as whole does at its end */
-        rc = parse_one(&p, &m, pending, plen, &used, rec);
+        rc = parse_one(&p, &m, pending, plen, &used, rec, NULL);
     fz_rec_u64(rec, (uint64_t)(int64_t)rc);
     fz_rec_u64(rec, ws_close_code_for(rc));
     free(pending);
+    fz_rec_free(&m.text);
+}
+
+/* The frame being streamed: its header, then the payload as it comes (the
+ * buffer grows with it). */
+typedef struct streamed {
+    bool on;
+    uint8_t *frame; /* header + payload */
+    size_t hlen, len, off;
+    unsigned calls;
+} streamed_t;
+
+/* Passes up to n bytes at src to the streamed payload (every other call in
+ * place, else copied out); records the frame once whole. Returns the bytes
+ * taken and sets *rc to AW_EAGAIN, AW_OK (frame done) or the error. */
+static size_t stream_some(ws_parser_t *p, model_t *m, streamed_t *st, const uint8_t *src, size_t n,
+                          fz_rec_t *rec, int *rc)
+{
+    size_t k = st->len - st->off < n ? st->len - st->off : n;
+    /* grown as bytes arrive: a header may announce far more than will come */
+    st->frame = realloc(st->frame, st->hlen + st->off + k);
+    FUZZ_CHECK(st->frame != NULL);
+    uint8_t *dst = st->frame + st->hlen + st->off;
+    ws_frame_t f;
+    uint16_t code = 0xFFFF;
+    if (++st->calls % 2 == 0 && k) {
+        memcpy(dst, src, k);
+        src = dst;
+    }
+    *rc = ws_payload(p, dst, src, k, &f, &code);
+    FUZZ_CHECK(code == ws_close_code_for(*rc));
+    FUZZ_CHECK(*rc == AW_OK || *rc == AW_EAGAIN || *rc == AW_EUTF8);
+    st->off += k;
+    if (*rc == AW_EAGAIN)
+        FUZZ_CHECK(st->off < st->len);
+    if (*rc != AW_EAGAIN) {
+        st->on = false;
+        if (*rc == AW_OK) {
+            FUZZ_CHECK(st->off == st->len && f.len == st->len && f.payload == NULL);
+            f.payload = st->frame + st->hlen;
+            check_frame(m, st->frame, st->hlen + st->len, &f, st->hlen + st->len, rec);
+        }
+        free(st->frame);
+        st->frame = NULL;
+    }
+    return k;
+}
+
+/* Streamed: like split, with the parser's stream mode. */
+static void run_stream(const uint8_t *s, size_t n, bool masked, uint64_t max, bool deflate,
+                       bool many, fz_rng_t *g, fz_rec_t *rec)
+{
+    ws_parser_t p;
+    model_t m;
+    streamed_t st = {0};
+    uint8_t *pending = NULL;
+    size_t plen = 0, off = 0, used;
+    size_t single = n ? fz_rng_range(g, 0, n) : 0;
+    int rc = AW_EAGAIN;
+
+    start(&p, &m, masked, max, deflate);
+    p.stream = true;
+    while (off < n && rc == AW_EAGAIN) {
+        size_t piece;
+        if (many)
+            piece = fz_rng_range(g, 1, n - off < 16 ? n - off : 16);
+        else
+            piece = off < single ? single - off : n - off;
+        uint8_t *buf = malloc(plen + piece ? plen + piece : 1);
+        FUZZ_CHECK(buf != NULL);
+        if (plen)
+            memcpy(buf, pending, plen);
+        memcpy(buf + plen, s + off, piece);
+        free(pending);
+        off += piece;
+        size_t blen = plen + piece, boff = 0;
+        for (;;) {
+            if (st.on) {
+                boff += stream_some(&p, &m, &st, buf + boff, blen - boff, rec, &rc);
+                if (rc == AW_OK && boff < blen)
+                    continue;
+                if (rc == AW_OK)
+                    rc = AW_EAGAIN; /* the frame is done; the next piece goes on */
+                break;
+            }
+            ws_frame_t head;
+            rc = parse_one(&p, &m, buf + boff, blen - boff, &used, rec, &head);
+            if (rc == WS_PAYLOAD) {
+                st.on = true;
+                st.hlen = used;
+                st.len = head.len;
+                st.off = 0;
+                st.frame = malloc(used);
+                FUZZ_CHECK(st.frame != NULL);
+                memcpy(st.frame, buf + boff, used);
+                boff += used;
+                continue;
+            }
+            if (rc != AW_OK)
+                break;
+            boff += used;
+        }
+        plen = blen - boff;
+        pending = fz_dup(buf + boff, plen);
+        free(buf);
+    }
+    if (rc == AW_EAGAIN && !st.on) /* no more bytes: ask once more, as whole does */
+        rc = parse_one(&p, &m, pending, plen, &used, rec, NULL);
+    fz_rec_u64(rec, (uint64_t)(int64_t)rc);
+    fz_rec_u64(rec, ws_close_code_for(rc));
+    free(pending);
+    free(st.frame);
     fz_rec_free(&m.text);
 }
 
@@ -352,14 +472,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *s = data + 3;
     const size_t n = size - 3;
     fz_rng_t g;
-    fz_rec_t whole = {0}, split = {0};
+    fz_rec_t whole = {0}, split = {0}, streamed = {0};
 
     fz_rng_seed(&g, (uint64_t)data[1] << 8 | data[2]);
     run_whole(s, n, masked, max, deflate, &whole);
     run_split(s, n, masked, max, deflate, many, &g, &split);
     FUZZ_CHECK(fz_rec_eq(&whole, &split));
+    fz_rng_seed(&g, (uint64_t)data[1] << 8 | data[2]);
+    run_stream(s, n, masked, max, deflate, many, &g, &streamed);
+    FUZZ_CHECK(fz_rec_eq(&whole, &streamed));
     fz_rec_free(&whole);
     fz_rec_free(&split);
+    fz_rec_free(&streamed);
 
     /* NULL buffer of length 0: need more bytes, nothing consumed */
     ws_parser_t p;

@@ -3,7 +3,10 @@
  * rule; headers, close payloads, the accept key and unmasking at every offset.
  *
  * A `struct conn` plays the caller: it keeps unconsumed bytes in its own
- * buffer, calls ws_parse until AW_EAGAIN, and records each frame. */
+ * buffer, calls ws_parse until AW_EAGAIN, and records each frame. Every test
+ * runs twice: as above, then with the parser's stream mode on, where the
+ * conn passes each incomplete data payload through ws_payload in the pieces
+ * it arrives in (alternately copied out and in place), as session.c does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,7 +62,14 @@ struct conn {
     int err;            /* first non-EAGAIN error, 0 while none */
     uint16_t err_close; /* close code reported with it */
     size_t eagains;
+    /* stream mode: the payload being streamed */
+    bool streaming;
+    uint8_t *sbuf;
+    size_t slen, soff;
+    unsigned calls;
 };
+
+static bool g_stream; /* the second run of every test */
 
 static uint32_t rng_next(uint32_t *s)
 {
@@ -136,6 +146,7 @@ static void conn_init(struct conn *c, uint64_t max, bool masked, size_t cap)
 {
     memset(c, 0, sizeof(*c));
     ws_parser_init(&c->p, max, masked);
+    c->p.stream = g_stream;
     c->cap = cap;
     c->buf = malloc(cap ? cap : 1);
     assert_non_null(c->buf);
@@ -146,6 +157,69 @@ static void conn_free(struct conn *c)
     for (size_t i = 0; i < c->ngot; i++)
         free(c->got[i].data);
     free(c->buf);
+    free(c->sbuf);
+}
+
+/* Stream mode: n more payload bytes at src; copied out, or every other call
+ * copied first and passed in place. 0 (more due or frame recorded) or the
+ * error. */
+static int conn_stream(struct conn *c, const uint8_t *src, size_t n)
+{
+    ws_frame_t f;
+    uint16_t code = 99;
+    uint8_t *dst = c->sbuf + c->soff;
+    if (++c->calls % 2 == 0 && n) {
+        memcpy(dst, src, n);
+        src = dst;
+    }
+    int rc = ws_payload(&c->p, dst, src, n, &f, &code);
+    assert_int_equal(code, ws_close_code_for(rc));
+    c->soff += n;
+    if (rc == AW_EAGAIN) {
+        assert_true(c->soff < c->slen);
+        return 0;
+    }
+    c->streaming = false;
+    if (rc != AW_OK) {
+        c->err = rc;
+        c->err_close = code;
+        return rc;
+    }
+    assert_int_equal(c->soff, c->slen);
+    assert_int_equal(f.len, c->slen);
+    assert_null(f.payload);
+    struct rec *r = &c->got[c->ngot++];
+    assert_true(c->ngot <= MAX_RECS);
+    r->opcode = f.opcode;
+    r->fin = f.fin;
+    r->len = f.len;
+    r->data = c->sbuf;
+    r->close_code = f.close_code;
+    c->sbuf = NULL;
+    return 0;
+}
+
+/* Stream mode: WS_PAYLOAD was returned for a frame of len payload bytes; the
+ * bytes already buffered behind its header go first. */
+static int conn_stream_start(struct conn *c, const ws_frame_t *f)
+{
+    ws_frame_t again;
+    size_t used = 99;
+    assert_true(f->len > 0 && f->opcode != WS_OP_PING && f->opcode != WS_OP_CLOSE);
+    assert_null(f->payload);
+    /* nothing else may be parsed while the payload is due */
+    assert_int_equal(ws_parse(&c->p, c->buf, c->have, &again, &used, NULL), AW_EINVAL);
+    c->streaming = true;
+    c->slen = f->len;
+    c->soff = 0;
+    c->sbuf = malloc(f->len);
+    assert_non_null(c->sbuf);
+    size_t k = c->have < c->slen ? c->have : c->slen;
+    assert_true(k < c->slen); /* else the frame was whole */
+    int rc = conn_stream(c, c->buf, k);
+    memmove(c->buf, c->buf + k, c->have - k);
+    c->have -= k;
+    return rc;
 }
 
 static void conn_record(struct conn *c, const ws_frame_t *f, size_t used)
@@ -174,12 +248,36 @@ static int conn_feed(struct conn *c, const uint8_t *data, size_t n)
     int rc;
 
     assert_int_equal(c->err, 0);
+    if (c->streaming) { /* stream mode: payload bytes go by themselves */
+        size_t k = c->slen - c->soff < n ? c->slen - c->soff : n;
+        if (conn_stream(c, data, k) != 0)
+            return c->err;
+        if (c->streaming) {
+            c->eagains++;
+            return 0;
+        }
+        return conn_feed(c, data + k, n - k);
+    }
     assert_true(c->have + n <= c->cap);
     if (n)
         memcpy(c->buf + c->have, data, n);
     c->have += n;
     for (;;) {
         rc = ws_parse(&c->p, c->buf, c->have, &f, &used, &code);
+        if (rc == WS_PAYLOAD) {
+            assert_true(g_stream);
+            assert_int_equal(code, 0);
+            assert_true(used >= 2 && used <= c->have);
+            memmove(c->buf, c->buf + used, c->have - used);
+            c->have -= used;
+            if (conn_stream_start(c, &f) != 0)
+                return c->err;
+            if (c->streaming) {
+                c->eagains++;
+                return 0;
+            }
+            continue;
+        }
         if (rc != AW_OK)
             break;
         assert_int_equal(code, 0);
@@ -1536,6 +1634,67 @@ static void test_utf8_fail_fast_mid_frame(void **state)
     assert_int_equal(ws_parse(&p, buf, n, &f, &used, &code), AW_EPROTO);
 }
 
+/* Stream mode by hand: a 1 MiB text frame in 1000-byte pieces, in place;
+ * bad UTF-8 in the middle fails in the piece that carries it; misuse of
+ * ws_payload is refused. */
+static void test_stream_mode_by_hand(void **state)
+{
+    (void)state;
+    const size_t n = 1 << 20;
+    uint8_t *text = malloc(n), *frame = malloc(n + WS_MAX_HEADER);
+    const uint8_t mask[4] = {1, 2, 3, 4};
+    assert_non_null(text);
+    assert_non_null(frame);
+    for (size_t i = 0; i < n; i++)
+        text[i] = (uint8_t)('a' + i % 26);
+    memcpy(text + n / 2, "\xc3\xa9", 2); /* é across no piece boundary */
+    for (int bad = 0; bad < 2; bad++) {
+        if (bad)
+            text[700123] = 0xff;
+        size_t total = ws_client_frame(frame, WS_OP_TEXT, true, 0, mask, text, n);
+        ws_parser_t p;
+        ws_frame_t f;
+        size_t used;
+        uint16_t code;
+        ws_parser_init(&p, n, true);
+        p.stream = true;
+        assert_int_equal(ws_payload(&p, frame, frame, 1, &f, &code), AW_EINVAL);
+        assert_int_equal(ws_parse(&p, frame, 3000, &f, &used, &code), WS_PAYLOAD);
+        assert_int_equal(code, 0);
+        assert_int_equal(used, 14);
+        assert_int_equal(f.len, n);
+        assert_int_equal(f.opcode, WS_OP_TEXT);
+        assert_int_equal(ws_parse(&p, frame + used, 100, &f, &used, &code), AW_EINVAL);
+        uint8_t *payload = frame + 14;
+        size_t off = 0;
+        int rc = AW_EAGAIN;
+        while (off < n) {
+            size_t k = n - off < 1000 ? n - off : 1000;
+            rc = ws_payload(&p, payload + off, payload + off, k, &f, &code);
+            if (rc != AW_EAGAIN)
+                break;
+            off += k;
+        }
+        if (bad) {
+            assert_int_equal(rc, AW_EUTF8);
+            assert_int_equal(code, WS_CLOSE_INVALID_UTF8);
+            assert_int_equal(off / 1000, 700123 / 1000); /* in the piece that carried it */
+            continue;
+        }
+        assert_int_equal(rc, AW_OK);
+        assert_int_equal(f.len, n);
+        assert_true(f.fin);
+        assert_memory_equal(payload, text, n);
+        assert_int_equal(ws_payload(&p, payload, payload, 1, &f, &code), AW_EINVAL);
+        /* the parser goes on with the next frame */
+        total = ws_client_frame(frame, WS_OP_BINARY, true, 0, mask, text, 10);
+        assert_int_equal(ws_parse(&p, frame, total, &f, &used, &code), AW_OK);
+        assert_memory_equal(f.payload, text, 10);
+    }
+    free(text);
+    free(frame);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1586,6 +1745,9 @@ int main(void)
         cmocka_unit_test(test_one_frame_per_call),
         cmocka_unit_test(test_caller_bugs),
         cmocka_unit_test(test_utf8_fail_fast_mid_frame),
+        cmocka_unit_test(test_stream_mode_by_hand),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("ws", tests, NULL, NULL);
+    g_stream = true;
+    return failed + cmocka_run_group_tests_name("ws stream mode", tests, NULL, NULL);
 }

@@ -454,6 +454,8 @@ static int listen_on(server_loop_t *lp, char *err, size_t errlen)
     }
     if (rc == 0)
         rc = uv_tcp_bind(&lp->_listener, (struct sockaddr *)&sa, 0);
+    if (rc == 0) /* accepted sockets inherit it (Linux): no system call per connection */
+        rc = uv_tcp_nodelay(&lp->_listener, 1);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&lp->_listener, 1024, on_connection);
     if (rc != 0) {

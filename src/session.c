@@ -127,7 +127,7 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return AW_ENOMEM;
     }
-    uv_tcp_nodelay(&s->tcp, 1);
+    /* TCP_NODELAY: inherited from the listener (server.c) */
     if (srv->cfg->send_buffer_bytes > 0) {
         /* A fixed kernel buffer bounds what a stalled reader can absorb
          * outside our queue, so --queue-limit-bytes decides sooner. */

@@ -97,8 +97,9 @@ static const option_t options[] = {
         (int64_t)1 << 34, "N", "outgoing bytes queued per connection before close 4003"),
     NUM("frame-cache-bytes", "AGENTWIRE_FRAME_CACHE_BYTES", frame_cache_bytes, "67108864", 0,
         (int64_t)1 << 34, "N",
-        "freed frames of 2 KiB and more each event loop keeps for reuse (unused for a second: "
-        "freed; 0: none)"),
+        "freed frames of 2 KiB and more that each event loop keeps for reuse: this much, or twice "
+        "what its queues held in the last second if more; unused for a second: freed; 0: no "
+        "reuse"),
     NUM("heartbeat-interval-ms", "AGENTWIRE_HEARTBEAT_INTERVAL_MS", heartbeat_interval_ms, "25000",
         50, 3600000, "MS", "ping interval; silent for two intervals: closed"),
     NUM("handshake-timeout-ms", "AGENTWIRE_HANDSHAKE_TIMEOUT_MS", handshake_timeout_ms, "5000", 50,

@@ -135,13 +135,16 @@ static void cache_drop(frame_cache_t *c, int cls, uint32_t n)
     }
 }
 
-void frame_cache_trim(void)
+void frame_cache_trim(size_t limit)
 {
     frame_cache_t *c = tl_cache;
     if (!c)
         return;
-    for (int i = 0; i < CACHE_CLASSES; i++) {
+    c->limit = limit;
+    for (int i = CACHE_CLASSES - 1; i >= 0; i--) { /* over the bound: the largest go first */
         cache_drop(c, i, c->low[i]);
+        while (c->bytes > c->limit && c->count[i])
+            cache_drop(c, i, 1);
         c->low[i] = c->count[i];
     }
 }

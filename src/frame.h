@@ -33,12 +33,15 @@ frame_t *frame_alloc(size_t len);
  * the memory as it is. Without it, large frames come and go faster than
  * glibc likes: its heap shrinks and grows, and every page of every frame is
  * faulted in again. Each event loop thread attaches one cache of at most
- * limit bytes; frame_cache_trim (once a second) frees what stayed unused
- * since the previous trim; frame_cache_detach frees it all. Threads without
+ * limit bytes (which each trim may change); frame_cache_trim (once a
+ * second) frees what stayed unused since the previous trim;
+ * frame_cache_detach frees it all. Threads without
  * a cache (and builds with AddressSanitizer, which must see every free)
  * use malloc and free. */
 void frame_cache_attach(size_t limit);
-void frame_cache_trim(void);
+/* Frees what stayed unused since the last trim; limit becomes the cache's
+ * new bound (what it holds beyond it is freed too). */
+void frame_cache_trim(size_t limit);
 void frame_cache_detach(void);
 /* Bytes the calling thread's cache holds. */
 size_t frame_cache_bytes(void);

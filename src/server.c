@@ -322,9 +322,19 @@ static void on_tick(uv_timer_t *t)
         session_tick(s, now);
     }
     server_drain_inbox(lp);
-    if (now - lp->_cache_trim_ms >= 1000) { /* what stayed unused for a second goes back */
-        frame_cache_trim();
+    if (now - lp->_cache_trim_ms >= 1000) {
+        /* What stayed unused for a second goes back. The cache may hold as
+         * twice as much as this loop's queues did at their peak in that
+         * second (queued, and as much again arriving), or --frame-cache-bytes
+         * if more: a loop that keeps 100 MiB of large
+         * frames in flight reuses them all instead of faulting in fresh
+         * memory for a part of them. */
+        int64_t room = 2 * lp->queue_peak; /* and as much again being read */
+        if (room < srv->cfg->frame_cache_bytes)
+            room = srv->cfg->frame_cache_bytes;
+        frame_cache_trim((size_t)room);
         lp->_cache_trim_ms = now;
+        lp->queue_peak = atomic_load_explicit(&lp->queue_bytes, memory_order_relaxed);
     }
     if (srv->draining && !lp->_drain_seen)
         drain_loop(lp);

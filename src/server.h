@@ -54,6 +54,7 @@ typedef struct server_loop {
     size_t nsessions; /* read-only */
     /* Written by this loop only, read by any (metrics): relaxed atomics. */
     _Atomic int64_t queue_bytes; /* bytes waiting in this loop's queues */
+    int64_t queue_peak;          /* their most since the last frame cache trim (own thread) */
     _Atomic uint64_t bytes_sent; /* bytes written to this loop's sockets */
     /* private */
     uv_thread_t _thread;

@@ -151,8 +151,10 @@ int session_accept(server_loop_t *lp, uv_stream_t *listener)
 static void add_queued(session_t *s, int64_t d)
 {
     _Atomic int64_t *c = &s->lp->queue_bytes;
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + d,
-                          memory_order_relaxed);
+    int64_t v = atomic_load_explicit(c, memory_order_relaxed) + d;
+    atomic_store_explicit(c, v, memory_order_relaxed);
+    if (v > s->lp->queue_peak)
+        s->lp->queue_peak = v; /* the frame cache's room (server.c) */
 }
 
 static void add_sent(session_t *s, uint64_t d)

@@ -13,6 +13,42 @@
 void aw_lock(void);
 void aw_unlock(void);
 
+#ifdef AW_LOCK_STATS
+/* Built with -DAW_LOCK_STATS=ON (CMake option, off by default): each call
+ * site of aw_lock() is a static record (file, line, function), and the lock
+ * counts its outermost acquisitions, the contended ones (trylock failed),
+ * the time waited and held (wall clock, and the holder's CPU time), and a
+ * histogram of both (lockstat.c). The counters live under the lock itself.
+ * One JSON line goes to stderr on SIGUSR2 and when the server is disposed.
+ * Off, none of this exists. */
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct aw_lock_site {
+    const char *file, *func;
+    int line;
+    bool listed;
+    struct aw_lock_site *next;
+    uint64_t acquisitions, contended, wait_ns, hold_ns, hold_cpu_ns, hold_max_ns;
+} aw_lock_site_t;
+
+void aw_lock_at(aw_lock_site_t *site);
+#define aw_lock()                                                                                  \
+    do {                                                                                           \
+        static aw_lock_site_t aw_lock_site_ = {                                                    \
+            .file = __FILE__, .func = __func__, .line = __LINE__};                                 \
+        aw_lock_at(&aw_lock_site_);                                                                \
+    } while (0)
+
+/* lockstat.c: what aw_lock_at and aw_unlock call with stats on. */
+void aw_lockstat_acquire(uv_mutex_t *m, aw_lock_site_t *site);
+void aw_lockstat_release(uv_mutex_t *m);
+/* Starts the clock and the SIGUSR2 handler on the main loop. */
+void aw_lockstat_start(uv_loop_t *loop, unsigned nloops);
+/* Writes the counters so far as one JSON line to stderr; takes the lock. */
+void aw_lockstat_dump(const char *why);
+#endif
+
 /* Is this the main loop's thread (the one that owns agents and signals)? */
 bool aw_on_main_thread(void);
 

@@ -43,6 +43,25 @@ static uv_mutex_t big_lock;
 static _Thread_local int lock_depth;
 static _Thread_local server_loop_t *this_loop;
 
+#ifdef AW_LOCK_STATS
+void aw_lock_at(aw_lock_site_t *site)
+{
+    if (threaded && lock_depth++ == 0)
+        aw_lockstat_acquire(&big_lock, site);
+}
+
+void(aw_lock)(void) /* a caller that does not see lock.h's macro */
+{
+    static aw_lock_site_t site = {.file = __FILE__, .func = "unlabelled"};
+    aw_lock_at(&site);
+}
+
+void aw_unlock(void)
+{
+    if (threaded && --lock_depth == 0)
+        aw_lockstat_release(&big_lock);
+}
+#else
 void aw_lock(void)
 {
     if (threaded && lock_depth++ == 0)
@@ -54,6 +73,7 @@ void aw_unlock(void)
     if (threaded && --lock_depth == 0)
         uv_mutex_unlock(&big_lock);
 }
+#endif
 
 server_loop_t *server_current_loop(void)
 {
@@ -570,6 +590,9 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
     threaded = srv->nloops > 1;
     if (threaded)
         uv_mutex_init(&big_lock);
+#ifdef AW_LOCK_STATS
+    aw_lockstat_start(loop, srv->nloops);
+#endif
     agent_options_t aopts = {
         .loop = loop,
         .kill_grace_ms = cfg->agent_kill_grace_ms,
@@ -708,6 +731,9 @@ void server_dispose(server_t *srv)
     map_dispose(&srv->_ips, NULL);
     jwks_free(srv->jwks);
     jwt_verifier_dispose(&srv->jwt);
+#ifdef AW_LOCK_STATS
+    aw_lockstat_dump("exit");
+#endif
     if (threaded)
         uv_mutex_destroy(&big_lock);
 }

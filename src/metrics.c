@@ -90,6 +90,9 @@ char *metrics_render(const metrics_t *m, const metrics_gauges_t *g, size_t *len)
         (long long)m->bytes_received);
     one(f, "agentwire_queue_bytes", "gauge", "Bytes waiting in outgoing queues.",
         (long long)m->queue_bytes);
+    one(f, "agentwire_frame_cache_bytes", "gauge",
+        "Bytes kept for reuse in the loops' frame caches (as of their last trim).",
+        (long long)m->frame_cache_bytes);
     one(f, "agentwire_runs_started_total", "counter", "Agent runs started by users.",
         (long long)m->runs_started);
     head(f, "agentwire_runs_completed_total", "counter", "Runs ended, by final status.");

@@ -59,6 +59,7 @@ typedef struct metrics {
     uint64_t runs_completed[4];   /* by final status: success, error, cancelled, timeout */
     uint64_t agent_lines_dropped; /* agent lines that were not valid events */
     int64_t queue_bytes;          /* gauge: bytes waiting in all queues */
+    int64_t frame_cache_bytes;    /* gauge: bytes kept in the loops' frame caches */
 } metrics_t;
 
 const char *metrics_refusal_name(enum metrics_refusal r);

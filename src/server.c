@@ -240,12 +240,15 @@ static void finish(server_t *srv)
 }
 
 /* Gives freed memory back to the system after a large drop in what the
- * server holds (history and queues): glibc keeps freed chunks resident while
- * the heap is fragmented, so a burst would otherwise pin its peak RSS. */
+ * server holds (history, queues, and the frame caches, which free a burst's
+ * frames a second or two after the queues let go of them): glibc keeps
+ * freed chunks resident while the heap is fragmented, so a burst would
+ * otherwise pin its peak RSS. */
 static void trim_memory(server_t *srv)
 {
     server_sum_counters(srv);
-    size_t held = srv->hub.history.bytes + (size_t)srv->metrics.queue_bytes;
+    size_t held = srv->hub.history.bytes + (size_t)srv->metrics.queue_bytes +
+                  (size_t)srv->metrics.frame_cache_bytes;
     if (held > srv->_trim_mark)
         srv->_trim_mark = held;
     else if (srv->_trim_mark - held >= TRIM_STEP_BYTES ||
@@ -353,6 +356,7 @@ static void on_tick(uv_timer_t *t)
         if (room < srv->cfg->frame_cache_bytes)
             room = srv->cfg->frame_cache_bytes;
         frame_cache_trim((size_t)room);
+        atomic_store_explicit(&lp->cache_bytes, (int64_t)frame_cache_bytes(), memory_order_relaxed);
         lp->_cache_trim_ms = now;
         lp->queue_peak = atomic_load_explicit(&lp->queue_bytes, memory_order_relaxed);
     }
@@ -898,13 +902,15 @@ void server_purge_inbox(server_loop_t *lp, session_t *s)
 
 void server_sum_counters(server_t *srv)
 {
-    int64_t queued = 0;
+    int64_t queued = 0, cached = 0;
     uint64_t sent = 0;
     for (unsigned i = 0; i < srv->nloops; i++) {
         queued += atomic_load_explicit(&srv->loops[i].queue_bytes, memory_order_relaxed);
+        cached += atomic_load_explicit(&srv->loops[i].cache_bytes, memory_order_relaxed);
         sent += atomic_load_explicit(&srv->loops[i].bytes_sent, memory_order_relaxed);
     }
     srv->metrics.queue_bytes = queued;
+    srv->metrics.frame_cache_bytes = cached;
     srv->metrics.bytes_sent = sent;
 }
 

@@ -56,6 +56,7 @@ typedef struct server_loop {
     _Atomic int64_t queue_bytes; /* bytes waiting in this loop's queues */
     int64_t queue_peak;          /* their most since the last frame cache trim (own thread) */
     _Atomic uint64_t bytes_sent; /* bytes written to this loop's sockets */
+    _Atomic int64_t cache_bytes; /* bytes in this loop's frame cache, as of its last trim */
     /* private */
     uv_thread_t _thread;
     uv_tcp_t _listener;

@@ -4,10 +4,12 @@
 // server's CPU and memory from /proc, and writes docs/benchmarks.md with
 // absolute figures, ratios against each peer and gnuplot plots.
 //
-//   node bench/run.mjs [--smoke] [--only agentwire,ws,...] [--scenarios a,b,...]
+//   node bench/run.mjs [--smoke] [--only agentwire,ws,...] [--scenarios l,a,b,...]
 //                      [--repeat N] [--out FILE]
 //
-// Scenarios: a) fan-out at the maximum rate   b) fan-out at a fixed rate
+// Scenarios: l) throughput at a latency bound (the headline: the highest
+//               delivered rate with p99 under 50 ms, searched)
+//            a) fan-out at the maximum rate   b) fan-out at a fixed rate
 //            c) idle memory   d) connection and reconnect storms
 //            e) large (64 KiB) events   f) echo
 // --smoke runs every scenario once at a tiny size, writes its report to a
@@ -55,9 +57,32 @@ const FULL = {
   largeBatch: 32,
   // f) echo
   echoConns: 500,
-  echo: [{ bytes: 64, window: 8 }, { bytes: 65536, window: 2 }],
+  // 1 MiB messages on fewer connections (100 MiB in flight at window 1)
+  echo: [{ bytes: 64, window: 8 }, { bytes: 65536, window: 2 }, { bytes: 1048576, window: 1, conns: 100 }],
   echoMs: 5000,
   repeat: 3,
+  // l) throughput at a latency bound: for each size, boundRuns searches for
+  //    the highest rate at which p99 < boundP99Us with nothing lost; a step is
+  //    one loadgen run of boundStepMs of publishing at a fixed rate against a
+  //    fresh server. Steps of ~2-4 s of wall time (10,000 Socket.IO clients
+  //    take ~2 s to connect), ~6 in a first search and ~4 in the next ones:
+  //    about 12-14 minutes for 4 targets × 3 sizes × 5 searches on 2 cores.
+  //    1.5 s of publishing is enough to see an overload: 5 % above what a
+  //    server sustains leaves a backlog of 75 ms by the end, over the bound.
+  boundConns: [1000, 5000, 10000],
+  boundRuns: 5,
+  boundP99Us: 50_000,
+  boundStepMs: 1500,
+  boundStartRate: 4000, // events/s of the first step of a target's first search
+  boundFirstFactor: 2, // its ramp (×/÷ per step until a step passes and one fails)
+  boundSizeFactor: 1.5, // first search of a larger size: from the smaller size's median
+  boundRunFactor: 1.2, // searches 2..N of a size: from the median of the earlier ones
+  boundTolerance: 1.1, // done when lowest failing rate ≤ this × highest passing rate
+  boundMaxSteps: 10,
+  boundMinRate: 20, // events/s; below it the search gives up (result 0)
+  boundBatchWindowMs: 2, // batch endpoints: one request per 2 ms of events
+  boundRunBudgetMs: 120_000, // one search
+  boundBudgetMs: 20 * 60_000, // the whole scenario; searches past it are skipped (and said so)
 };
 
 const SMOKE = {
@@ -82,6 +107,14 @@ const SMOKE = {
   echoConns: 20,
   echoMs: 1000,
   repeat: 1,
+  boundConns: [50],
+  boundRuns: 1,
+  boundStepMs: 500,
+  boundStartRate: 100,
+  boundFirstFactor: 4,
+  boundMaxSteps: 3,
+  boundRunBudgetMs: 30_000,
+  boundBudgetMs: 3 * 60_000,
 };
 
 // Each target's best publish mode at the maximum rate, chosen by measuring
@@ -103,6 +136,35 @@ const ONE_PER_REQUEST = { batch: 1, publishers: 8, pipeline: 32 };
 const FIXED_ONE = { batch: 1, publishers: 4, pipeline: 8 };
 const FIXED_BATCH = { batch: 10, publishers: 2, pipeline: 4 };
 
+// l) The publish mode under the latency bound, the same in spirit for every
+// target: what a backend publishing a steady stream would do. Where there is a
+// batch endpoint (agentwire, node ws, Socket.IO), one request per
+// boundBatchWindowMs of events (batches of rate × window, at least 1, at most
+// 1000): the loadgen issues a batch whenever that many events are due, so
+// an event waits at most one window before its request is written (that wait
+// is not in the measured latency, which starts at the write: ≤ 2 ms of the
+// 50 ms bound); 2 publisher connections × 8 requests in flight. nchan has no
+// batch endpoint: one event per POST, 8 publisher connections × 32 pipelined.
+// (Tried on the 2-core machine: at 10,000 connections agentwire's
+// single-event endpoint could not take 20,000 events/s, which batches of 20
+// and of 100 kept up with; at 1,000 connections requests of 1, 64, 160 and
+// 320 events all kept p99 under 11 ms at 32,000 events/s. A 2 ms window
+// makes batches of ~10-60 events at the rates found here.)
+const BATCH_ENDPOINT = { agentwire: true, ws: true, socketio: true, nchan: false };
+function boundPub(target, rate, cfg) {
+  if (!BATCH_ENDPOINT[target]) return { batch: 1, publishers: 8, pipeline: 32 };
+  const batch = Math.min(1000, Math.max(1, Math.round((rate * cfg.boundBatchWindowMs) / 1000)));
+  return { batch, publishers: 2, pipeline: 8 };
+}
+function describeBoundMode(target, cfg) {
+  return BATCH_ENDPOINT[target]
+    ? `batches of ${cfg.boundBatchWindowMs} ms of events (rate × ${cfg.boundBatchWindowMs} ms, ≥ 1), 2 publishers × 8 pipelined`
+    : 'one event per request, 8 publishers × 32 pipelined';
+}
+// The loadgen's --timeout-ms of one step: the connect phase, the publishing,
+// and as long again for a backlog to drain (a step that needs more has failed).
+const boundTimeoutMs = (cfg, conns) => 4000 + Math.round(conns * 0.8) + Math.round(cfg.boundStepMs * 2.5);
+
 const NO_ECHO = {
   socketio: 'no echo endpoint (Socket.IO is not a raw WebSocket server)',
   nchan: 'nchan has no echo endpoint',
@@ -116,7 +178,7 @@ const NO_RESUME = {
 // ---- command line ------------------------------------------------------------
 
 function parseCli(argv) {
-  const o = { smoke: false, only: null, scenarios: null, out: null, repeat: null, fromResults: null };
+  const o = { smoke: false, only: null, scenarios: null, out: null, repeat: null, fromResults: null, boundConns: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -129,19 +191,24 @@ function parseCli(argv) {
     else if (a === '--out') o.out = val();
     else if (a === '--repeat') o.repeat = Number(val());
     else if (a === '--from-results') o.fromResults = val();
+    else if (a === '--bound-conns') o.boundConns = val().split(',').map((x) => Number(x.trim()));
     else if (a === '--help' || a === '-h') usage(null);
     else usage(`unknown option ${a}`);
   }
   for (const t of o.only ?? []) if (!TARGETS.includes(t)) usage(`--only: unknown target ${t} (${TARGETS.join(', ')})`);
-  for (const s of o.scenarios ?? []) if (!'abcdef'.includes(s) || s.length !== 1) usage(`--scenarios: unknown scenario ${s} (a..f)`);
+  for (const s of o.scenarios ?? []) if (!'labcdef'.includes(s) || s.length !== 1) usage(`--scenarios: unknown scenario ${s} (l, a..f)`);
   if (o.repeat !== null && !(Number.isInteger(o.repeat) && o.repeat >= 1)) usage('--repeat: expected an integer >= 1');
+  if (o.boundConns && !o.boundConns.every((n) => Number.isInteger(n) && n >= 5)) usage('--bound-conns: expected connection counts >= 5, e.g. 1000,10000');
   return o;
 }
 
 function usage(err) {
-  const text = `usage: node bench/run.mjs [--smoke] [--only ${TARGETS.join(',')}] [--scenarios a,b,c,d,e,f]
-                         [--repeat N] [--out FILE] [--from-results JSON]
+  const text = `usage: node bench/run.mjs [--smoke] [--only ${TARGETS.join(',')}] [--scenarios l,a,b,c,d,e,f]
+                         [--repeat N] [--out FILE] [--from-results JSON] [--bound-conns N,N...]
+  --bound-conns: the sizes of scenario l (default 1000,5000,10000; smoke 50)
   --from-results: no runs, only the report again from a results file (e.g. after editing bench/notes.md)
+  --repeat: runs per case (default 3; scenario l: searches per point, default 5)
+  l throughput at a latency bound (p99 < 50 ms; the headline)
   a fan-out at the maximum rate   b fan-out at a fixed rate   c idle memory
   d connection and reconnect storm   e 64 KiB events   f echo`;
   if (err) {
@@ -165,6 +232,19 @@ function buildCases(cfg, targets, scenarios, loopsOption) {
   const fanout = (target, conns, pub, events, extra = {}) => ({
     ...base(target, 'fanout', conns), events, rate: 0, ...pub, ...extra,
   });
+  if (scenarios.includes('l')) {
+    for (const conns of cfg.boundConns) {
+      for (const target of targets) {
+        // the command of one step; $RATE events/s, $EVENTS = $RATE × step seconds, $BATCH per boundPub
+        const pub = BATCH_ENDPOINT[target] ? { batch: '$BATCH', publishers: 2, pipeline: 8 } : boundPub(target, 1, cfg);
+        add({
+          id: `l-bound-${target}-${conns}`, scenario: 'l', group: 'bound', target, kind: 'bound', conns,
+          modeLabel: describeBoundMode(target, cfg),
+          args: { ...base(target, 'fanout', conns), events: '$EVENTS', rate: '$RATE', ...pub, 'timeout-ms': boundTimeoutMs(cfg, conns) },
+        });
+      }
+    }
+  }
   if (scenarios.includes('a')) {
     for (const conns of cfg.fanoutConns) {
       for (const target of targets) {
@@ -278,9 +358,9 @@ function buildCases(cfg, targets, scenarios, loopsOption) {
     }
   }
   if (scenarios.includes('f')) {
-    for (const { bytes, window } of cfg.echo) {
+    for (const { bytes, window, conns: sizeConns } of cfg.echo) {
       for (const target of targets) {
-        const conns = cfg.echoConns;
+        const conns = Math.min(cfg.echoConns, sizeConns ?? cfg.echoConns);
         const id = `f-echo-${target}-${bytes}`;
         if (NO_ECHO[target]) {
           add({ id, scenario: 'f', group: 'echo', target, kind: 'echo', conns, echoBytes: bytes, na: NO_ECHO[target] });
@@ -455,6 +535,171 @@ async function runOnce(c, ctx) {
   return rec;
 }
 
+// ---- l) throughput at a latency bound ------------------------------------------
+
+// One step of a search: a fresh server, the loadgen's fan-out at `rate`
+// events/s for cfg.boundStepMs, and whether it met the bound: p99 under
+// cfg.boundP99Us, every event delivered exactly once, in order, to its own
+// user, no connection dropped, and the publishing kept up with the rate.
+async function boundStep(c, ctx, rate) {
+  const { cfg, secret, apiKey } = ctx;
+  const pub = boundPub(c.target, rate, cfg);
+  const users = Math.max(1, Math.round(c.conns / cfg.connsPerUser));
+  const events = Math.max(users, Math.round((rate * cfg.boundStepMs) / 1000));
+  const timeout = boundTimeoutMs(cfg, c.conns);
+  const st = { rate, batch: pub.batch, events, pass: false, why: [] };
+  const t0 = Date.now();
+  let server;
+  try {
+    server = await startServer(c.target, { secret, apiKey });
+    await sleep(150);
+    const s = {};
+    const onPhase = (ph) => { if (ph.phase === 'connected' && !s.mid) s.mid = sample(server.pid); };
+    s.start = sample(server.pid);
+    const args = { ...c.args, port: server.port, 'jwt-secret': secret, 'api-key': apiKey, events, rate, ...pub, 'timeout-ms': timeout };
+    const { result: r } = await runLoadgen(args, { boundMs: timeout + 20_000, onPhase });
+    const end = sample(server.pid);
+    if (!server.alive()) throw new Error(`the server exited during the step${server.exitNote()}`);
+    const n = (k) => num(r[k]) ?? 0;
+    const lat = r.latency_us ?? {};
+    Object.assign(st, {
+      dps: num(r.deliveries_per_s), offered_dps: rate * cfg.connsPerUser, pub_eps: num(r.publish_events_per_s),
+      p50_us: num(lat.p50), p99_us: num(lat.p99), p999_us: num(lat.p999), max_us: num(lat.max),
+      deliveries: n('deliveries'), server_cpu_s: end.cpu_s - (s.mid ?? s.start).cpu_s,
+    });
+    for (const k of ['missing', 'closed_by_server', 'connect_failed', 'publish_errors', 'order_errors', 'cross_user', 'duplicates', 'bad_frames']) {
+      if (n(k) > 0) st[k] = n(k);
+    }
+    if (r.timed_out === true) st.timed_out = true;
+    // what the step failed on: losses from an overload first, then the bound
+    if (st.timed_out) st.why.push('timed out');
+    if (st.connect_failed) st.why.push(`${st.connect_failed} connections failed`);
+    if (st.missing) st.why.push(`${st.missing} missing`);
+    if (st.closed_by_server) st.why.push(`${st.closed_by_server} closed by the server`);
+    if (st.publish_errors) st.why.push(`${st.publish_errors} publish errors`);
+    for (const [k, label] of [['order_errors', 'order errors'], ['cross_user', 'cross-user'], ['duplicates', 'duplicates'], ['bad_frames', 'bad frames']]) {
+      if (st[k]) st.why.push(`${st[k]} ${label}`);
+    }
+    if (!(st.p99_us < cfg.boundP99Us)) st.why.push(`p99 ${st.p99_us === undefined ? '?' : fmtMs(st.p99_us)} ms`);
+    // kept up: the events were published at the rate (a server that answers
+    // its publish requests late holds the events back in the loadgen, where
+    // the measured latency does not see them) and delivered at it
+    if (!(st.pub_eps >= 0.95 * rate)) st.why.push(`published ${st.pub_eps === undefined ? '?' : Math.round(st.pub_eps)} of ${rate} events/s`);
+    else if (!(st.dps >= 0.9 * st.offered_dps)) st.why.push(`delivered ${st.dps === undefined ? '?' : Math.round(st.dps)} of ${st.offered_dps}/s`);
+    st.pass = st.why.length === 0;
+  } catch (err) {
+    st.error = String(err.message ?? err).replace(/\s+/g, ' ').slice(0, 400);
+    st.why.push(`error: ${st.error}`);
+  } finally {
+    if (server) await server.stop();
+  }
+  st.wall_s = (Date.now() - t0) / 1000;
+  return st;
+}
+
+const fmtMs = (us) => (us / 1000).toFixed(us < 10_000 ? 1 : 0);
+
+// Where a search starts: the median of the point's earlier searches (a small
+// ramp), else the median of the same target at the next smaller size, else
+// cfg.boundStartRate (ramps of ×2).
+function boundHint(c, ctx) {
+  const { cfg } = ctx;
+  const rates = (k) => (ctx.boundFound.get(k) ?? []).filter((x) => x > 0);
+  const same = rates(`${c.target}|${c.conns}`);
+  if (same.length) return { rate: median(same), factor: cfg.boundRunFactor, from: 'earlier runs of this point' };
+  const smaller = cfg.boundConns.filter((n) => n < c.conns).sort((a, b) => b - a);
+  for (const n of smaller) {
+    const r = rates(`${c.target}|${n}`);
+    if (r.length) return { rate: median(r), factor: cfg.boundSizeFactor, from: `${n} connections` };
+  }
+  return { rate: cfg.boundStartRate, factor: cfg.boundFirstFactor, from: 'the start rate' };
+}
+
+// One run of scenario l: a search for the highest rate that meets the bound.
+// From the hint, steps ×factor up while they pass (÷ down while they fail;
+// consecutive moves the same way grow the factor, up to ×2), then bisection
+// (geometric) between the highest passing and the lowest failing rate until
+// they are within cfg.boundTolerance. The run's figure: the delivered rate
+// (deliveries/s, measured) of its highest passing step.
+async function runBound(c, ctx) {
+  const { cfg } = ctx;
+  const hint = boundHint(c, ctx);
+  const t0 = Date.now();
+  const rec = { started: new Date().toISOString(), hint: { rate: Math.round(hint.rate), from: hint.from }, steps: [] };
+  const steps = rec.steps;
+  let lo = null;
+  let hi = null;
+  let rate = Math.max(cfg.boundMinRate, Math.round(hint.rate));
+  let lastDir = 0;
+  let streak = 0;
+  const notes = [];
+  for (;;) {
+    const st = await boundStep(c, ctx, rate);
+    steps.push(st);
+    if (st.pass) { if (!lo || st.rate > lo.rate) lo = st; } else if (!hi || st.rate < hi.rate) hi = st;
+    if (steps.length >= cfg.boundMaxSteps) { if (!(lo && hi)) notes.push(`stopped after ${steps.length} steps`); break; }
+    if (Date.now() - t0 > cfg.boundRunBudgetMs) { notes.push(`stopped by the time bound of a search (${cfg.boundRunBudgetMs / 1000} s)`); break; }
+    let next;
+    if (lo && hi) {
+      if (hi.rate <= lo.rate * cfg.boundTolerance) break;
+      next = Math.sqrt(lo.rate * hi.rate);
+    } else {
+      const dir = lo ? 1 : -1;
+      streak = dir === lastDir ? streak + 1 : 1;
+      lastDir = dir;
+      const f = Math.min(Math.max(2, hint.factor), hint.factor ** streak);
+      next = dir > 0 ? lo.rate * f : hi.rate / f;
+    }
+    next = Math.round(next);
+    if (next < cfg.boundMinRate) { notes.push(`no step met the bound down to ${rate} events/s`); break; }
+    if (steps.some((x) => x.rate === next)) break;
+    rate = next;
+  }
+  rec.search_s = (Date.now() - t0) / 1000;
+  rec.ok = steps.some((x) => !x.error);
+  if (!rec.ok) rec.error = steps[0]?.error ?? 'no step';
+  const sum = (k) => steps.reduce((a, x) => a + (x[k] ?? 0), 0);
+  // the loadgen's counters that report.mjs sums over runs: only what no
+  // overload excuses (a step past the server's capacity may lose events:
+  // that step failed, and is in the steps)
+  rec.result = { order_errors: sum('order_errors'), cross_user: sum('cross_user'), duplicates: sum('duplicates'), connect_failed: sum('connect_failed') };
+  rec.problems = [];
+  for (const x of steps) {
+    const bad = x.why.filter((w) => /order errors|cross-user|duplicates|bad frames|connections failed|^error: /.test(w));
+    if (bad.length) rec.problems.push(`step at ${x.rate} events/s: ${bad.join(', ')}`);
+  }
+  if (!lo) notes.push('no step met the bound');
+  rec.notes = notes;
+  rec.capped = !lo ? 'none' : !hi ? 'lower bound' : null;
+  rec.metrics = lo ? {
+    deliveries_per_s: lo.dps, rate: lo.rate, batch: lo.batch, p50_us: lo.p50_us, p99_us: lo.p99_us, p999_us: lo.p999_us, max_us: lo.max_us,
+    server_cpu_per_m: lo.deliveries > 0 ? (lo.server_cpu_s / lo.deliveries) * 1e6 : undefined,
+    fail_rate: hi?.rate, fail_dps: hi?.dps, fail_p99_us: hi?.p99_us, steps: steps.length, search_s: rec.search_s,
+  } : { deliveries_per_s: 0, fail_rate: hi?.rate, steps: steps.length, search_s: rec.search_s };
+  const key = `${c.target}|${c.conns}`;
+  if (!ctx.boundFound.has(key)) ctx.boundFound.set(key, []);
+  ctx.boundFound.get(key).push(lo ? lo.rate : 0);
+  return rec;
+}
+
+// In a smoke run every step is far below any server's capacity: a loss of any
+// kind, a failed step or a search without a passing step fails the smoke.
+function boundSmokeProblems(rec) {
+  const p = [];
+  for (const x of rec.steps ?? []) if (!x.pass) p.push(`step at ${x.rate} events/s: ${x.why.join(', ')}`);
+  if (rec.capped === 'none') p.push('no step met the bound');
+  return p;
+}
+
+function summarizeBound(c, rec, cfg) {
+  const m = rec.metrics ?? {};
+  const steps = (rec.steps ?? []).map((x) => `${x.rate}${x.pass ? '✓' : `✗(${x.why[0] ?? '?'})`}`).join(' ');
+  const head = m.deliveries_per_s > 0
+    ? `${rec.capped ? '≥ ' : ''}${Math.round(m.deliveries_per_s)} deliveries/s with p99 < ${cfg.boundP99Us / 1000} ms (${m.rate} events/s, p99 ${fmtMs(m.p99_us)} ms)`
+    : 'no rate met the bound';
+  return `${head}; from ${rec.hint.rate} (${rec.hint.from}), steps (events/s): ${steps}${rec.notes?.length ? `; ${rec.notes.join('; ')}` : ''}`;
+}
+
 // ---- aggregation -------------------------------------------------------------
 
 export function median(xs) {
@@ -469,8 +714,9 @@ function aggregate(c) {
   c.ok_runs = ok.length;
   // the medians come from the runs without problems (a run that lost events
   // measured something else), unless every run had some
+  // (scenario l: every search; its figure comes from a step that met the bound)
   const clean = ok.filter((r) => !(r.problems ?? []).length);
-  const basis = clean.length ? clean : ok;
+  const basis = clean.length && c.kind !== 'bound' ? clean : ok;
   c.median_runs = basis.length;
   c.median = {};
   const keys = new Set(basis.flatMap((r) => Object.keys(r.metrics)));
@@ -521,7 +767,9 @@ async function main() {
   }
   const cfg = { ...(cli.smoke ? SMOKE : FULL) };
   if (cli.repeat) cfg.repeat = cli.repeat;
-  const scenarios = cli.scenarios ?? ['a', 'b', 'c', 'd', 'e', 'f'];
+  const scenarios = cli.scenarios ?? ['l', 'a', 'b', 'c', 'd', 'e', 'f'];
+  cfg.boundRuns = cli.repeat ?? cfg.boundRuns;
+  if (cli.boundConns) cfg.boundConns = [...cli.boundConns].sort((a, b) => a - b);
   const wanted = cli.only ?? TARGETS;
   const t0 = Date.now();
 
@@ -562,11 +810,14 @@ async function main() {
     cfg,
     secret: randomBytes(16).toString('hex'),
     apiKey: randomBytes(16).toString('hex'),
+    boundFound: new Map(), // scenario l: `${target}|${conns}` -> rates found by the searches so far
   };
   const loops = scenarios.includes('a') ? loopsOption() : null;
   const cases = buildCases(cfg, targets, scenarios, loops);
   const runnable = cases.filter((c) => !c.na);
-  process.stderr.write(`bench: ${runnable.length} cases × ${cfg.repeat} run(s); targets ${targets.join(', ')}; scenarios ${scenarios.join(',')}${cli.smoke ? ' (smoke)' : ''}\n`);
+  const nBound = runnable.filter((c) => c.kind === 'bound').length;
+  process.stderr.write(`bench: ${runnable.length - nBound} cases × ${cfg.repeat} run(s)${nBound ? `, ${nBound} latency-bound points × ${cfg.boundRuns} search(es)` : ''}; `
+    + `targets ${targets.join(', ')}; scenarios ${scenarios.join(',')}${cli.smoke ? ' (smoke)' : ''}\n`);
 
   // The runs use copies of the binaries taken now, so that a rebuild while the
   // benchmark runs (hours of work on src/ go on next to it) cannot mix builds.
@@ -583,7 +834,41 @@ async function main() {
   for (const c of cases) {
     c.command = c.args ? commandLine(c.args) : null;
     c.runs = [];
-    if (c.na) continue;
+  }
+  // l) in rounds: search 1 of every point (sizes ascending, each starting from
+  // the smaller size's result), then search 2 of every point, and so on, so
+  // that a slow spell of the shared machine touches every target alike
+  const boundCases = cases.filter((c) => c.kind === 'bound' && !c.na);
+  let boundS = null;
+  if (boundCases.length) {
+    const tb = Date.now();
+    let cut = false;
+    for (let i = 0; i < cfg.boundRuns && !cut; i++) {
+      for (const c of boundCases) {
+        if (Date.now() - tb > cfg.boundBudgetMs) {
+          cut = true;
+          process.stderr.write(`bench: scenario l stopped by its time bound (${cfg.boundBudgetMs / 60000} min) before search ${i + 1} of ${c.id}\n`);
+          break;
+        }
+        const t = Date.now();
+        const rec = await runBound(c, ctx);
+        c.runs.push(rec);
+        const brief = rec.ok ? summarizeBound(c, rec, cfg) : `FAILED: ${rec.error}`;
+        process.stderr.write(`  ${c.id} #${i + 1}: ${brief} (${((Date.now() - t) / 1000).toFixed(1)} s)\n`);
+        const probs = cli.smoke ? [...new Set([...rec.problems, ...boundSmokeProblems(rec)])] : rec.problems;
+        if (probs.length) failures.push(`${c.id} #${i + 1}: ${probs.join('; ')}`);
+      }
+    }
+    for (const c of boundCases) {
+      if (c.runs.length < cfg.boundRuns) c.budget_cut = `${c.runs.length} of ${cfg.boundRuns} searches: the scenario's time bound (${cfg.boundBudgetMs / 60000} min) ran out`;
+      if (c.runs.length) aggregate(c);
+      else c.error = c.budget_cut;
+    }
+    boundS = (Date.now() - tb) / 1000;
+    process.stderr.write(`bench: scenario l took ${boundS.toFixed(0)} s\n`);
+  }
+  for (const c of cases) {
+    if (c.na || c.kind === 'bound') continue;
     for (let i = 0; i < cfg.repeat; i++) {
       const t = Date.now();
       const rec = await runOnce(c, ctx);
@@ -612,6 +897,8 @@ async function main() {
     argv: process.argv.slice(2),
     machine,
     loops_option: loops?.flag ?? null,
+    bound_runs: boundCases.length ? cfg.boundRuns : null,
+    bound_s: boundS,
   };
   mkdirSync(dirname(resultsFile), { recursive: true });
   // one line per case, so that the file stays small and diffs stay readable

@@ -23,7 +23,7 @@ const PEER_SCRIPT = {
 export function agentwireArgs(secret, apiKey) {
   return ['--listen', '127.0.0.1:0', '--jwt-secret', secret, '--api-key', apiKey,
     '--max-connections-per-user', '1000', '--max-messages-per-second', '0', '--echo-path', '/echo',
-    '--max-message-bytes', '131072', '--queue-limit-bytes', '8388608',
+    '--max-message-bytes', '2097152', '--queue-limit-bytes', '8388608',
     '--heartbeat-interval-ms', '60000', '--drain-timeout-ms', '1000', '--log-format', 'json',
     // the load generator's clients share a few source addresses: no per-address share
     '--max-connections-per-ip', '10000000'];
@@ -31,7 +31,7 @@ export function agentwireArgs(secret, apiKey) {
 
 // Same outgoing-queue bound and heartbeat as agentwire's flags above.
 const PEER_ARGS = {
-  ws: ['--max-buffered-bytes', '8388608', '--heartbeat-ms', '60000'],
+  ws: ['--max-buffered-bytes', '8388608', '--heartbeat-ms', '60000', '--max-payload', '2097152'],
   socketio: ['--ping-interval-ms', '60000'],
 };
 

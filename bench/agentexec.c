@@ -109,7 +109,7 @@ int main(void)
     }
     req[len] = '\0';
     char user[128], plan_text[512];
-    struct aplan p;
+    struct aplan p = {0};
     uint64_t bi = 0;
     if (json_str(req, "user_id", user, sizeof user) != 0 ||
         json_str(req, "user_request", plan_text, sizeof plan_text) != 0 ||

@@ -13,6 +13,13 @@
 void aw_lock(void);
 void aw_unlock(void);
 
+/* Lets go of the lock around work that touches no shared state (parsing a
+ * request body), however deep this thread holds it; returns that depth for
+ * aw_lock_resume, which takes it again. Other loops publish meanwhile: the
+ * caller keeps no pointer into shared state across the pair. */
+int aw_lock_suspend(void);
+void aw_lock_resume(int depth);
+
 #ifdef AW_LOCK_STATS
 /* Built with -DAW_LOCK_STATS=ON (CMake option, off by default): each call
  * site of aw_lock() is a static record (file, line, function), and the lock

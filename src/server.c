@@ -75,6 +75,24 @@ void aw_unlock(void)
 }
 #endif
 
+int aw_lock_suspend(void)
+{
+    int depth = lock_depth;
+    if (threaded && depth > 0) {
+        lock_depth = 1;
+        aw_unlock();
+    }
+    return depth;
+}
+
+void aw_lock_resume(int depth)
+{
+    if (threaded && depth > 0) {
+        aw_lock();
+        lock_depth = depth;
+    }
+}
+
 server_loop_t *server_current_loop(void)
 {
     return this_loop;

@@ -2,7 +2,9 @@
 // bench/cluster.mjs -- what cluster mode (--redis, docs/cluster.md) costs,
 // measured in one run on this machine, everything on 127.0.0.1:
 //
-//   node bench/cluster.mjs [--bin build/agentwire] [--quick] [--only 1,2,3]
+//   node bench/cluster.mjs [--bin build/agentwire] [--quick] [--only 1,2,3] [--md FILE]
+//
+// --md FILE: the same report, as the section g) of docs/benchmarks.md.
 //
 // 1. latency  cross-node delivery latency at a fixed rate: a single node (no
 //             --redis) against two nodes on one Redis, subscribers on node B,
@@ -34,7 +36,7 @@
 // 20 seconds, the same checks.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,7 +67,7 @@ const PAD = 'the quick brown fox jumps over the lazy dog, 0123456789 abcdefgh';
 // ---- command line --------------------------------------------------------------
 
 function usage(err) {
-  const text = 'usage: node bench/cluster.mjs [--bin build/agentwire] [--quick] [--only 1,2,3]\n' +
+  const text = 'usage: node bench/cluster.mjs [--bin build/agentwire] [--quick] [--only 1,2,3] [--md FILE]\n' +
     '  1 cross-node latency at a fixed rate   2 deliveries/s at the maximum rate   3 Redis CPU and memory per 1,000 events';
   if (err) {
     process.stderr.write(`cluster.mjs: ${err}\n${text}\n`);
@@ -82,6 +84,7 @@ function parseCli(argv) {
     const val = () => (i + 1 < argv.length ? argv[++i] : usage(`${a} needs a value`));
     if (a === '--bin') o.bin = resolve(val());
     else if (a === '--quick') o.quick = true;
+    else if (a === '--md') o.md = resolve(val());
     else if (a === '--only') o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
     else if (a === '--help' || a === '-h') usage(null);
     else usage(`unknown option ${a}`);
@@ -727,11 +730,13 @@ function gitCommit() {
 }
 
 async function main() {
+  const md = [];
+  const say = (line = '') => { console.log(line); md.push(line); };
   const t0 = Date.now();
   const shownBin = relative(process.cwd(), CLI.bin) || CLI.bin;
   const cmd = `node ${relative(process.cwd(), fileURLToPath(import.meta.url))} ${process.argv.slice(2).join(' ')}`.trim();
-  console.log(`$ ${cmd}`);
-  console.log('');
+  say(`$ ${cmd}`);
+  say('');
   // a copy of the binary, so that a rebuild while this runs changes nothing
   const binDir = mkdtempSync(join(tmpdir(), 'awbench-cluster-bin-'));
   process.on('exit', () => rmSync(binDir, { recursive: true, force: true }));
@@ -745,32 +750,39 @@ async function main() {
     agentwire: `${shownBin} (commit ${gitCommit()} of the tree; binary of ${st.mtime.toISOString()}, ${st.size} bytes)`,
   };
   console.log(`## agentwire cluster benchmark${CLI.quick ? ' (--quick: tiny sizes, a smoke run)' : ''}`);
-  console.log('');
-  console.log(`Machine: **${machine.cores} cores** (${machine.cpu}); node ${machine.node}; ${machine.redis}. Binary: ${machine.agentwire}. Everything on 127.0.0.1; the load generator (this process) shares the ${machine.cores} cores with the servers.`);
-  console.log('');
-  console.log('Servers, each run fresh:');
-  console.log('');
-  console.log('```');
-  console.log(`${shownBin} ${shownArgs(nodeArgs())}                    # single node`);
-  console.log(`${shownBin} ${shownArgs(nodeArgs({ redis: 'redis://x', id: 'A' }))}   # cluster node (B: --node-id B)`);
-  console.log(`/usr/bin/redis-server redis.conf   # redis.conf: ${redisConfig({ port: '$REDIS_PORT', dir: '$DIR' }).trim().split('\n').join('; ')}`);
-  console.log('```');
-  console.log('');
+  say('');
+  say(`Machine: **${machine.cores} cores** (${machine.cpu}); node ${machine.node}; ${machine.redis}. Binary: ${machine.agentwire}. Everything on 127.0.0.1; the load generator (this process) shares the ${machine.cores} cores with the servers.`);
+  say('');
+  say('Servers, each run fresh:');
+  say('');
+  say('```');
+  say(`${shownBin} ${shownArgs(nodeArgs())}                    # single node`);
+  say(`${shownBin} ${shownArgs(nodeArgs({ redis: 'redis://x', id: 'A' }))}   # cluster node (B: --node-id B)`);
+  say(`/usr/bin/redis-server redis.conf   # redis.conf: ${redisConfig({ port: '$REDIS_PORT', dir: '$DIR' }).trim().split('\n').join('; ')}`);
+  say('```');
+  say('');
   const scen = { 1: scenarioLatency, 2: scenarioRate, 3: scenarioRedis };
   let failed = false;
   const summary = [];
   for (const s of CLI.only) {
     const r = await scen[s]();
-    console.log(r.text);
-    console.log('');
-    console.log(`RESULT ${JSON.stringify({ ...r.result, quick: CLI.quick })}`);
-    console.log('');
+    say(r.text);
+    say('');
+    process.stdout.write(`RESULT ${JSON.stringify({ ...r.result, quick: CLI.quick })}\n`);
+    say('');
     if (r.failed) failed = true;
     summary.push(`${r.name}: ${r.failed ? 'PROBLEMS' : 'ok'}`);
   }
-  console.log(`${summary.join(', ')}; ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  say(`${summary.join(', ')}; ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  if (CLI.md) {
+    mkdirSync(dirname(CLI.md), { recursive: true });
+    // the page's section: the heading first, then the command, then the rest
+    const head = ['## g) Cluster mode on Redis (`node bench/cluster.mjs`)', '', `Command: \`${cmd}\` (its own redis-server and nodes).`];
+    writeFileSync(CLI.md, `${[...head, ...md.slice(1)].join('\n').trim()}\n`);
+    console.log(`markdown: ${CLI.md}`);
+  }
   if (failed) {
-    console.log('FAILED: an event was lost, duplicated, reordered or misdelivered, or a run failed (see the tables)');
+    say('FAILED: an event was lost, duplicated, reordered or misdelivered, or a run failed (see the tables)');
     process.exitCode = 1;
   }
 }

@@ -54,6 +54,11 @@ node bench/cluster.mjs --quick
 # fails on any acknowledged event that was not delivered.
 echo "== durable benchmark smoke (node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000)"
 node bench/durable.mjs --seconds 1 --rounds 1 --startup-events 20000
+# The agent-shaped benchmark's smoke run: 200 concurrent runs through the batch
+# API, an exec agent and the three peers, 3 s each; it fails on any lost,
+# duplicated or misrouted event.
+echo "== agent-shaped benchmark smoke (node bench/agents.mjs --quick)"
+node bench/agents.mjs --quick
 # The package: cmake --install layout, cpack -G DEB, installed into a scratch
 # root and run (scripts/test-package.sh); the JavaScript client's TypeScript
 # declarations, compiled against a use of every member and a list of misuses.

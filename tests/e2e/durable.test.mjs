@@ -31,8 +31,11 @@ test('kill -9 at random moments while a publisher runs: every acknowledged event
   const acked = Object.fromEntries(users.map((u) => [u, []])); // payload ids that got a 200, in order
   let epoch = Object.fromEntries(users.map((u) => [u, null]));
   let next = 0;
+  // thirty rounds may store more than the default 1000 events per user (the
+  // batch publisher's user most of all); the check reads every one of them
+  const keepAll = ['--data-dir', dir, '--history-size', '100000'];
   for (let round = 0; round < 30; round++) {
-    const srv = await startServer(['--data-dir', dir]);
+    const srv = await startServer(keepAll);
     let stop = false;
     // publishers: single events and batches, until the kill
     const publishers = users.map(async (user, k) => {
@@ -65,7 +68,7 @@ test('kill -9 at random moments while a publisher runs: every acknowledged event
     await Promise.all(publishers);
     await srv.stop();
   }
-  const srv = await startServer(['--data-dir', dir]);
+  const srv = await startServer(keepAll);
   t.after(() => srv.stop());
   for (const user of users) {
     const h = await historyOf(srv, user);

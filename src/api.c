@@ -77,128 +77,71 @@ static json_t *parse_body(session_t *s, const http_request_t *req, bigstr_t *lit
     return body;
 }
 
-static json_t *receipt_json(const hub_receipt_t *r)
-{
-    return json_pack("{s:I, s:s, s:s}", "seq", (json_int_t)r->seq, "epoch", r->epoch, "event_id",
-                     r->event_id);
-}
-
 /* ---- publishing: the broker answers, now (memory) or on a later loop turn (Redis) ---- */
+
+/* What of a request's events needs no shared state (checks, and each event's
+ * text, hub_prepare) is done first; with a large body, together with its
+ * parse and without the lock. The answer is written as text from the slots,
+ * not built as a JSON tree. */
+
+typedef struct pub_slot {
+    struct pub_wait *w;
+    size_t index;
+    int status;                /* 0: published (seq, epoch, event_id), else the error's */
+    enum metrics_error code;   /* the error's */
+    char *message;             /* the error's (malloc'd) */
+    bool counted;              /* the error is in the metrics already */
+    size_t tail_off, tail_len; /* the event's text in the wait's tails */
+    uint64_t seq;
+    char epoch[HUB_EPOCH_LEN + 1];
+    char event_id[HUB_EVENT_ID_LEN];
+    char user[EVENT_MAX_ID + 1];
+    char idem[IDEM_MAX_KEY + 1];
+    bool has_idem;
+} pub_slot_t;
 
 typedef struct pub_wait {
     session_wait_t base; /* first: the session, NULL once it is gone */
-    json_t *results;     /* one receipt or error per event */
-    struct pub_slot *slots;
+    pub_slot_t *slots;
+    size_t n;
     size_t pending; /* answers still to come */
     bool batch;
     server_t *srv;
 } pub_wait_t;
 
-typedef struct pub_slot {
-    pub_wait_t *w;
-    size_t index;
-    char user[EVENT_MAX_ID + 1];
-    char idem[IDEM_MAX_KEY + 1];
-} pub_slot_t;
+/* A request's events, checked and written out (pub_prepare). */
+typedef struct pub_prep {
+    pub_slot_t *slots;
+    size_t n;
+    aw_buf_t tails;
+} pub_prep_t;
 
-static json_t *error_json(server_t *srv, int status, enum metrics_error code, const char *msg)
+static void slot_error(pub_slot_t *slot, int status, enum metrics_error code, const char *msg)
 {
-    srv->metrics.errors[code]++;
-    return json_pack("{s:s, s:s, s:i}", "error", metrics_error_name(code), "message", msg, "status",
-                     status);
+    slot->status = status;
+    slot->code = code;
+    free(slot->message);
+    slot->message = strdup(msg);
 }
 
-static void pub_answer(pub_wait_t *w)
+/* The checks of each event and its text: touches nothing shared. */
+static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, const char *idem_header)
 {
-    session_t *s = w->base.s;
-    if (s) {
-        size_t i, down = 0;
-        json_t *item;
-        json_array_foreach(w->results, i, item) down +=
-            json_integer_value(json_object_get(item, "status")) == 503;
-        if (w->batch && down > 0 && down == json_array_size(w->results)) {
-            respond_unavailable(s, "the Redis shards of these events did not answer",
-                                true); /* each event's error is counted */
-        } else if (w->batch) {
-            session_respond_json(s, 200, w->results);
-        } else {
-            json_t *r = json_array_get(w->results, 0);
-            json_t *st = json_object_get(r, "status");
-            if (!st) {
-                session_respond_json(s, 200, r);
-            } else {
-                int status = (int)json_integer_value(st);
-                json_object_del(r, "status");
-                char *text = jalloc_dumps(r, JSON_COMPACT);
-                session_respond(s, status, "application/json", text, text ? strlen(text) : 0,
-                                status == 503 ? "Retry-After: 1\r\n" : NULL);
-                free(text);
-            }
-        }
-    }
-    json_decref(w->results);
-    free(w->slots);
-    session_http_release(&w->base);
-}
-
-static void pub_done(pub_wait_t *w)
-{
-    if (--w->pending == 0)
-        pub_answer(w);
-}
-
-static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
-{
-    pub_slot_t *slot = arg;
-    pub_wait_t *w = slot->w;
-    json_t *out = rc == AW_OK          ? receipt_json(r)
-                  : rc == AW_EINVAL    ? error_json(w->srv, 422, ERR_INVALID_EVENT, r->error)
-                  : rc == AW_ECONFLICT ? error_json(w->srv, 409, ERR_RUN_ORDER, r->error)
-                                       : error_json(w->srv, 503, ERR_UNAVAILABLE,
-                                                    rc == AW_ENOMEM ? "out of memory" : r->error);
-    json_array_set_new(w->results, slot->index, out);
-    pub_done(w);
-}
-
-/* Publishes the events of arr (or the one event) through the broker and
- * answers when every one has its answer. */
-static void publish_all(session_t *s, json_t *events, bool batch, const char *idem_header)
-{
-    server_t *srv = s->srv;
-    size_t n = json_array_size(events);
-    pub_wait_t *w = (pub_wait_t *)session_http_hold(s, sizeof *w);
-    pub_slot_t *slots = w ? calloc(n ? n : 1, sizeof *slots) : NULL;
-    broker_pub_t *items = slots ? calloc(n ? n : 1, sizeof *items) : NULL;
-    if (!items) {
-        free(slots);
-        if (w)
-            session_http_release(&w->base);
-        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
-        return;
-    }
-    w->results = json_array();
-    w->slots = slots;
-    w->batch = batch;
-    w->srv = srv;
-    w->pending = n + 1; /* answers may come before this returns */
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(w->results, json_null());
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
+    p->n = json_array_size(events);
+    p->slots = calloc(p->n ? p->n : 1, sizeof *p->slots);
+    if (!p->slots)
+        return AW_ENOMEM;
+    for (size_t i = 0; i < p->n; i++) {
         json_t *ev = json_array_get(events, i);
-        pub_slot_t *slot = &slots[i];
-        slot->w = w;
+        pub_slot_t *slot = &p->slots[i];
         slot->index = i;
-        hub_receipt_t r = {0};
         if (!json_is_object(ev)) {
-            snprintf(r.error, sizeof r.error, "an event must be a JSON object");
-            on_receipt(slot, AW_EINVAL, &r);
+            slot_error(slot, 422, ERR_INVALID_EVENT, "an event must be a JSON object");
             continue;
         }
         const char *user = json_string_value(json_object_get(ev, "user_id"));
         if (!event_id_valid(user)) {
-            snprintf(r.error, sizeof r.error, "user_id (the target) is required");
-            on_receipt(slot, AW_EINVAL, &r);
+            slot_error(slot, 422, ERR_INVALID_EVENT, "user_id (the target) is required");
             continue;
         }
         json_t *key = json_object_get(ev, "idempotency_key");
@@ -206,22 +149,177 @@ static void publish_all(session_t *s, json_t *events, bool batch, const char *id
         if (key) {
             idem = json_string_value(key);
             if (!idem || !*idem || strlen(idem) > IDEM_MAX_KEY) {
-                snprintf(r.error, sizeof r.error,
-                         "idempotency_key must be a string of 1 to 255 bytes");
-                on_receipt(slot, AW_EINVAL, &r);
+                slot_error(slot, 422, ERR_INVALID_EVENT,
+                           "idempotency_key must be a string of 1 to 255 bytes");
                 continue;
             }
         }
         /* copies: publishing drops user_id (the envelope's) and the key */
         snprintf(slot->user, sizeof slot->user, "%s", user);
         snprintf(slot->idem, sizeof slot->idem, "%s", idem ? idem : "");
+        slot->has_idem = idem != NULL;
         json_object_del(ev, "idempotency_key");
-        items[m++] = (broker_pub_t){
-            .user = slot->user, .ev = ev, .idem = idem ? slot->idem : NULL, .arg = slot};
+        char why[200];
+        slot->tail_off = p->tails.len;
+        int rc = hub_prepare(ev, lits, &p->tails, why, sizeof why);
+        if (rc == AW_EINVAL)
+            slot_error(slot, 422, ERR_INVALID_EVENT, why);
+        else if (rc != AW_OK)
+            slot_error(slot, 503, ERR_UNAVAILABLE, "out of memory");
+        slot->tail_len = p->tails.len - slot->tail_off;
+    }
+    return AW_OK;
+}
+
+static void pub_prep_free(pub_prep_t *p)
+{
+    if (p->slots)
+        for (size_t i = 0; i < p->n; i++)
+            free(p->slots[i].message);
+    free(p->slots);
+    aw_buf_free(&p->tails);
+}
+
+/* Appends slot's answer: its receipt, or its error (with its status in a
+ * batch). */
+static int answer_item(aw_buf_t *b, const pub_slot_t *slot, bool with_status)
+{
+    if (!slot->status) {
+        char text[40 + HUB_EPOCH_LEN + HUB_EVENT_ID_LEN + 24];
+        int n = snprintf(text, sizeof text, "{\"seq\":%llu,\"epoch\":\"%s\",\"event_id\":\"%s\"}",
+                         (unsigned long long)slot->seq, slot->epoch, slot->event_id);
+        return aw_buf_append(text, (size_t)n, b);
+    }
+    json_t *o = json_pack("{s:s, s:s}", "error", metrics_error_name(slot->code), "message",
+                          slot->message ? slot->message : "out of memory");
+    if (o && with_status)
+        json_object_set_new(o, "status", json_integer(slot->status));
+    int rc = o ? json_dump_callback(o, aw_buf_append, b, JSON_COMPACT) : -1;
+    json_decref(o);
+    return rc;
+}
+
+/* The answer's text: the receipt or error of one event, or the array of a
+ * batch's. */
+static int answer_text(const pub_wait_t *w, aw_buf_t *b)
+{
+    if (!w->batch)
+        return answer_item(b, &w->slots[0], false);
+    int rc = aw_buf_reserve(b, w->n * 96 + 2) ? -1 : aw_buf_append("[", 1, b);
+    for (size_t i = 0; rc == 0 && i < w->n; i++)
+        rc = (i ? aw_buf_append(",", 1, b) : 0) || answer_item(b, &w->slots[i], true) ? -1 : 0;
+    return rc ? rc : aw_buf_append("]", 1, b);
+}
+
+/* Batches at least this large write their answer without the lock, when
+ * they are answered before publish_all returns (from a broker's callback,
+ * the caller may be in the middle of shared state). */
+#define UNLOCKED_ANSWER_MIN 64
+
+static void pub_answer(pub_wait_t *w, bool may_unlock)
+{
+    session_t *s = w->base.s;
+    if (s) {
+        size_t down = 0;
+        for (size_t i = 0; i < w->n; i++)
+            down += w->slots[i].status == 503;
+        if (w->batch && down > 0 && down == w->n) {
+            respond_unavailable(s, "the Redis shards of these events did not answer",
+                                true); /* each event's error is counted */
+        } else {
+            aw_buf_t text = {0};
+            int depth = may_unlock && w->n >= UNLOCKED_ANSWER_MIN ? aw_lock_suspend() : 0;
+            int rc = answer_text(w, &text);
+            aw_lock_resume(depth);
+            int status = w->batch || !w->slots[0].status ? 200 : w->slots[0].status;
+            if (rc != 0)
+                session_abort(s, "out of memory");
+            else
+                session_respond(s, status, "application/json", text.data, text.len,
+                                status == 503 ? "Retry-After: 1\r\n" : NULL);
+            aw_buf_free(&text);
+        }
+    }
+    for (size_t i = 0; i < w->n; i++)
+        free(w->slots[i].message);
+    free(w->slots);
+    session_http_release(&w->base);
+}
+
+static void pub_done(pub_wait_t *w, bool may_unlock)
+{
+    if (--w->pending == 0)
+        pub_answer(w, may_unlock);
+}
+
+static void count_error(server_t *srv, pub_slot_t *slot)
+{
+    if (!slot->counted)
+        srv->metrics.errors[slot->code]++;
+    slot->counted = true;
+}
+
+static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
+{
+    pub_slot_t *slot = arg;
+    pub_wait_t *w = slot->w;
+    if (rc == AW_OK) {
+        slot->status = 0;
+        slot->seq = r->seq;
+        memcpy(slot->epoch, r->epoch, sizeof slot->epoch);
+        memcpy(slot->event_id, r->event_id, sizeof slot->event_id);
+    } else {
+        if (rc == AW_EINVAL)
+            slot_error(slot, 422, ERR_INVALID_EVENT, r->error);
+        else if (rc == AW_ECONFLICT)
+            slot_error(slot, 409, ERR_RUN_ORDER, r->error);
+        else
+            slot_error(slot, 503, ERR_UNAVAILABLE, rc == AW_ENOMEM ? "out of memory" : r->error);
+        count_error(w->srv, slot);
+    }
+    pub_done(w, false);
+}
+
+/* Publishes the prepared events through the broker and answers when every
+ * one has its answer. Takes p's slots. */
+static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
+{
+    server_t *srv = s->srv;
+    size_t n = p->n;
+    pub_wait_t *w = (pub_wait_t *)session_http_hold(s, sizeof *w);
+    broker_pub_t *items = w ? calloc(n ? n : 1, sizeof *items) : NULL;
+    if (!items) {
+        if (w)
+            session_http_release(&w->base);
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    w->slots = p->slots;
+    w->n = n;
+    p->slots = NULL;
+    p->n = 0;
+    w->batch = batch;
+    w->srv = srv;
+    w->pending = n + 1; /* answers may come before this returns */
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        pub_slot_t *slot = &w->slots[i];
+        slot->w = w;
+        if (slot->status) { /* refused before publishing */
+            count_error(srv, slot);
+            w->pending--;
+            continue;
+        }
+        items[m++] = (broker_pub_t){.user = slot->user,
+                                    .ev = json_array_get(events, i),
+                                    .idem = slot->has_idem ? slot->idem : NULL,
+                                    .tail = p->tails.data + slot->tail_off,
+                                    .tail_len = slot->tail_len,
+                                    .arg = slot};
     }
     broker_publish(srv->broker, items, m, on_receipt);
     free(items);
-    pub_done(w);
+    pub_done(w, true);
 }
 
 typedef struct list_wait {
@@ -304,50 +402,68 @@ static void on_history_read(void *arg, int rc, const char *epoch, uint64_t seq, 
     session_http_release(&w->base);
 }
 
-static void on_publish(session_t *s, const http_request_t *req)
+/* Parses the body and prepares its events (pub_prepare); a large body
+ * without the lock. The events (one, or the batch's), or NULL when the
+ * request was refused (answered). */
+static json_t *parse_and_prepare(session_t *s, const http_request_t *req, bool batch,
+                                 bigstr_t *lits, pub_prep_t *p)
+{
+    const char *idem = batch ? NULL : http_header(req, "Idempotency-Key");
+    bool idem_bad = idem && (!*idem || strlen(idem) > IDEM_MAX_KEY);
+    json_error_t jerr;
+    int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
+    json_t *body = bigstr_loadb(lits, req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    bool shape = body && !idem_bad &&
+                 (!batch || (json_is_array(body) && json_array_size(body) <= BATCH_MAX));
+    json_t *events = !shape ? NULL : batch ? json_incref(body) : json_pack("[O]", body);
+    int rc = events ? pub_prepare(p, events, lits, idem) : AW_OK;
+    aw_lock_resume(depth);
+    if (!body) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "body is not JSON: %s", jerr.text);
+        respond_error(s, 400, ERR_INVALID_JSON, msg);
+    } else if (idem_bad) {
+        respond_error(s, 400, ERR_BAD_REQUEST, "Idempotency-Key must be 1 to 255 bytes");
+    } else if (!shape) {
+        respond_error(s, json_is_array(body) ? 413 : 422,
+                      json_is_array(body) ? ERR_TOO_LARGE : ERR_INVALID_EVENT,
+                      "a batch is a JSON array of at most 1000 events");
+    } else if (!events || rc != AW_OK) {
+        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
+        json_decref(events);
+        events = NULL;
+    }
+    json_decref(body);
+    return events;
+}
+
+static void publish_request(session_t *s, const http_request_t *req, bool batch)
 {
     bigstr_t lits = {0};
-    json_t *ev = parse_body(s, req, &lits);
-    if (!ev) {
-        bigstr_free(&lits);
-        return;
+    pub_prep_t p = {0};
+    json_t *events = parse_and_prepare(s, req, batch, &lits, &p);
+    if (events) {
+        s->srv->hub.literals = &lits; /* for a broker that serializes events itself */
+        publish_all(s, events, &p, batch);
+        s->srv->hub.literals = NULL;
     }
-    const char *idem = http_header(req, "Idempotency-Key");
-    if (idem && (!*idem || strlen(idem) > IDEM_MAX_KEY)) {
-        respond_error(s, 400, ERR_BAD_REQUEST, "Idempotency-Key must be 1 to 255 bytes");
-        json_decref(ev);
-        bigstr_free(&lits);
-        return;
-    }
-    json_t *one = json_pack("[o]", ev);
-    s->srv->hub.literals = &lits;
-    if (one)
-        publish_all(s, one, false, idem);
-    else
-        respond_error(s, 503, ERR_UNAVAILABLE, "out of memory");
-    s->srv->hub.literals = NULL;
-    json_decref(one);
+    /* the tree and the texts are this request's own: a large one is freed
+     * without the lock */
+    int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
+    json_decref(events);
+    pub_prep_free(&p);
     bigstr_free(&lits);
+    aw_lock_resume(depth);
+}
+
+static void on_publish(session_t *s, const http_request_t *req)
+{
+    publish_request(s, req, false);
 }
 
 static void on_batch(session_t *s, const http_request_t *req)
 {
-    bigstr_t lits = {0};
-    json_t *arr = parse_body(s, req, &lits);
-    if (!arr || !json_is_array(arr) || json_array_size(arr) > BATCH_MAX) {
-        if (arr)
-            respond_error(s, json_is_array(arr) ? 413 : 422,
-                          json_is_array(arr) ? ERR_TOO_LARGE : ERR_INVALID_EVENT,
-                          "a batch is a JSON array of at most 1000 events");
-        json_decref(arr);
-        bigstr_free(&lits);
-        return;
-    }
-    s->srv->hub.literals = &lits;
-    publish_all(s, arr, true, NULL);
-    s->srv->hub.literals = NULL;
-    json_decref(arr);
-    bigstr_free(&lits);
+    publish_request(s, req, true);
 }
 
 static void on_connections(session_t *s, const char *user)

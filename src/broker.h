@@ -52,7 +52,9 @@ typedef struct broker_pub {
     const char *idem; /* idempotency key, NULL for none */
     bool own_run;     /* an agent's run driven by this node (leased to it) */
     bool gated;       /* passed the run-order gate already (runs.c's own events) */
-    void *arg;        /* given back with this event's answer */
+    const char *tail; /* ev's fields as hub_prepare wrote them (validated), NULL: not done */
+    size_t tail_len;
+    void *arg; /* given back with this event's answer */
 } broker_pub_t;
 
 typedef struct broker_ops {

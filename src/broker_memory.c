@@ -33,23 +33,24 @@ static bool mem_ready(broker_t *b, char *why, size_t whylen)
     return true;
 }
 
-static void mem_publish_one(broker_t *b, const char *user, json_t *ev, const char *idem,
-                            broker_receipt_fn fn, void *arg)
+static void mem_publish_one(broker_t *b, const broker_pub_t *it, broker_receipt_fn fn)
 {
     server_t *srv = b->impl;
     int64_t now = aw_now_ms();
+    const char *user = it->user, *idem = it->idem;
     hub_receipt_t r = {0};
     if (idem && idem_get(&srv->idem, user, idem, now, &r)) {
-        fn(arg, AW_OK, &r);
+        fn(it->arg, AW_OK, &r);
         return;
     }
-    int rc = hub_publish(&srv->hub, user, ev, &r);
+    int rc = it->tail ? hub_publish_prepared(&srv->hub, user, it->ev, it->tail, it->tail_len, &r)
+                      : hub_publish(&srv->hub, user, it->ev, &r);
     if (rc == AW_OK && idem && idem_put(&srv->idem, user, idem, &r, now) != AW_OK)
         log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
                user, NULL);
     if (rc == AW_ENOMEM)
         snprintf(r.error, sizeof r.error, "out of memory");
-    fn(arg, rc, &r);
+    fn(it->arg, rc, &r);
 }
 
 static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
@@ -60,7 +61,7 @@ static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_recei
         return;
     }
     for (size_t i = 0; i < n; i++)
-        mem_publish_one(b, items[i].user, items[i].ev, items[i].idem, fn, items[i].arg);
+        mem_publish_one(b, &items[i], fn);
 }
 
 static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)

@@ -218,32 +218,61 @@ static int scratch_string(hub_t *h, const char *str)
 }
 
 /* Puts the long strings back in place of their placeholders (bigstr.h) in
- * the serialization from offset `from` on. */
-static int splice_literals(hub_t *h, size_t from)
+ * b from offset `from` on. */
+static int splice_literals(aw_buf_t *b, const bigstr_t *lits, size_t from)
 {
-    size_t len = h->_scratch.len - from;
+    size_t len = b->len - from;
     char *copy = malloc(len ? len : 1);
     if (!copy)
         return AW_ENOMEM;
-    memcpy(copy, h->_scratch.data + from, len);
-    h->_scratch.len = from;
-    int rc = bigstr_splice(h->literals, copy, len, aw_buf_append, &h->_scratch);
+    memcpy(copy, b->data + from, len);
+    b->len = from;
+    int rc = bigstr_splice(lits, copy, len, aw_buf_append, b);
     free(copy);
     return rc ? AW_ENOMEM : AW_OK;
 }
 
-/* Serializes the event with the envelope of PROTOCOL section 2 stamped
- * first: the envelope is written as text ahead of the publisher's fields
- * (whose own envelope-named fields are dropped), which spares building and
- * freeing five JSON values per event. */
-static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
+/* Appends the publisher's fields of ev (its envelope-named ones dropped) as
+ * the text that follows the envelope: "}" when there are none, else
+ * ",<fields>}". */
+static int dump_fields(aw_buf_t *b, json_t *ev, const bigstr_t *lits)
+{
+    for (size_t i = 0; i < AW_ARRAY_LEN(envelope_fields); i++)
+        json_object_del(ev, envelope_fields[i]);
+    size_t body = b->len;
+    if (json_dump_callback(ev, aw_buf_append, b, JSON_COMPACT) != 0)
+        return AW_ENOMEM;
+    if (lits && lits->n && splice_literals(b, lits, body) != AW_OK)
+        return AW_ENOMEM;
+    if (b->len == body + 2) /* "{}": nothing but the envelope */
+        b->data[body] = '}', b->len = body + 1;
+    else
+        b->data[body] = ',';
+    return AW_OK;
+}
+
+int hub_prepare(json_t *ev, const bigstr_t *lits, aw_buf_t *out, char *why, size_t whylen)
+{
+    if (event_validate(ev, why, whylen) != AW_OK)
+        return AW_EINVAL;
+    size_t from = out->len;
+    int rc = dump_fields(out, ev, lits);
+    if (rc != AW_OK)
+        out->len = from;
+    return rc;
+}
+
+/* The event's frame, its envelope stamped first: the envelope is written as
+ * text ahead of the publisher's fields (whose own envelope-named fields are
+ * dropped), which spares building and freeing five JSON values per event.
+ * The fields come prepared (tail, hub_prepare) or are serialized here. */
+static frame_t *serialize(hub_t *h, hub_user_t *u, json_t *ev, const char *tail, size_t tail_len,
+                          hub_receipt_t *out)
 {
     out->seq = u->_stamped + 1;
     memcpy(out->epoch, u->epoch, sizeof out->epoch);
     snprintf(out->event_id, sizeof out->event_id, "ev_%s%012llx", h->_node,
              (unsigned long long)++h->_next_event);
-    for (size_t i = 0; i < AW_ARRAY_LEN(envelope_fields); i++)
-        json_object_del(ev, envelope_fields[i]);
     char head[160];
     int n = snprintf(head, sizeof head,
                      "{\"seq\":%llu,\"epoch\":\"%s\",\"event_id\":\"%s\",\"timestamp\":%lld,"
@@ -251,17 +280,25 @@ static int serialize(hub_t *h, hub_user_t *u, json_t *ev, hub_receipt_t *out)
                      (unsigned long long)out->seq, u->epoch, out->event_id, (long long)aw_now_ms());
     h->_scratch.len = 0;
     if (aw_buf_append(head, (size_t)n, &h->_scratch) != 0 || scratch_string(h, u->id) != 0)
-        return AW_ENOMEM;
-    size_t body = h->_scratch.len;
-    if (json_dump_callback(ev, aw_buf_append, &h->_scratch, JSON_COMPACT) != 0)
-        return AW_ENOMEM;
-    if (h->literals && h->literals->n && splice_literals(h, body) != AW_OK)
-        return AW_ENOMEM;
-    if (h->_scratch.len == body + 2) /* "{}": nothing but the envelope */
-        h->_scratch.data[body] = '}', h->_scratch.len = body + 1;
-    else
-        h->_scratch.data[body] = ',';
-    return AW_OK;
+        return NULL;
+    if (!tail) {
+        if (dump_fields(&h->_scratch, ev, h->literals) != AW_OK)
+            return NULL;
+        return frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
+    }
+    /* the envelope and the prepared fields, copied once, into the frame */
+    size_t len = h->_scratch.len + tail_len;
+    if (len > UINT32_MAX - WS_MAX_HEADER)
+        return NULL;
+    uint8_t ws[WS_MAX_HEADER];
+    size_t hlen = ws_frame_header(ws, WS_OP_TEXT, true, len);
+    frame_t *f = frame_alloc(hlen + len);
+    if (!f)
+        return NULL;
+    memcpy(f->data, ws, hlen);
+    memcpy(f->data + hlen, h->_scratch.data, h->_scratch.len);
+    memcpy(f->data + hlen + h->_scratch.len, tail, tail_len);
+    return f;
 }
 
 /* Event seq of u (frame f) exists from here on: it is the stream's newest
@@ -322,29 +359,32 @@ static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size
     return AW_OK;
 }
 
-static int publish(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
-                   frame_t **frame)
+static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,
+                   bool gated, hub_receipt_t *out, frame_t **frame)
 {
     out->error[0] = '\0';
     if (!event_id_valid(user_id)) {
         snprintf(out->error, sizeof out->error, "user_id (the target) is required");
         return AW_EINVAL;
     }
-    if (event_validate(ev, out->error, sizeof out->error) != AW_OK)
+    if (!tail && event_validate(ev, out->error, sizeof out->error) != AW_OK)
         return AW_EINVAL;
     if (h->gate && !gated &&
         h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
         return AW_ECONFLICT;
     hub_user_t *u = hub_user(h, user_id);
-    if (!u || serialize(h, u, ev, out) != AW_OK)
+    frame_t *f = u ? serialize(h, u, ev, tail, tail_len, out) : NULL;
+    if (!f)
         return AW_ENOMEM;
     out->recipients = 0;
-    if (!frame)
-        return deliver(h, u, out->seq, h->_scratch.data, h->_scratch.len, &out->recipients);
+    if (!frame) {
+        keep(h, u, out->seq, f);
+        out->recipients = fanout(h, u, f, out->seq);
+        frame_unref(f);
+        return AW_OK;
+    }
     /* stamped, kept back: no one sees it before hub_send_recorded */
-    *frame = frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
-    if (!*frame)
-        return AW_ENOMEM;
+    *frame = f;
     u->_stamped = out->seq;
     u->_pending++;
     u->last_active_ms = aw_now_ms();
@@ -354,13 +394,19 @@ static int publish(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_re
 
 int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
 {
-    return publish(h, user_id, ev, false, out, NULL);
+    return publish(h, user_id, ev, NULL, 0, false, out, NULL);
 }
 
-int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
-                       frame_t **frame)
+int hub_publish_prepared(hub_t *h, const char *user_id, json_t *ev, const char *tail,
+                         size_t tail_len, hub_receipt_t *out)
 {
-    return publish(h, user_id, ev, gated, out, frame);
+    return publish(h, user_id, ev, tail, tail_len, false, out, NULL);
+}
+
+int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,
+                       bool gated, hub_receipt_t *out, frame_t **frame)
+{
+    return publish(h, user_id, ev, tail, tail_len, gated, out, frame);
 }
 
 void hub_restore_head(hub_t *h, hub_user_t *u, const char *epoch, uint64_t seq)
@@ -448,7 +494,7 @@ int hub_event_body(hub_t *h, json_t *ev, const char **out, size_t *len)
     h->_scratch.len = 0;
     if (json_dump_callback(ev, aw_buf_append, &h->_scratch, JSON_COMPACT) != 0)
         return AW_ENOMEM;
-    if (h->literals && h->literals->n && splice_literals(h, 0) != AW_OK)
+    if (h->literals && h->literals->n && splice_literals(&h->_scratch, h->literals, 0) != AW_OK)
         return AW_ENOMEM;
     *out = h->_scratch.data;
     *len = h->_scratch.len;

@@ -140,8 +140,19 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out);
  * u->seq; then, in seq order per user, either hub_send_recorded (stored: history, fan-out) or
  * hub_unrecord (not stored: taken back, newest first; the seq is stamped again on the next event).
  * A stream with events kept back stays in memory. */
-int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, bool gated, hub_receipt_t *out,
-                       frame_t **frame);
+int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,
+                       bool gated, hub_receipt_t *out, frame_t **frame);
+
+/* What of a publish needs no stream, so a caller may do it without the
+ * shared lock (the event is its own): validates ev (AW_EINVAL, why says
+ * why), drops its envelope-named fields and appends to out the text of its
+ * other fields (literals, when not NULL, spliced back) as it follows the
+ * envelope. hub_publish_prepared then publishes ev with that text (tail)
+ * instead of serializing it: the same event, with less done under the lock.
+ * hub_publish_record takes a tail too (NULL: none). */
+int hub_prepare(json_t *ev, const struct bigstr *lits, aw_buf_t *out, char *why, size_t whylen);
+int hub_publish_prepared(hub_t *h, const char *user_id, json_t *ev, const char *tail,
+                         size_t tail_len, hub_receipt_t *out);
 size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq);
 void hub_unrecord(hub_t *h, const char *user_id, uint64_t seq, frame_t *f);
 

@@ -173,7 +173,8 @@ void stored_publish(server_t *srv, broker_pub_t *items, size_t n, broker_receipt
                      "an event with this idempotency key is being stored; retry");
             continue;
         }
-        p->rc = hub_publish_record(&srv->hub, p->user, items[i].ev, items[i].gated, &p->r, &p->f);
+        p->rc = hub_publish_record(&srv->hub, p->user, items[i].ev, items[i].tail,
+                                   items[i].tail_len, items[i].gated, &p->r, &p->f);
         if (p->rc == AW_ENOMEM)
             snprintf(p->r.error, sizeof p->r.error, "out of memory");
         if (p->rc != AW_OK)

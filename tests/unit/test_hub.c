@@ -89,6 +89,55 @@ static void test_envelope_escapes_user_id(void **state)
     json_decref(out);
 }
 
+/* A prepared publish (hub_prepare without the lock, then
+ * hub_publish_prepared) sends the same event as hub_publish, stamped the
+ * same way; an invalid event is refused by the preparation, and an event
+ * of nothing but envelope fields becomes the envelope alone. */
+static void test_prepared_publish(void **state)
+{
+    hub_t *h = *state;
+    hub_receipt_t r;
+    publish(h, "alice", &r); /* seq 1, the plain way */
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:i, s:{s:i}}", "type", "note", "user_id", "forged",
+                           "x", "y", "seq", 999, "nested", "n", 1);
+    aw_buf_t tails = {0};
+    aw_buf_append("junk", 4, &tails); /* a tail is appended after what is there */
+    char why[200];
+    assert_int_equal(hub_prepare(ev, NULL, &tails, why, sizeof why), AW_OK);
+    assert_null(json_object_get(ev, "user_id")); /* envelope fields dropped */
+    assert_int_equal(hub_publish_prepared(h, "alice", ev, tails.data + 4, tails.len - 4, &r),
+                     AW_OK);
+    assert_int_equal(r.seq, 2);
+    json_t *out = sent_event(h, "alice", 2);
+    assert_string_equal(json_string_value(json_object_get(out, "user_id")), "alice");
+    assert_int_equal(json_integer_value(json_object_get(out, "seq")), 2);
+    assert_string_equal(json_string_value(json_object_get(out, "event_id")), r.event_id);
+    assert_string_equal(json_string_value(json_object_get(out, "x")), "y");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "nested"), "n")), 1);
+    assert_int_equal(json_object_size(out), 8);
+    json_decref(out);
+    json_decref(ev);
+
+    json_t *bad = json_pack("{s:s}", "type", "Not-A-Type");
+    size_t before = tails.len;
+    assert_int_equal(hub_prepare(bad, NULL, &tails, why, sizeof why), AW_EINVAL);
+    assert_non_null(strstr(why, "type"));
+    assert_int_equal(tails.len, before); /* nothing appended */
+    json_decref(bad);
+
+    json_t *bare = json_pack("{s:s}", "type", "ping");
+    tails.len = 0;
+    assert_int_equal(hub_prepare(bare, NULL, &tails, why, sizeof why), AW_OK);
+    json_object_del(bare, "type");
+    assert_int_equal(hub_publish_prepared(h, "alice", bare, tails.data, tails.len, &r), AW_OK);
+    out = sent_event(h, "alice", 3);
+    assert_string_equal(json_string_value(json_object_get(out, "type")), "ping");
+    assert_int_equal(json_object_size(out), 6);
+    json_decref(out);
+    json_decref(bare);
+    aw_buf_free(&tails);
+}
+
 static void test_seq_per_user(void **state)
 {
     hub_t *h = *state;
@@ -230,6 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_seq_per_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_envelope_escapes_user_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_publish, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_decisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_from_older_storage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_epoch_changes_when_stream_forgotten, setup, teardown),

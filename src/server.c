@@ -207,6 +207,10 @@ static void on_wake(uv_async_t *a)
 {
     server_loop_t *lp = a->data;
     server_t *srv = lp->srv;
+    /* The bulk of the inbox goes out without the lock, as in on_flush; what
+     * other loops post meanwhile is drained again under it, below, before
+     * any close or drain they asked for after posting. */
+    server_drain_inbox(lp);
     aw_lock();
     if (srv->_stopping) {
         /* sessions first, through their own close (which frees them):
@@ -357,6 +361,7 @@ static void on_tick(uv_timer_t *t)
     server_loop_t *lp = t->data;
     server_t *srv = lp->srv;
     int64_t now = aw_now_ms();
+    server_drain_inbox(lp); /* the bulk without the lock, as in on_wake */
     aw_lock();
     for (session_t *s = lp->_sessions, *next; s; s = next) {
         next = s->_next; /* session_tick may close s; it stays linked until its close cb */

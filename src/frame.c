@@ -165,8 +165,9 @@ size_t frame_cache_bytes(void)
     return tl_cache ? tl_cache->bytes : 0;
 }
 
-frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len)
+frame_t *frame_ws_parts(uint8_t opcode, const void *a, size_t alen, const void *b, size_t blen)
 {
+    size_t len = alen + blen;
     if (len > UINT32_MAX - WS_MAX_HEADER)
         return NULL;
     uint8_t head[WS_MAX_HEADER];
@@ -175,9 +176,16 @@ frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len)
     if (!f)
         return NULL;
     memcpy(f->data, head, hlen);
-    if (len)
-        memcpy(f->data + hlen, payload, len);
+    if (alen)
+        memcpy(f->data + hlen, a, alen);
+    if (blen)
+        memcpy(f->data + hlen + alen, b, blen);
     return f;
+}
+
+frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len)
+{
+    return frame_ws_parts(opcode, payload, len, NULL, 0);
 }
 
 frame_t *frame_raw(const void *bytes, size_t len)

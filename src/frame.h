@@ -62,6 +62,9 @@ void frame_set_variant(frame_t *f, uint8_t wb, frame_t *v);
  * Returns NULL when out of memory. */
 frame_t *frame_ws(uint8_t opcode, const void *payload, size_t len);
 
+/* The same around a payload in two parts, a[0..alen) then b[0..blen). */
+frame_t *frame_ws_parts(uint8_t opcode, const void *a, size_t alen, const void *b, size_t blen);
+
 /* A raw byte string (HTTP responses). NULL when out of memory. */
 frame_t *frame_raw(const void *bytes, size_t len);
 

@@ -287,18 +287,7 @@ static frame_t *serialize(hub_t *h, hub_user_t *u, json_t *ev, const char *tail,
         return frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
     }
     /* the envelope and the prepared fields, copied once, into the frame */
-    size_t len = h->_scratch.len + tail_len;
-    if (len > UINT32_MAX - WS_MAX_HEADER)
-        return NULL;
-    uint8_t ws[WS_MAX_HEADER];
-    size_t hlen = ws_frame_header(ws, WS_OP_TEXT, true, len);
-    frame_t *f = frame_alloc(hlen + len);
-    if (!f)
-        return NULL;
-    memcpy(f->data, ws, hlen);
-    memcpy(f->data + hlen, h->_scratch.data, h->_scratch.len);
-    memcpy(f->data + hlen + h->_scratch.len, tail, tail_len);
-    return f;
+    return frame_ws_parts(WS_OP_TEXT, h->_scratch.data, h->_scratch.len, tail, tail_len);
 }
 
 /* Event seq of u (frame f) exists from here on: it is the stream's newest

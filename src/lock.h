@@ -46,6 +46,14 @@ void aw_lock_at(aw_lock_site_t *site);
             .file = __FILE__, .func = __func__, .line = __LINE__};                                 \
         aw_lock_at(&aw_lock_site_);                                                                \
     } while (0)
+/* a resume counts for its caller, as an aw_lock() there would */
+void aw_lock_resume_at(int depth, aw_lock_site_t *site);
+#define aw_lock_resume(depth)                                                                      \
+    do {                                                                                           \
+        static aw_lock_site_t aw_lock_site_ = {                                                    \
+            .file = __FILE__, .func = __func__, .line = __LINE__};                                 \
+        aw_lock_resume_at((depth), &aw_lock_site_);                                                \
+    } while (0)
 
 /* lockstat.c: what aw_lock_at and aw_unlock call with stats on. */
 void aw_lockstat_acquire(uv_mutex_t *m, aw_lock_site_t *site);

@@ -85,6 +85,15 @@ int aw_lock_suspend(void)
     return depth;
 }
 
+#ifdef AW_LOCK_STATS
+void aw_lock_resume_at(int depth, aw_lock_site_t *site)
+{
+    if (threaded && depth > 0) {
+        aw_lock_at(site);
+        lock_depth = depth;
+    }
+}
+#else
 void aw_lock_resume(int depth)
 {
     if (threaded && depth > 0) {
@@ -92,6 +101,7 @@ void aw_lock_resume(int depth)
         lock_depth = depth;
     }
 }
+#endif
 
 server_loop_t *server_current_loop(void)
 {

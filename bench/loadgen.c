@@ -72,6 +72,9 @@ static void usage(FILE *f)
         "                        towards 127.x.x.x the source ports (10000-65535, shared\n"
         "                        out between the processes) are chosen by aw-loadgen\n"
         "  --jwt-secret S        HS256 secret for the user tokens (agentwire, ws, socketio)\n"
+        "  --token-file FILE     user tokens, one per line, instead of minting HS256 ones:\n"
+        "                        user u<i> sends line i+1, so the file needs --users lines\n"
+        "                        (any algorithm, e.g. ES256; sub u<i> as the minted ones)\n"
         "  --api-key K           publisher key, sent as Authorization: Bearer K\n"
         "  --events E            fanout/resume: events in total, round-robin over users [10000]\n"
         "  --rate R              fanout/resume: events/s to publish, 0 = as fast as answered [0]\n"
@@ -135,6 +138,7 @@ static void parse_args(int argc, char **argv)
         O_PROCS,
         O_SRC,
         O_SECRET,
+        O_TOKENS,
         O_KEY,
         O_EVENTS,
         O_RATE,
@@ -161,6 +165,7 @@ static void parse_args(int argc, char **argv)
         {"procs", required_argument, 0, O_PROCS},
         {"source-addrs", required_argument, 0, O_SRC},
         {"jwt-secret", required_argument, 0, O_SECRET},
+        {"token-file", required_argument, 0, O_TOKENS},
         {"api-key", required_argument, 0, O_KEY},
         {"events", required_argument, 0, O_EVENTS},
         {"rate", required_argument, 0, O_RATE},
@@ -254,6 +259,9 @@ static void parse_args(int argc, char **argv)
         case O_SECRET:
             opt.jwt_secret = optarg;
             break;
+        case O_TOKENS:
+            opt.token_file = optarg;
+            break;
         case O_KEY:
             opt.api_key = optarg;
             break;
@@ -337,8 +345,8 @@ static void parse_args(int argc, char **argv)
         bad_usage("--target %s has no echo endpoint", target_names[opt.target]);
     if (opt.target == TGT_NCHAN && opt.batch != 1)
         bad_usage("%s", "nchan has no batch publish: --batch must be 1");
-    if (opt.target != TGT_NCHAN && !opt.jwt_secret)
-        bad_usage("--target %s needs --jwt-secret", target_names[opt.target]);
+    if (opt.target != TGT_NCHAN && !opt.jwt_secret && !opt.token_file)
+        bad_usage("--target %s needs --jwt-secret or --token-file", target_names[opt.target]);
     if (publishes && opt.target != TGT_NCHAN && !opt.api_key)
         bad_usage("--mode %s needs --api-key", mode_names[opt.mode]);
     if (opt.users > UINT32_MAX)
@@ -348,6 +356,11 @@ static void parse_args(int argc, char **argv)
         bad_usage("%s", "more than 10000000 connections");
     if (publishes && opt.events / opt.users >= UINT32_MAX / 2)
         bad_usage("%s", "too many events per user");
+    if (opt.token_file && opt.target != TGT_NCHAN) {
+        const char *why = load_token_file(opt.token_file, opt.users);
+        if (why)
+            bad_usage("%s", why);
+    }
     if (!opt.procs)
         opt.procs = (int)((opt.conns + 14999) / 15000);
     if ((uint64_t)opt.procs > opt.conns)

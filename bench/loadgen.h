@@ -23,6 +23,7 @@ struct opts {
     uint64_t users, conns_per_user, conns;
     int procs, source_addrs;
     const char *jwt_secret, *api_key;
+    const char *token_file; /* --token-file: user i's token is line i + 1 */
     uint64_t events;
     double rate;
     int batch, publishers, pipeline, payload_bytes, concurrency;
@@ -67,8 +68,17 @@ static inline uint64_t events_for_user(uint64_t u, uint64_t e)
 
 /* Writes the decimal digits of v at o; returns the number written. */
 size_t put_u64(char *o, uint64_t v);
-/* HS256 JWT for user u<u>, expiring in an hour; returns its length. */
+/* The token of user u<u>: line u + 1 of --token-file when one was loaded,
+ * else an HS256 JWT (opt.jwt_secret) expiring in an hour. Returns its length;
+ * 0 (out empty) when it does not fit in cap. */
 size_t make_jwt(char *out, size_t cap, uint64_t user);
+/* Longest token line load_token_file accepts (the request path and the
+ * Socket.IO connect message around it have room for it). */
+#define TOKEN_FILE_MAX 400
+/* Reads the tokens of users 0..users-1 from path, one per line (base64url and
+ * '.' only; lines past the users-th are not read). Before fork. Returns NULL,
+ * or what is wrong (a static message). */
+const char *load_token_file(const char *path, uint64_t users);
 size_t b64_encode(char *out, const unsigned char *in, size_t n, bool url);
 
 /* Frame from the client: FIN set, masked with a fresh key. out needs

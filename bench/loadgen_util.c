@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -147,8 +148,109 @@ size_t b64_encode(char *out, const unsigned char *in, size_t n, bool url)
     return o;
 }
 
+/* --token-file: the tokens of users 0..n_file_tokens-1, in one block. */
+static char *file_tokens;
+static size_t *file_token_off;
+static uint64_t n_file_tokens;
+
+static bool token_char(int c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.';
+}
+
+const char *load_token_file(const char *path, uint64_t users)
+{
+    static char err[512];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, sizeof err, "--token-file %s: %s", path, strerror(errno));
+        return err;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *blk = malloc(cap);
+    size_t *off = malloc((size_t)(users + 1) * sizeof *off);
+    char *line = NULL;
+    size_t linecap = 0;
+    uint64_t n = 0;
+    err[0] = '\0';
+    while (n < users) {
+        ssize_t r = getline(&line, &linecap, f);
+        if (r < 0)
+            break;
+        while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r'))
+            line[--r] = '\0';
+        if (r == 0) {
+            snprintf(err, sizeof err, "--token-file %s: line %llu is empty", path,
+                     (unsigned long long)n + 1);
+            break;
+        }
+        if (r > TOKEN_FILE_MAX) {
+            snprintf(err, sizeof err, "--token-file %s: line %llu is longer than %d bytes", path,
+                     (unsigned long long)n + 1, TOKEN_FILE_MAX);
+            break;
+        }
+        for (ssize_t i = 0; i < r && !err[0]; i++)
+            if (!token_char((unsigned char)line[i]))
+                snprintf(
+                    err, sizeof err,
+                    "--token-file %s: line %llu is not a JWT (byte %zd is not base64url or '.')",
+                    path, (unsigned long long)n + 1, i + 1);
+        if (err[0])
+            break;
+        if (!blk || !off) {
+            snprintf(err, sizeof err, "--token-file %s: out of memory", path);
+            break;
+        }
+        if (len + (size_t)r + 1 > cap) {
+            while (len + (size_t)r + 1 > cap)
+                cap *= 2;
+            char *nb = realloc(blk, cap);
+            if (!nb) {
+                snprintf(err, sizeof err, "--token-file %s: out of memory", path);
+                break;
+            }
+            blk = nb;
+        }
+        off[n++] = len;
+        memcpy(blk + len, line, (size_t)r + 1);
+        len += (size_t)r + 1;
+    }
+    bool rerr = ferror(f);
+    free(line);
+    fclose(f);
+    if (!err[0] && rerr)
+        snprintf(err, sizeof err, "--token-file %s: read error", path);
+    if (!err[0] && n < users)
+        snprintf(
+            err, sizeof err,
+            "--token-file %s has %llu token(s); users u0..u%llu need %llu (user u<i> uses line "
+            "i + 1)",
+            path, (unsigned long long)n, (unsigned long long)users - 1, (unsigned long long)users);
+    if (err[0]) {
+        free(blk);
+        free(off);
+        return err;
+    }
+    file_tokens = blk;
+    file_token_off = off;
+    n_file_tokens = n;
+    return NULL;
+}
+
 size_t make_jwt(char *out, size_t cap, uint64_t user)
 {
+    if (file_tokens) {
+        out[0] = '\0';
+        if (user >= n_file_tokens)
+            return 0;
+        const char *t = file_tokens + file_token_off[user];
+        size_t n = strlen(t);
+        if (n + 1 > cap)
+            return 0;
+        memcpy(out, t, n + 1);
+        return n;
+    }
     static int64_t exp;
     if (!exp)
         exp = (int64_t)time(NULL) + 3600;

@@ -16,7 +16,7 @@
 // temporary directory and exits non-zero when any run lost, reordered or
 // misrouted an event, or failed.
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -325,6 +325,18 @@ function buildCases(cfg, targets, scenarios, loopsOption) {
         args: { ...base(target, 'storm', conns), concurrency: cfg.stormConcurrency, 'timeout-ms': 120_000 },
         boundMs: 150_000,
       });
+      // agentwire again with ES256 tokens (a P-256 signature to verify per
+      // handshake instead of an HMAC): a fresh key pair and tokens per run
+      // (esSetup), the loadgen sends them from a file instead of minting HS256
+      if (target === 'agentwire') {
+        const args = Object.fromEntries(Object.entries(base(target, 'storm', conns))
+          .map(([k, v]) => (k === 'jwt-secret' ? ['token-file', '$TOKENS'] : [k, v])));
+        add({
+          id: `d-storm-${target}-es256`, scenario: 'd', group: 'storm', target, kind: 'storm', conns, jwtAlg: 'ES256',
+          args: { ...args, concurrency: cfg.stormConcurrency, 'timeout-ms': 120_000 },
+          boundMs: 150_000,
+        });
+      }
     }
     for (const target of targets) {
       const conns = cfg.resumeConns;
@@ -493,15 +505,59 @@ function derive(c, r, s) {
   return m;
 }
 
+// ---- ES256 tokens ----------------------------------------------------------------
+
+const base64url = (b) => Buffer.from(b).toString('base64url');
+// the order n of P-256: of the two spellings (r, s) and (r, n - s) of a
+// signature agentwire accepts only the low one (s <= n/2) unless
+// --jwt-allow-high-s; node's sign() does not normalize
+const P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+const esDirs = new Set();
+
+// A P-256 key pair in a fresh temporary directory, its public key as PEM for
+// agentwire's --jwt-public-key, and a token file for aw-loadgen's --token-file:
+// line i + 1 is the ES256 JWT of user u<i>, with the claims the loadgen
+// mints for HS256 (sub u<i>, exp in an hour). Returns { dir, jwt, tokenFile };
+// the caller removes dir (esDirs: removed on exit whatever happens).
+function esSetup(users) {
+  const dir = mkdtempSync(join(tmpdir(), 'awbench-es256-'));
+  esDirs.add(dir);
+  try {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const publicKeyFile = join(dir, 'jwt-public.pem');
+    writeFileSync(publicKeyFile, publicKey.export({ type: 'spki', format: 'pem' }));
+    const head = base64url(JSON.stringify({ alg: 'ES256', typ: 'JWT' }));
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const lines = [];
+    for (let u = 0; u < users; u++) {
+      const text = `${head}.${base64url(JSON.stringify({ sub: `u${u}`, exp }))}`;
+      const sig = sign('sha256', Buffer.from(text), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+      const s = BigInt(`0x${sig.subarray(32).toString('hex')}`);
+      if (s > P256_N / 2n) Buffer.from((P256_N - s).toString(16).padStart(64, '0'), 'hex').copy(sig, 32);
+      lines.push(`${text}.${base64url(sig)}`);
+    }
+    const tokenFile = join(dir, 'tokens.txt');
+    writeFileSync(tokenFile, `${lines.join('\n')}\n`);
+    return { dir, jwt: { alg: 'ES256', publicKeyFile }, tokenFile };
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    esDirs.delete(dir);
+    throw err;
+  }
+}
+
 async function runOnce(c, ctx) {
   const { secret, apiKey } = ctx;
   let server;
+  let es;
   const rec = { started: new Date().toISOString() };
   try {
-    server = await startServer(c.target, { secret, apiKey, extraArgs: c.serverExtra });
+    if (c.jwtAlg === 'ES256') es = esSetup(c.args.users);
+    server = await startServer(c.target, { secret, apiKey, extraArgs: c.serverExtra, jwt: es?.jwt });
     await sleep(c.kind === 'idle' ? 500 : 150);
     const s = { start: sample(server.pid) };
-    const args = { ...c.args, port: server.port, 'jwt-secret': secret, 'api-key': apiKey };
+    const auth = es ? { 'token-file': es.tokenFile } : { 'jwt-secret': secret };
+    const args = { ...c.args, port: server.port, ...auth, 'api-key': apiKey };
     const onPhase = async (ph) => {
       if (c.kind === 'idle' && ph.phase === 'ready' && !s.idle) {
         s.idle = 'pending';
@@ -531,6 +587,10 @@ async function runOnce(c, ctx) {
     rec.problems = [rec.error];
   } finally {
     if (server) await server.stop();
+    if (es) {
+      rmSync(es.dir, { recursive: true, force: true });
+      esDirs.delete(es.dir);
+    }
   }
   return rec;
 }
@@ -948,6 +1008,7 @@ process.on('SIGTERM', () => onSignal('SIGTERM'));
 process.on('exit', () => {
   killAllNow();
   removeTempDirs();
+  for (const d of esDirs) rmSync(d, { recursive: true, force: true });
 });
 
 main().catch(async (err) => {

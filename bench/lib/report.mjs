@@ -600,10 +600,15 @@ export async function writeReport({ meta, cases, outFile, plotDir, resultsFile, 
       L.push(`${int(cfg.stormConns)} connections opened with ${int(cfg.stormConcurrency)} handshakes in flight; handshakes/s = connections ready ÷ elapsed. `
         + 'A handshake is ready at the 101 (ws, nchan), the welcome message (agentwire) or the Socket.IO connect acknowledgement. '
         + 'agentwire, node ws and Socket.IO verify an HS256 JWT on every handshake; **nchan verifies nothing** (it has no JWT '
-        + 'check without an auth subrequest to another server), so its figure is for an unauthenticated upgrade.');
+        + 'check without an auth subrequest to another server), so its figure is for an unauthenticated upgrade.'
+        + (byGroup('storm').some((c) => c.jwtAlg === 'ES256')
+          ? ' The ES256 row is agentwire verifying an ES256 JWT (ECDSA P-256, a public key) instead: a fresh key pair per run, '
+            + 'the server started as `' + serverCommand('agentwire', { alg: 'ES256', publicKeyFile: '$PUBKEY' }) + '`, '
+            + 'the tokens (same claims, signatures low-S) signed beforehand by node:crypto and sent by the loadgen from `--token-file`.'
+          : ''));
       L.push('');
       L.push(table(['target', 'connections', 'JWT verified', 'handshakes/s', 'server CPU µs per handshake', 'problems'],
-        byGroup('storm').map((c) => [LABEL[c.target], int(c.conns), c.target === 'nchan' ? 'no' : 'yes', cell(c, int, 'handshakes_per_s'),
+        byGroup('storm').map((c) => [LABEL[c.target], int(c.conns), c.target === 'nchan' ? 'no' : (c.jwtAlg ?? 'HS256'), cell(c, int, 'handshakes_per_s'),
           cell(c, int, 'server_cpu_us_per_handshake'), flagged(c)])));
       L.push('');
     }

@@ -20,8 +20,11 @@ const PEER_SCRIPT = {
   nchan: 'bench/peers/nchan.sh',
 };
 
-export function agentwireArgs(secret, apiKey) {
-  return ['--listen', '127.0.0.1:0', '--jwt-secret', secret, '--api-key', apiKey,
+// jwt: how user tokens are verified; absent: HS256 with secret; { alg, publicKeyFile }:
+// a public-key algorithm (ES256, RS256, EdDSA) pinned with --jwt-alg, and no secret.
+export function agentwireArgs(secret, apiKey, jwt = null) {
+  const auth = jwt ? ['--jwt-alg', jwt.alg, '--jwt-public-key', jwt.publicKeyFile] : ['--jwt-secret', secret];
+  return ['--listen', '127.0.0.1:0', ...auth, '--api-key', apiKey,
     '--max-connections-per-user', '1000', '--max-messages-per-second', '0', '--echo-path', '/echo',
     '--max-message-bytes', '2097152', '--queue-limit-bytes', '8388608',
     '--heartbeat-interval-ms', '60000', '--drain-timeout-ms', '1000', '--log-format', 'json',
@@ -36,9 +39,10 @@ const PEER_ARGS = {
 };
 
 // The command line of each target, for the report (secrets as placeholders).
-export function serverCommand(target) {
+// jwt: as for agentwireArgs (agentwire only).
+export function serverCommand(target, jwt = null) {
   switch (target) {
-    case 'agentwire': return ['build/agentwire', ...agentwireArgs('$SECRET', '$KEY')].join(' ').replace('127.0.0.1:0', '127.0.0.1:$PORT');
+    case 'agentwire': return ['build/agentwire', ...agentwireArgs('$SECRET', '$KEY', jwt)].join(' ').replace('127.0.0.1:0', '127.0.0.1:$PORT');
     case 'ws': case 'socketio':
       return `node ${PEER_SCRIPT[target]} --port $PORT --jwt-secret $SECRET --api-key $KEY ${PEER_ARGS[target].join(' ')}`;
     case 'nchan': return `${PEER_SCRIPT.nchan} $PORT $WORKDIR`;
@@ -96,8 +100,9 @@ export function removeTempDirs() {
   tempDirs.clear();
 }
 
-// Starts a target; returns { target, pid, port, stop() }.
-export async function startServer(target, { secret, apiKey, extraArgs = [] }) {
+// Starts a target; returns { target, pid, port, stop() }. jwt: as for
+// agentwireArgs (agentwire only).
+export async function startServer(target, { secret, apiKey, extraArgs = [], jwt = null }) {
   const dir = mkdtempSync(join(tmpdir(), `awbench-${target}-`));
   tempDirs.add(dir);
   let logFile;
@@ -133,7 +138,7 @@ export async function startServer(target, { secret, apiKey, extraArgs = [] }) {
 
   async function launch() {
     if (target === 'agentwire') {
-      const args = agentwireArgs(secret, apiKey).map((a) => (a === '127.0.0.1:0' ? `127.0.0.1:${port}` : a));
+      const args = agentwireArgs(secret, apiKey, jwt).map((a) => (a === '127.0.0.1:0' ? `127.0.0.1:${port}` : a));
       child = spawnGroup(agentwireExe, [...args, ...(extraArgs ?? [])], { cwd: ROOT, stdio: ['ignore', logFd, logFd] });
       const announced = await waitFor(() => {
         for (const line of tail(logFile, 1 << 20).split('\n')) {

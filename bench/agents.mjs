@@ -76,7 +76,7 @@ const SETUPS = [
   },
   {
     id: 'agentwire-exec', target: 'agentwire', mode: 'exec', label: 'agentwire, exec agent',
-    describe: 'agentwire started with `--agent exec:build/bench/aw-agentexec`; each user\'s client sends `start_agent` (the run\'s plan in `user_request`), the server starts one agent process per run, publishes `agent_started`, and relays the JSON lines the agent prints at the planned times through the same run gate. The agent is C (libc only, one `write` per line): with a process per run, start-up counts, and on this machine a start through `/bin/sh -c` costs about 1.4 ms of CPU for it, 9 ms for `python3 -c 0`, 50 ms and 40 MB for `node -e 0`, all on the cores the server needs.',
+    describe: 'agentwire started with `--agent exec:build/bench/aw-agentexec`; each user\'s client sends `start_agent` (the run\'s plan in `user_request`), the server starts one agent process per run, publishes `agent_started`, and relays the JSON lines the agent prints at the planned times through the same run gate. The agent is C (libc only, one `write` per line): with a process per run, start-up counts. The command is a plain path, so the server starts it directly (posix_spawn, no shell; docs/agents.md); for comparison, on this machine `python3 -c 0` costs 9 ms of CPU to start and `node -e 0` 50 ms and 40 MB, all on the cores the server needs.',
   },
   {
     id: 'ws', target: 'ws', mode: 'batch', label: 'node ws peer', pub: BATCH_PUB,
@@ -405,7 +405,7 @@ async function main() {
       'All processes share the machine\'s cores: the client\'s CPU (shown) is CPU the server did not get, and the exec setup\'s agents compete with both.',
       `One run per setup, ${cfg.durationMs / 1000} s: the figures move from run to run by more than the differences between close setups (see *other CPU*).`,
       'agentwire checks each run\'s order (the run gate) and keeps every user\'s history for resume; the peers do neither, and nchan checks no token and no key.',
-      `The exec setup runs one agent process per run (${cfg.execUsers.map(fmtUsers).join(' and ')} at once, a new one for every run, through \`/bin/sh -c\`): starting them, not the event rate, is its limit (see *Exec agent start*).`,
+      `The exec setup runs one agent process per run (${cfg.execUsers.map(fmtUsers).join(' and ')} at once, a new one for every run, started directly by posix_spawn): starting them, not the event rate, is its limit (see *Exec agent start*).`,
       'Latency is measured from the moment the publisher wrote the event (batch setups: the request that carried it; exec: the agent\'s line on its pipe); the time an event waits in the client for the next flush (at most 5 ms) is shown as lag, not as latency.',
     ],
   };

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -557,6 +558,94 @@ static void test_exec_stop_repeated(void **state)
     b->dispose(b);
 }
 
+/* A plain command (a path and plain words) is exec'd without a shell (where
+ * pidfd_open works; through sh otherwise): the same program and arguments,
+ * in a process group and session of its own, as through sh. */
+static void test_exec_plain_command(void **state)
+{
+    agent_backend_t *b = exec_backend("/usr/bin/head  -c 120\t/proc/self/stat", 1000, 0);
+    trun_t *t = exec_once(b, REQUEST, 0);
+    int pid = 0, ppid = 0, pgrp = 0, sid = 0;
+    char comm[32] = "";
+    (void)state;
+    assert_int_equal(t->nlines, 1);
+    assert_int_equal(
+        sscanf(t->lines[0], "%d (%31[^)]) %*c %d %d %d", &pid, comm, &ppid, &pgrp, &sid), 5);
+    assert_string_equal(comm, "head");
+    assert_int_equal(sid, pgrp); /* the session's first group: setsid */
+    assert_int_not_equal(pgrp, getpgrp());
+    assert_int_not_equal(sid, getsid(0));
+    if (ppid == getpid()) /* exec'd directly: it is the group leader itself */
+        assert_int_equal(pgrp, pid);
+    finish(t, NULL);
+    b->dispose(b);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* Started directly or through sh, a program gets the same environment
+ * (sh exports PWD). */
+static void test_exec_plain_command_environment(void **state)
+{
+    agent_backend_t *direct = exec_backend("env", 1000, 0);
+    agent_backend_t *shell = exec_backend("env;", 1000, 0);
+    trun_t *a = exec_once(direct, REQUEST, 0);
+    trun_t *b = exec_once(shell, REQUEST, 0);
+    (void)state;
+    assert_true(a->nlines > 1 && a->nlines < MAX_LINES);
+    assert_int_equal(a->nlines, b->nlines);
+    qsort(a->lines, (size_t)a->nlines, sizeof a->lines[0], cmp_str);
+    qsort(b->lines, (size_t)b->nlines, sizeof b->lines[0], cmp_str);
+    for (int i = 0; i < a->nlines; i++)
+        assert_string_equal(a->lines[i], b->lines[i]);
+    finish(a, NULL);
+    finish(b, NULL);
+    direct->dispose(direct);
+    shell->dispose(shell);
+}
+
+/* A plain command that cannot be exec'd goes through sh, which reports it
+ * as before: not found (127), or a script without #! that sh runs. */
+static void test_exec_plain_command_fallbacks(void **state)
+{
+    char script[] = "/tmp/aw-test-agent-XXXXXX";
+    int fd = mkstemp(script);
+    agent_backend_t *b;
+    trun_t *t;
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "echo from-script\n", 17), 17);
+    close(fd);
+    assert_int_equal(chmod(script, 0700), 0);
+
+    b = exec_backend("/nonexistent-aw-dir/agent --flag", 1000, 0);
+    t = exec_once(b, REQUEST, 0);
+    assert_int_equal(t->nlines, 0);
+    finish(t, "agent exited with status 127");
+    b->dispose(b);
+
+    b = exec_backend(script, 1000, 0);
+    t = exec_once(b, REQUEST, 0);
+    assert_int_equal(t->nlines, 1);
+    assert_string_equal(t->lines[0], "from-script");
+    finish(t, NULL);
+    b->dispose(b);
+    unlink(script);
+
+    /* an assignment first is sh's: the variable reaches the program */
+    b = exec_backend("AW_TEST_ASSIGNED=/yes /usr/bin/env", 1000, 0);
+    t = exec_once(b, REQUEST, 0);
+    bool seen = false;
+    for (int i = 0; i < t->nlines && i < MAX_LINES; i++)
+        seen = seen || strcmp(t->lines[i], "AW_TEST_ASSIGNED=/yes") == 0;
+    assert_true(seen);
+    finish(t, NULL);
+    b->dispose(b);
+}
+
 static void test_exec_create(void **state)
 {
     agent_options_t o = {.loop = &loop, .kill_grace_ms = 100, .max_line_bytes = 0};
@@ -1085,6 +1174,9 @@ int main(void)
         T(test_exec_agent_ignores_large_request),
         T(test_exec_concurrent_runs),
         T(test_exec_stop_repeated),
+        T(test_exec_plain_command),
+        T(test_exec_plain_command_environment),
+        T(test_exec_plain_command_fallbacks),
         T(test_exec_create),
         T(test_http_streams_chunked),
         T(test_http_error_status),

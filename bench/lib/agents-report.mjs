@@ -113,7 +113,7 @@ export function markdown({ meta, setups, cfg }) {
   }
   const ex = extra.filter((s) => s.result.start_latency_us);
   if (ex.length) {
-    L.push('Exec agent start: from the user\'s `start_agent` to its `agent_started`, and the extra time to the agent\'s first event (less the planned one interval: the agent's spawn and exec, the request on stdin, the first line back):');
+    L.push('Exec agent start: from the user\'s `start_agent` to its `agent_started`, and the extra time to the agent\'s first event (less the planned one interval: the agent\'s spawn and exec, the request on stdin, the first line back):');
     L.push('');
     L.push('| setup | agent_started p50 ms | p99 ms | first event overhead p50 ms | p99 ms | agent processes started |');
     L.push('|---|---:|---:|---:|---:|---:|');

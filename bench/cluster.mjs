@@ -8,8 +8,8 @@
 //
 // The setups: agentwire as a single node (no --redis) and as two nodes on one
 // Redis; Socket.IO with its Redis adapter on two node processes
-// (bench/peers/socketio-cluster.mjs, npm @socket.io/redis-adapter); nchan in
-// Redis mode on two nginx instances (bench/peers/nchan-cluster.sh). Every
+// (bench/peers/socketio-server.mjs --redis, npm @socket.io/redis-adapter); nchan in
+// Redis mode on two nginx instances (bench/peers/nchan.sh PORT DIR REDIS_URL). Every
 // cluster has its own fresh redis-server. --peers: which peers' clusters run
 // (default: socketio,nchan; a peer that cannot run here is left out with a
 // note, unless it was named with --peers, which makes it a failure).
@@ -90,7 +90,7 @@ const QUICK = {
 const PAD = 'the quick brown fox jumps over the lazy dog, 0123456789 abcdefgh';
 const PEERS = ['socketio', 'nchan'];
 // the history each cluster keeps in Redis per user (agentwire: --history-size
-// default; nchan: nchan_message_buffer_length of nchan-cluster.sh; Socket.IO: none)
+// default; nchan: nchan_message_buffer_length of nchan.sh; Socket.IO: none)
 const KEPT = { agentwire: 1000, nchan: 10, socketio: 0 };
 const NAME = { agentwire: 'agentwire', socketio: 'Socket.IO + redis-adapter', nchan: 'nchan on Redis' };
 
@@ -1114,8 +1114,8 @@ async function main() {
     'agentwire one node: one process, no --redis, one event loop (the reference)',
     'agentwire two nodes: two processes with `--redis` on one redis-server (each node runs its users\' streams in Redis: a Lua script per publish appends to the user\'s history and publishes it; every node delivers to its own connections)',
     ...PEERS_RUN.map((p) => (p === 'socketio'
-      ? 'Socket.IO: two node processes of `bench/peers/socketio-cluster.mjs` (the main benchmark\'s Socket.IO server with `@socket.io/redis-adapter` on node-redis clients: a room broadcast is one PUBLISH, every process PSUBSCRIBEd; nothing stored, no replay)'
-      : 'nchan: two nginx instances of `bench/peers/nchan-cluster.sh` (the main benchmark\'s nchan config, one worker each, with every location on one Redis via `nchan_redis_pass` to an upstream holding `nchan_redis_server` — the form nchan 1.3 prefers to the older `nchan_redis_url`, which it still accepts with a warning — in its default "distributed" storage mode: messages and channels live in Redis, each instance subscribes to the channels it has subscribers for)')),
+      ? 'Socket.IO: two node processes of `bench/peers/socketio-server.mjs --redis` (the main benchmark\'s Socket.IO server, with `@socket.io/redis-adapter` on node-redis clients: a room broadcast is one PUBLISH, every process PSUBSCRIBEd; nothing stored, no replay)'
+      : 'nchan: two nginx instances of `bench/peers/nchan.sh PORT DIR REDIS_URL` (the main benchmark\'s nchan config, one worker each, with every location on one Redis via `nchan_redis_pass` to an upstream holding `nchan_redis_server` — the form nchan 1.3 prefers to the older `nchan_redis_url`, which it still accepts with a warning — in its default "distributed" storage mode: messages and channels live in Redis, each instance subscribes to the channels it has subscribers for)')),
   ];
   const sumText = [
     '### Summary',

@@ -1,6 +1,6 @@
 // The peers of bench/cluster.mjs, each as a cluster on one Redis: Socket.IO
-// with its Redis adapter (bench/peers/socketio-cluster.mjs, one node process
-// per member) and nchan in Redis mode (bench/peers/nchan-cluster.sh, one nginx
+// with its Redis adapter (bench/peers/socketio-server.mjs --redis, one node process
+// per member) and nchan in Redis mode (bench/peers/nchan.sh with a Redis URL, one nginx
 // instance per member). Start and stop a member, its subscribers (node `ws`
 // clients, as agentwire's), the paths and answers of its publish endpoint.
 //
@@ -15,12 +15,12 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { httpOnce, nowMs, token } from './cluster-clients.mjs';
+import { httpOnce, nowMs, Subscriber, token } from './cluster-clients.mjs';
 import { freePortOutsideEphemeral, portAccepts, processTree, sleep, spawnGroup, stopGroup, treeListensOn } from './proc.mjs';
 
 const ROOT = new URL('../..', import.meta.url).pathname.replace(/\/$/, '');
-export const SOCKETIO_SCRIPT = 'bench/peers/socketio-cluster.mjs';
-export const NCHAN_SCRIPT = 'bench/peers/nchan-cluster.sh';
+export const SOCKETIO_SCRIPT = 'bench/peers/socketio-server.mjs';
+export const NCHAN_SCRIPT = 'bench/peers/nchan.sh';
 const NCHAN_MODULE = process.env.NCHAN_MODULE || '/usr/lib/nginx/modules/ngx_nchan_module.so';
 // Both peers as the main benchmark runs them: Socket.IO's ping every 60 s (as
 // agentwire's heartbeat here); nchan's defaults of nchan.sh, one worker per instance.
@@ -142,7 +142,7 @@ export async function startNchanMember({ redisUrl, name }) {
     const end = Date.now() + 15000;
     let ready = false;
     while (Date.now() < end && alive()) {
-      // the master (this pid, nchan-cluster.sh execs nginx) and at least one worker
+      // the master (this pid, nchan.sh execs nginx) and at least one worker
       // and its worker is connected to Redis: before that, nchan answers 503 to subscribers and publishers
       if (await portAccepts(port) && treeListensOn(child.pid, port) && processTree(child.pid).length >= 2 && await redisConnected(port)) { ready = true; break; }
       await sleep(25);
@@ -209,20 +209,11 @@ export function peerPublishOk(kind, r, n) {
  *             {"token": JWT}, events as 42["event",{...}], pings (2) answered (3)
  *   nchan:    GET /sub/<user>, each text frame is one published body
  */
-export class PeerSubscriber {
-  constructor({ kind, node, user, ui, secret, ledger, onEvent }) {
-    Object.assign(this, { kind, node, user, ui, secret, ledger, onEvent });
-    this.nodeName = node.name;
-    this.got = 0;
-    this.last = 0;
-    this.dup = 0;
-    this.gaps = 0;
-    this.wrongUser = 0;
+export class PeerSubscriber extends Subscriber {
+  constructor({ kind, ...rest }) {
+    super(rest); // the same counters and checks as agentwire's subscriber
+    this.kind = kind;
     this.probes = 0;
-    this.epoch = null;
-    this.closeInfo = null;
-    this.closedByUs = false;
-    ledger.subs.push(this);
   }
 
   open(timeoutMs = 15000) {
@@ -279,8 +270,4 @@ export class PeerSubscriber {
     });
   }
 
-  close() {
-    this.closedByUs = true;
-    if (this.ws && this.ws.readyState <= 1) this.ws.terminate();
-  }
 }

@@ -7,23 +7,15 @@
  * pid), and never calls runs_agent_ended before every handle of the run is
  * closed.
  *
- * Which program starts: a plain command is exec'd directly, without a shell.
- * Plain: nothing but words of letters, digits and "-_./+,:@%=" separated by
- * spaces or tabs, whose first word has no '=' (an assignment) and is a path
- * (has a '/') or a name looked up on PATH that is neither a word of the sh
- * language nor a builtin of dash (echo, kill, test...). E.g.
- * "/opt/agent/run --model=x" or "python3 /srv/agent.py -v". sh would run
- * that very program with those very arguments (nothing in them expands), but
- * from a child of its own: the direct exec saves sh's start and a fork
- * (about 0.9 ms of CPU per run). Anything else (a quote, $, a glob, a
- * redirection, ;, a builtin...) runs as "/bin/sh -c <command>", and so does
- * a plain command whose exec failed: sh then reports it as before (status
- * 127 not found, 126 not executable, or sh runs a script without #!). The
- * program gets the environment sh would have given it (sh adds PWD). What
- * differs: the agent is the group leader and the server's child itself, so
- * an agent killed by a signal ends "killed by signal N" (through sh:
- * "exited with status 128+N"), and one that exits by itself on SIGTERM ends
- * with its own status (sh was killed by the SIGTERM to the group).
+ * Which program starts: a plain command (agent_argv.h) is exec'd directly,
+ * without a shell; anything else, and a plain command whose exec failed, runs
+ * as "/bin/sh -c <command>" (sh then reports it as before: 127 not found,
+ * 126 not executable, or it runs a script without #!). The program gets the
+ * environment sh would have given it (sh adds PWD). What differs: the agent
+ * is the group leader and the server's child itself, so an agent killed by a
+ * signal ends "killed by signal N" (through sh: "exited with status 128+N"),
+ * and one that exits by itself on SIGTERM ends with its own status (sh was
+ * killed by the SIGTERM to the group).
  *
  * How a child starts: posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK), so no
  * copy of the server's page tables, and the loop waits only until the child
@@ -51,6 +43,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent_argv.h"
 #include "agent_lines.h"
 #include "aw.h"
 #include "log.h"
@@ -746,85 +739,13 @@ static void exec_stop(agent_backend_t *b, run_t *run, bool graceful)
         exec_escalate(st, EXEC_TERM_SENT);
 }
 
-/* Words sh reads itself in a first word: the reserved words, and the
- * builtins of dash (some also exist as programs, behaving a little
- * differently). Those made of plain characters are enough here. */
-static const char *const exec_sh_words[] = {
-    "alias", "bg",       "break",    "case",   "cd",    "chdir",   "command", "continue",
-    "do",    "done",     "echo",     "elif",   "else",  "esac",    "eval",    "exec",
-    "exit",  "export",   "false",    "fc",     "fg",    "fi",      "for",     "getopts",
-    "hash",  "if",       "in",       "jobs",   "kill",  "local",   "printf",  "pwd",
-    "read",  "readonly", "return",   "set",    "shift", "test",    "then",    "times",
-    "trap",  "true",     "type",     "ulimit", "umask", "unalias", "unset",   "until",
-    "wait",  "while",    "function", "select", "time",  ".",       ":"};
-
-/* Is the first word (len bytes, no '/') a program sh would look up on PATH,
- * with PATH set (posix_spawnp searches the server's PATH, which is the one
- * the agent gets: PATH always passes)? */
-static bool exec_name_is_program(const char *word, size_t len)
-{
-    const char *path = getenv("PATH");
-
-    if (!path || !*path)
-        return false; /* sh's default PATH differs from libc's: let sh look */
-    for (size_t i = 0; i < AW_ARRAY_LEN(exec_sh_words); i++)
-        if (strlen(exec_sh_words[i]) == len && strncmp(word, exec_sh_words[i], len) == 0)
-            return false;
-    return true;
-}
-
-/* Splits a plain command (see the header) into words: NULL when it is not
- * plain (or out of memory), and sh -c runs it. */
-static char **exec_plain_argv(const char *command)
-{
-    static const char seps[] = " \t";
-    static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                                "-_./+,:@%=";
-    size_t words = 0, first;
-    char **argv;
-
-    for (const char *p = command; *p;) {
-        size_t n;
-        p += strspn(p, seps);
-        n = strspn(p, plain);
-        if (p[n] != '\0' && !strchr(seps, p[n]))
-            return NULL; /* a character sh would read specially */
-        if (n > 0)
-            words++;
-        p += n;
-    }
-    command += strspn(command, seps);
-    first = strspn(command, plain);
-    if (words == 0 || memchr(command, '=', first))
-        return NULL; /* an assignment */
-    if (!memchr(command, '/', first) && !exec_name_is_program(command, first))
-        return NULL; /* sh's own word, or no PATH to look it up on */
-    argv = calloc(words + 1, sizeof *argv);
-    if (!argv)
-        return NULL;
-    for (size_t i = 0; i < words; i++) {
-        command += strspn(command, seps);
-        size_t n = strspn(command, plain);
-        if (!(argv[i] = strndup(command, n))) {
-            for (size_t j = 0; j < i; j++)
-                free(argv[j]);
-            free(argv);
-            return NULL;
-        }
-        command += n;
-    }
-    return argv;
-}
-
 static void exec_dispose(agent_backend_t *b)
 {
     agent_exec_t *be = (agent_exec_t *)b;
 
     if (!be)
         return;
-    for (size_t i = 0; be->argv && be->argv[i]; i++)
-        free(be->argv[i]);
-    free(be->argv);
+    agent_argv_free(be->argv);
     free(be->pwd_var);
     free(be->command);
     free(be->env_names);
@@ -887,7 +808,7 @@ int agent_exec_create(const char *command, const agent_options_t *opts, agent_ba
     be->env_names = opts->env_names ? strdup(opts->env_names) : NULL;
     be->use_uv_spawn = !exec_pidfd_works();
     if (!be->use_uv_spawn)
-        be->argv = exec_plain_argv(command); /* uv_spawn: always sh -c */
+        be->argv = agent_argv_plain(command); /* uv_spawn: always sh -c */
     if (be->argv)
         be->pwd_var = exec_pwd_var();
     exec_set_name(be, command);

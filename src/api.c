@@ -59,21 +59,28 @@ static bool api_key_ok(server_t *srv, const http_request_t *req)
  * less time than letting go of the lock and taking it again costs. */
 #define UNLOCKED_PARSE_MIN 8192
 
-/* Parses the request body; its long strings stay undecoded in lits
- * (bigstr.h), which the hub splices back when it serializes. The body, lits
- * and the parsed tree are this request's own, so a large body is parsed
- * without the shared lock: other loops publish meanwhile. */
+/* The request body; its long strings stay undecoded in lits (bigstr.h),
+ * which the hub splices back when it serializes. The body, lits and the
+ * parsed tree are this request's own: a caller may parse without the lock. */
+static json_t *load_body(const http_request_t *req, bigstr_t *lits, json_error_t *jerr)
+{
+    return bigstr_loadb(lits, req->body, req->body_len, JSON_REJECT_DUPLICATES, jerr);
+}
+
+static void refuse_not_json(session_t *s, const json_error_t *jerr)
+{
+    char msg[200];
+    snprintf(msg, sizeof msg, "body is not JSON: %s", jerr->text);
+    respond_error(s, 400, ERR_INVALID_JSON, msg);
+}
+
+/* The parsed body, or NULL when it is not JSON (answered 400). */
 static json_t *parse_body(session_t *s, const http_request_t *req, bigstr_t *lits)
 {
     json_error_t jerr;
-    int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
-    json_t *body = bigstr_loadb(lits, req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    aw_lock_resume(depth);
-    if (!body) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "body is not JSON: %s", jerr.text);
-        respond_error(s, 400, ERR_INVALID_JSON, msg);
-    }
+    json_t *body = load_body(req, lits, &jerr);
+    if (!body)
+        refuse_not_json(s, &jerr);
     return body;
 }
 
@@ -86,11 +93,9 @@ static json_t *parse_body(session_t *s, const http_request_t *req, bigstr_t *lit
 
 typedef struct pub_slot {
     struct pub_wait *w;
-    size_t index;
     int status;                /* 0: published (seq, epoch, event_id), else the error's */
     enum metrics_error code;   /* the error's */
     char *message;             /* the error's (malloc'd) */
-    bool counted;              /* the error is in the metrics already */
     size_t tail_off, tail_len; /* the event's text in the wait's tails */
     uint64_t seq;
     char epoch[HUB_EPOCH_LEN + 1];
@@ -134,7 +139,6 @@ static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, cons
     for (size_t i = 0; i < p->n; i++) {
         json_t *ev = json_array_get(events, i);
         pub_slot_t *slot = &p->slots[i];
-        slot->index = i;
         if (!json_is_object(ev)) {
             slot_error(slot, 422, ERR_INVALID_EVENT, "an event must be a JSON object");
             continue;
@@ -171,12 +175,16 @@ static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, cons
     return AW_OK;
 }
 
+static void slots_free(pub_slot_t *slots, size_t n)
+{
+    for (size_t i = 0; slots && i < n; i++)
+        free(slots[i].message);
+    free(slots);
+}
+
 static void pub_prep_free(pub_prep_t *p)
 {
-    if (p->slots)
-        for (size_t i = 0; i < p->n; i++)
-            free(p->slots[i].message);
-    free(p->slots);
+    slots_free(p->slots, p->n);
     aw_buf_free(&p->tails);
 }
 
@@ -240,9 +248,7 @@ static void pub_answer(pub_wait_t *w, bool may_unlock)
             aw_buf_free(&text);
         }
     }
-    for (size_t i = 0; i < w->n; i++)
-        free(w->slots[i].message);
-    free(w->slots);
+    slots_free(w->slots, w->n);
     session_http_release(&w->base);
 }
 
@@ -250,13 +256,6 @@ static void pub_done(pub_wait_t *w, bool may_unlock)
 {
     if (--w->pending == 0)
         pub_answer(w, may_unlock);
-}
-
-static void count_error(server_t *srv, pub_slot_t *slot)
-{
-    if (!slot->counted)
-        srv->metrics.errors[slot->code]++;
-    slot->counted = true;
 }
 
 static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
@@ -275,7 +274,7 @@ static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
             slot_error(slot, 409, ERR_RUN_ORDER, r->error);
         else
             slot_error(slot, 503, ERR_UNAVAILABLE, rc == AW_ENOMEM ? "out of memory" : r->error);
-        count_error(w->srv, slot);
+        w->srv->metrics.errors[slot->code]++;
     }
     pub_done(w, false);
 }
@@ -306,7 +305,7 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
         pub_slot_t *slot = &w->slots[i];
         slot->w = w;
         if (slot->status) { /* refused before publishing */
-            count_error(srv, slot);
+            srv->metrics.errors[slot->code]++;
             w->pending--;
             continue;
         }
@@ -412,16 +411,14 @@ static json_t *parse_and_prepare(session_t *s, const http_request_t *req, bool b
     bool idem_bad = idem && (!*idem || strlen(idem) > IDEM_MAX_KEY);
     json_error_t jerr;
     int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
-    json_t *body = bigstr_loadb(lits, req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = load_body(req, lits, &jerr);
     bool shape = body && !idem_bad &&
                  (!batch || (json_is_array(body) && json_array_size(body) <= BATCH_MAX));
     json_t *events = !shape ? NULL : batch ? json_incref(body) : json_pack("[O]", body);
     int rc = events ? pub_prepare(p, events, lits, idem) : AW_OK;
     aw_lock_resume(depth);
     if (!body) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "body is not JSON: %s", jerr.text);
-        respond_error(s, 400, ERR_INVALID_JSON, msg);
+        refuse_not_json(s, &jerr);
     } else if (idem_bad) {
         respond_error(s, 400, ERR_BAD_REQUEST, "Idempotency-Key must be 1 to 255 bytes");
     } else if (!shape) {

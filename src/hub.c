@@ -306,19 +306,6 @@ static void keep(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
     h->_metrics->events_published++;
 }
 
-/* Event number seq of u, already stamped (json), becomes one shared frame
- * (*out, a reference for the caller) and joins the history. */
-static int record(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
-                  frame_t **out)
-{
-    frame_t *f = frame_ws(WS_OP_TEXT, json, len);
-    if (!f)
-        return AW_ENOMEM;
-    keep(h, u, seq, f);
-    *out = f;
-    return AW_OK;
-}
-
 /* The one delivery path: the frame of event seq is queued on every open
  * session of u that is live (not the echo endpoint, not still syncing). */
 static size_t fanout(hub_t *h, hub_user_t *u, frame_t *f, uint64_t seq)
@@ -336,16 +323,14 @@ static size_t fanout(hub_t *h, hub_user_t *u, frame_t *f, uint64_t seq)
     return n;
 }
 
-static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, const char *json, size_t len,
-                   size_t *recipients)
+/* Event seq of u (frame f, whose reference this takes) joins the history
+ * and reaches every live session of u; returns how many. */
+static size_t deliver(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
 {
-    frame_t *f;
-    int rc = record(h, u, seq, json, len, &f);
-    if (rc != AW_OK)
-        return rc;
-    *recipients = fanout(h, u, f, seq);
+    keep(h, u, seq, f);
+    size_t n = fanout(h, u, f, seq);
     frame_unref(f);
-    return AW_OK;
+    return n;
 }
 
 static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,
@@ -367,9 +352,7 @@ static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, 
         return AW_ENOMEM;
     out->recipients = 0;
     if (!frame) {
-        keep(h, u, out->seq, f);
-        out->recipients = fanout(h, u, f, out->seq);
-        frame_unref(f);
+        out->recipients = deliver(h, u, out->seq, f);
         return AW_OK;
     }
     /* stamped, kept back: no one sees it before hub_send_recorded */
@@ -428,13 +411,12 @@ static void settled(hub_t *h, hub_user_t *u)
 size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq)
 {
     hub_user_t *u = hub_user_find(h, user_id); /* kept while pending */
-    size_t n = 0;
-    if (u) {
-        keep(h, u, seq, f);
-        n = fanout(h, u, f, seq);
-        settled(h, u);
+    if (!u) {
+        frame_unref(f);
+        return 0;
     }
-    frame_unref(f);
+    size_t n = deliver(h, u, seq, f);
+    settled(h, u);
     return n;
 }
 
@@ -453,13 +435,13 @@ int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, si
                size_t *recipients)
 {
     hub_user_t *u = hub_user(h, user_id);
-    if (!u)
+    frame_t *f = u ? frame_ws(WS_OP_TEXT, json, len) : NULL;
+    if (!f)
         return AW_ENOMEM;
-    size_t n = 0;
-    int rc = deliver(h, u, seq, json, len, &n);
+    size_t n = deliver(h, u, seq, f);
     if (recipients)
         *recipients = n;
-    return rc;
+    return AW_OK;
 }
 
 int hub_stream_reset(hub_t *h, const char *user_id, const char *epoch, uint64_t seq)

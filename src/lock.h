@@ -10,6 +10,11 @@
 
 #include <stdbool.h>
 
+/* Before the loops start (several_loops: more than one, the lock is
+ * real), and after they stopped (lock.c). */
+void aw_lock_init(bool several_loops);
+void aw_lock_dispose(void);
+
 void aw_lock(void);
 void aw_unlock(void);
 

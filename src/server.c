@@ -29,7 +29,7 @@
 #define FD_RESERVE      256 /* descriptors kept for listeners, agents and one burst */
 #define SESSION_SPARE   64  /* TCP sessions allowed past --max-connections (HTTP API) */
 
-/* ---- the lock (lock.h) ---- */
+/* ---- the loops' shared state (the lock itself is lock.c's) ---- */
 
 typedef struct server_task {
     struct server_task *next;
@@ -39,69 +39,7 @@ typedef struct server_task {
 
 static server_t *the_server; /* set by server_init: the lock and main-loop work need it */
 static bool threaded;        /* more than one loop: the lock is real */
-static uv_mutex_t big_lock;
-static _Thread_local int lock_depth;
 static _Thread_local server_loop_t *this_loop;
-
-#ifdef AW_LOCK_STATS
-void aw_lock_at(aw_lock_site_t *site)
-{
-    if (threaded && lock_depth++ == 0)
-        aw_lockstat_acquire(&big_lock, site);
-}
-
-void(aw_lock)(void) /* a caller that does not see lock.h's macro */
-{
-    static aw_lock_site_t site = {.file = __FILE__, .func = "unlabelled"};
-    aw_lock_at(&site);
-}
-
-void aw_unlock(void)
-{
-    if (threaded && --lock_depth == 0)
-        aw_lockstat_release(&big_lock);
-}
-#else
-void aw_lock(void)
-{
-    if (threaded && lock_depth++ == 0)
-        uv_mutex_lock(&big_lock);
-}
-
-void aw_unlock(void)
-{
-    if (threaded && --lock_depth == 0)
-        uv_mutex_unlock(&big_lock);
-}
-#endif
-
-int aw_lock_suspend(void)
-{
-    int depth = lock_depth;
-    if (threaded && depth > 0) {
-        lock_depth = 1;
-        aw_unlock();
-    }
-    return depth;
-}
-
-#ifdef AW_LOCK_STATS
-void aw_lock_resume_at(int depth, aw_lock_site_t *site)
-{
-    if (threaded && depth > 0) {
-        aw_lock_at(site);
-        lock_depth = depth;
-    }
-}
-#else
-void aw_lock_resume(int depth)
-{
-    if (threaded && depth > 0) {
-        aw_lock();
-        lock_depth = depth;
-    }
-}
-#endif
 
 server_loop_t *server_current_loop(void)
 {
@@ -625,8 +563,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         return AW_ENOMEM;
     }
     threaded = srv->nloops > 1;
-    if (threaded)
-        uv_mutex_init(&big_lock);
+    aw_lock_init(threaded);
 #ifdef AW_LOCK_STATS
     aw_lockstat_start(loop, srv->nloops);
 #endif
@@ -771,8 +708,7 @@ void server_dispose(server_t *srv)
 #ifdef AW_LOCK_STATS
     aw_lockstat_dump("exit");
 #endif
-    if (threaded)
-        uv_mutex_destroy(&big_lock);
+    aw_lock_dispose();
 }
 
 bool server_ip_admit(server_t *srv, const char *ip)

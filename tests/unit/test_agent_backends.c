@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "agent_argv.h"
 #include "aw.h"
 #include "http.h"
 #include "runs.h"
@@ -1150,6 +1151,30 @@ static void test_http_create(void **state)
     expect_bad_url("", "malformed");
 }
 
+/* Which commands run without a shell (agent_argv.h): plain words whose
+ * first is a path or a program on PATH; quotes, $, redirections, builtins
+ * and assignments go to sh. */
+static void test_argv_plain_rule(void **state)
+{
+    (void)state;
+    char **argv = agent_argv_plain("  /opt/agent/run\t--model=x  -v ");
+    assert_non_null(argv);
+    assert_string_equal(argv[0], "/opt/agent/run");
+    assert_string_equal(argv[1], "--model=x");
+    assert_string_equal(argv[2], "-v");
+    assert_null(argv[3]);
+    agent_argv_free(argv);
+    argv = agent_argv_plain("python3 /srv/agent.py");
+    assert_non_null(argv);
+    assert_string_equal(argv[0], "python3");
+    agent_argv_free(argv);
+    const char *not_plain[] = {"echo hi",    "kill 1",     "a=b prog",    "prog 'x'",
+                               "prog $HOME", "prog > out", "prog; other", "prog *.txt",
+                               "   ",        "cd /tmp",    "prog \\x",    "prog \"x\""};
+    for (size_t i = 0; i < sizeof not_plain / sizeof *not_plain; i++)
+        assert_null(agent_argv_plain(not_plain[i]));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1177,6 +1202,7 @@ int main(void)
         T(test_exec_plain_command),
         T(test_exec_plain_command_environment),
         T(test_exec_plain_command_fallbacks),
+        T(test_argv_plain_rule),
         T(test_exec_create),
         T(test_http_streams_chunked),
         T(test_http_error_status),

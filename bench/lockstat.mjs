@@ -261,6 +261,7 @@ function windowMetrics(a, b, r) {
   const A = a.line;
   const B = b.line;
   const d = (k) => B[k] - A[k];
+  const sd = (k) => (B.shards?.[k] ?? 0) - (A.shards?.[k] ?? 0); // the shard locks, summed
   const el = r.elapsed_s;
   const events = r.events_published;
   const deliveries = r.deliveries;
@@ -303,6 +304,12 @@ function windowMetrics(a, b, r) {
     loadgen_cores: div(loadgenCpuS, el),
     window_s: windowS,
     elapsed_s: el,
+    shards: B.shards?.n ?? 1,
+    shard_acq_per_event: div(sd('acquisitions'), events),
+    shard_hold_per_event_ns: div(sd('hold_ns'), events),
+    shard_contended_share: div(sd('contended'), sd('acquisitions')),
+    shard_wait_s_per_s: div(sd('wait_ns') / 1e9, el),
+    shard_util_wall: div(sd('hold_ns') / 1e9, el),
     site_shares: Object.fromEntries(sites.map((s) => [s.site, s.hold_ns / holdNs])),
     threads: B.threads,
   };
@@ -397,6 +404,10 @@ const rows = [
   ['serial fraction *s* (CPU under the lock ÷ server CPU)', (c) => fmtFix(M(c, 'serial_fraction'), 3)],
   ['where it is held (share of hold time)', topSites],
   ['**lock ceiling** 1/(hold per delivery), CPU (wall)', (c) => `**${fmtRate(M(c, 'ceiling_cpu'))}** (${fmtRate(M(c, 'ceiling_wall'))})`],
+  ['shard locks: shards / acquisitions per event', (c) => `${M(c, 'shards')} / ${fmtFix(M(c, 'shard_acq_per_event'), 3)}`],
+  ['shard locks held per event, wall (all shards)', (c) => `${fmtInt(M(c, 'shard_hold_per_event_ns'))} ns`],
+  ['shard locks: utilisation, all shards together (wall)', (c) => fmtFix(M(c, 'shard_util_wall'), 2)],
+  ['shard locks: contended share / seconds of waiting per second', (c) => `${fmtPct(M(c, 'shard_contended_share'))} / ${fmtFix(M(c, 'shard_wait_s_per_s'), 3)}`],
   ['aw-loadgen CPU, cores', (c) => fmtFix(M(c, 'loadgen_cores'), 2)],
 ];
 

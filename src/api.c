@@ -103,6 +103,8 @@ typedef struct pub_slot {
     char user[EVENT_MAX_ID + 1];
     char idem[IDEM_MAX_KEY + 1];
     bool has_idem;
+    bool has_run; /* an event of a run: published under the lock alone */
+    bool counted; /* its error is in the metrics */
 } pub_slot_t;
 
 typedef struct pub_wait {
@@ -162,6 +164,7 @@ static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, cons
         snprintf(slot->user, sizeof slot->user, "%s", user);
         snprintf(slot->idem, sizeof slot->idem, "%s", idem ? idem : "");
         slot->has_idem = idem != NULL;
+        slot->has_run = json_object_get(ev, "run_id") != NULL;
         json_object_del(ev, "idempotency_key");
         char why[200];
         slot->tail_off = p->tails.len;
@@ -227,6 +230,11 @@ static int answer_text(const pub_wait_t *w, aw_buf_t *b)
 static void pub_answer(pub_wait_t *w, bool may_unlock)
 {
     session_t *s = w->base.s;
+    for (size_t i = 0; i < w->n; i++) { /* the broker's refusals */
+        if (w->slots[i].status && !w->slots[i].counted)
+            w->srv->metrics.errors[w->slots[i].code]++;
+        w->slots[i].counted = true;
+    }
     if (s) {
         size_t down = 0;
         for (size_t i = 0; i < w->n; i++)
@@ -274,10 +282,15 @@ static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
             slot_error(slot, 409, ERR_RUN_ORDER, r->error);
         else
             slot_error(slot, 503, ERR_UNAVAILABLE, rc == AW_ENOMEM ? "out of memory" : r->error);
-        w->srv->metrics.errors[slot->code]++;
+        /* counted when answered: this may run under a shard lock */
     }
     pub_done(w, false);
 }
+
+/* Requests with fewer events publish under the lock they already hold:
+ * letting go of it and taking a shard lock and then the lock again costs
+ * more, on two cores, than a few events' fan-out (docs/architecture.md). */
+#define SHARDED_MIN 16
 
 /* Publishes the prepared events through the broker and answers when every
  * one has its answer. Takes p's slots. */
@@ -306,6 +319,7 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
         slot->w = w;
         if (slot->status) { /* refused before publishing */
             srv->metrics.errors[slot->code]++;
+            slot->counted = true;
             w->pending--;
             continue;
         }
@@ -316,7 +330,13 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
                                     .tail_len = slot->tail_len,
                                     .arg = slot};
     }
-    broker_publish(srv->broker, items, m, on_receipt);
+    bool sharded = m >= SHARDED_MIN && broker_memory_shardable(srv->broker, items, m);
+    for (size_t i = 0; sharded && i < m; i++)
+        sharded = !((pub_slot_t *)items[i].arg)->has_run;
+    if (sharded)
+        broker_memory_publish_sharded(srv->broker, items, m, on_receipt);
+    else
+        broker_publish(srv->broker, items, m, on_receipt);
     free(items);
     pub_done(w, true);
 }

@@ -102,6 +102,23 @@ struct server;
 /* The embedded default: the server's hub, idempotency cache and tickets. */
 void broker_memory_init(broker_t *b, struct server *srv);
 
+/* Can b publish these events by shards (broker_memory_publish_sharded)?
+ * The embedded default in memory (no --data-dir) on several loops, and
+ * events with no idempotency key; the caller also checks that none is an
+ * event of a run (run_id: the run gate's state is the lock's). */
+bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n);
+
+/* Publishes as broker_publish, letting go of the lock: each shard's events
+ * go out under that shard's lock (lock.h), so loops publishing to users of
+ * different shards do not wait on each other. An event a shard holder may
+ * not publish (room to make under the memory cap) goes out after the
+ * lock is taken again, and so do the later events of its shard, in order.
+ * The caller holds the lock and keeps no pointer into shared state across
+ * the call; fn may be called under a shard lock, where it touches only
+ * what is its own. */
+void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n,
+                                   broker_receipt_fn fn);
+
 static inline bool broker_available(broker_t *b, const char *user)
 {
     return b->ops->available(b, user);

@@ -9,6 +9,7 @@
 
 #include "aw.h"
 #include "history.h"
+#include "lock.h"
 #include "log.h"
 #include "map.h"
 #include "server.h"
@@ -62,6 +63,81 @@ static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_recei
     }
     for (size_t i = 0; i < n; i++)
         mem_publish_one(b, &items[i], fn);
+}
+
+bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n)
+{
+    server_t *srv = b->impl;
+    if (b->ops->publish != mem_publish || srv->durable || aw_shards() == 1)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].idem || !items[i].tail)
+            return false;
+    return true;
+}
+
+#define SHARDED_STACK 64 /* events whose bookkeeping fits on the stack */
+
+void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n, broker_receipt_fn fn)
+{
+    server_t *srv = b->impl;
+    hub_t *h = &srv->hub;
+    unsigned nshards = aw_shards();
+    unsigned shard_st[SHARDED_STACK];
+    size_t order_st[SHARDED_STACK];
+    bool later_st[SHARDED_STACK];
+    bool big = n > SHARDED_STACK;
+    unsigned *shard = big ? malloc(n * sizeof *shard) : shard_st;
+    size_t *order = big ? malloc(n * sizeof *order) : order_st;
+    bool *later = big ? calloc(n, sizeof *later) : later_st;
+    size_t *start = calloc(nshards + 1, sizeof *start);
+    if (!shard || !order || !later || !start) {
+        mem_publish(b, items, n, fn); /* under the lock alone */
+        goto out;
+    }
+    /* each shard's events, in the request's order */
+    for (size_t i = 0; i < n; i++) {
+        shard[i] = hub_shard(h, items[i].user);
+        start[shard[i] + 1]++;
+        later[i] = false;
+    }
+    for (unsigned k = 0; k < nshards; k++)
+        start[k + 1] += start[k];
+    for (size_t i = 0, *next = start; i < n; i++)
+        order[next[shard[i]]++] = i; /* start[k] now ends shard k */
+    int depth = aw_lock_suspend();
+    for (unsigned k = 0; k < nshards; k++) {
+        size_t from = k ? start[k - 1] : 0, to = start[k];
+        if (from == to)
+            continue;
+        aw_shard_lock(k);
+        bool defer = false;
+        for (size_t j = from; j < to; j++) {
+            const broker_pub_t *it = &items[order[j]];
+            hub_receipt_t r = {0};
+            int rc = defer ? AW_EAGAIN
+                           : hub_publish_prepared(h, it->user, it->ev, it->tail, it->tail_len, &r);
+            if (rc == AW_EAGAIN) {
+                later[order[j]] = defer = true;
+                continue;
+            }
+            if (rc == AW_ENOMEM)
+                snprintf(r.error, sizeof r.error, "out of memory");
+            fn(it->arg, rc, &r);
+        }
+        aw_shard_unlock(k);
+    }
+    aw_lock_resume(depth);
+    for (size_t i = 0; i < n; i++)
+        if (later[i])
+            mem_publish_one(b, &items[i], fn);
+out:
+    if (big) {
+        free(shard);
+        free(order);
+        free(later);
+    }
+    free(start);
 }
 
 static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)

@@ -13,9 +13,41 @@
 #include "bigstr.h"
 #include "event.h"
 #include "frame.h"
+#include "lock.h"
 #include "log.h"
 #include "session.h"
 #include "ws.h"
+
+/* ---- shards, and the pool's lock ---- */
+
+unsigned hub_shard(const hub_t *h, const char *user_id)
+{
+    if (h->_nshards == 1)
+        return 0;
+    uint64_t x = map_siphash(h->_k0, h->_k1, user_id, strlen(user_id));
+    return (unsigned)(x >> 32) & (h->_nshards - 1);
+}
+
+static hub_shard_t *shard_of(const hub_t *h, const char *user_id)
+{
+    return &h->_shards[hub_shard(h, user_id)];
+}
+
+/* The history pool, every user's ring, the idle list and their byte counts
+ * are every shard's: while shards are held, they are read and changed only
+ * under this lock (the lock alone covers them otherwise, and taking this
+ * one too costs little). */
+static void pool_lock(hub_t *h)
+{
+    if (h->_nshards > 1)
+        uv_mutex_lock(&h->_pool_lock);
+}
+
+static void pool_unlock(hub_t *h)
+{
+    if (h->_nshards > 1)
+        uv_mutex_unlock(&h->_pool_lock);
+}
 
 /* ---- idle streams ---- */
 
@@ -67,23 +99,30 @@ static void forget_user(hub_t *h, hub_user_t *u)
 
 /* Brings the memory held under the cap (events, rings, stream records) to
  * at most its limit minus `need`: idle streams first, then the oldest
- * events. `keep` (the stream being used) is never dropped. */
-static void make_room(hub_t *h, const hub_user_t *keep, size_t need)
+ * events. `keep` (the stream being used) is never dropped. Under the pool's
+ * lock. A shard holder may evict any shard's events (every ring is changed
+ * under the pool's lock while shards are held) but not drop another
+ * shard's stream: false when an idle stream would have to go. */
+static bool make_room(hub_t *h, const hub_user_t *keep, size_t need)
 {
     history_pool_t *p = &h->history;
     while (p->bytes + p->extra + need > p->max_bytes) {
         hub_user_t *u = h->_idle_head;
         if (u == keep)
             u = u->_idle_next;
-        if (u) {
+        if (u && aw_in_shard()) {
+            return false; /* the lock alone drops streams */
+        } else if (u) {
             forget_user(h, u);
             h->streams_dropped++;
-            map_remove(&h->_users, u->id, strlen(u->id)); /* u->id is the entry's key */
+            /* u->id is the entry's key */
+            map_remove(&shard_of(h, u->id)->users, u->id, strlen(u->id));
             free(u);
         } else if (!history_evict_oldest(p)) {
-            return; /* what is left belongs to connected users */
+            return true; /* what is left belongs to connected users */
         }
     }
+    return true;
 }
 
 int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
@@ -99,22 +138,64 @@ int hub_init(hub_t *h, const config_t *cfg, metrics_t *m)
     if (aw_random_bytes(node, sizeof node) != AW_OK)
         return AW_EIO;
     aw_hex(h->_node, node, sizeof node);
-    return map_init(&h->_users);
+    uint64_t keys[2];
+    if (aw_random_bytes((uint8_t *)keys, sizeof keys) != AW_OK)
+        return AW_EIO;
+    h->_k0 = keys[0], h->_k1 = keys[1];
+    h->_nshards = aw_shards();
+    h->_shards = aligned_alloc(64, h->_nshards * sizeof *h->_shards);
+    if (!h->_shards || uv_mutex_init(&h->_pool_lock) != 0) {
+        free(h->_shards);
+        h->_shards = NULL;
+        return AW_ENOMEM;
+    }
+    memset(h->_shards, 0, h->_nshards * sizeof *h->_shards);
+    for (unsigned i = 0; i < h->_nshards; i++) {
+        h->_shards[i].next_event = (uint64_t)i << 42; /* 48 bits in the id: 6 for the shard */
+        if (map_init(&h->_shards[i].users) != AW_OK)
+            return AW_ENOMEM;
+    }
+    return AW_OK;
 }
 
 void hub_dispose(hub_t *h)
 {
     history_pool_dispose(&h->history);
-    map_dispose(&h->_users, free);
+    for (unsigned i = 0; h->_shards && i < h->_nshards; i++) {
+        map_dispose(&h->_shards[i].users, free);
+        aw_buf_free(&h->_shards[i].scratch);
+    }
+    if (h->_shards)
+        uv_mutex_destroy(&h->_pool_lock);
+    free(h->_shards);
+    h->_shards = NULL;
     aw_buf_free(&h->_scratch);
 }
 
 hub_user_t *hub_user_find(const hub_t *h, const char *user_id)
 {
-    return map_get(&h->_users, user_id, strlen(user_id));
+    return map_get(&shard_of(h, user_id)->users, user_id, strlen(user_id));
 }
 
-hub_user_t *hub_user(hub_t *h, const char *user_id)
+uint64_t hub_published(const hub_t *h)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < h->_nshards; i++)
+        n += h->_shards[i].published;
+    return n;
+}
+
+uint64_t hub_delivered(const hub_t *h)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < h->_nshards; i++)
+        n += h->_shards[i].delivered;
+    return n;
+}
+
+/* hub_user, which a shard holder may call: *again is set when the stream
+ * would need room made under the memory cap (see make_room). */
+static hub_user_t *user_get(hub_t *h, const char *user_id, bool *again)
 {
     hub_user_t *u = hub_user_find(h, user_id);
     if (u)
@@ -130,7 +211,8 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
     aw_hex(u->epoch, raw, sizeof raw);
     u->last_active_ms = aw_now_ms();
     size_t len = strlen(user_id);
-    map_entry_t *e = map_put(&h->_users, user_id, len, u);
+    map_t *users = &shard_of(h, user_id)->users;
+    map_entry_t *e = map_put(users, user_id, len, u);
     if (!e) {
         free(u);
         return NULL;
@@ -138,12 +220,28 @@ hub_user_t *hub_user(hub_t *h, const char *user_id)
     u->id = e->key;
     /* the record, its map entry (key included) and its share of buckets */
     u->_cost = AW_ALLOC_COST(sizeof *u) + AW_ALLOC_COST(sizeof *e + len + 1) + 2 * sizeof(void *);
+    pool_lock(h);
     h->history.extra += u->_cost;
     idle_push(h, u);
-    make_room(h, u, 0);
+    if (!make_room(h, u, 0)) { /* a shard holder: the lock alone makes room */
+        idle_remove(h, u);
+        h->history.extra -= u->_cost;
+        pool_unlock(h);
+        map_remove(users, u->id, len);
+        free(u);
+        *again = true;
+        return NULL;
+    }
+    pool_unlock(h);
     if (h->load)
         h->load(h->load_ctx, h, u);
     return u;
+}
+
+hub_user_t *hub_user(hub_t *h, const char *user_id)
+{
+    bool again = false;
+    return user_get(h, user_id, &again);
 }
 
 int hub_admit(const hub_t *h, const char *user_id)
@@ -202,19 +300,19 @@ static const char *const envelope_fields[] = {"seq", "epoch", "event_id", "times
 
 /* Appends s as a JSON string. Ids have no control characters (event.c), so
  * only the quote and the backslash need escaping. */
-static int scratch_string(hub_t *h, const char *str)
+static int append_string(aw_buf_t *b, const char *str)
 {
-    int rc = aw_buf_append("\"", 1, &h->_scratch);
+    int rc = aw_buf_append("\"", 1, b);
     while (rc == 0 && *str) {
         size_t run = strcspn(str, "\"\\");
-        rc = aw_buf_append(str, run, &h->_scratch);
+        rc = aw_buf_append(str, run, b);
         str += run;
         if (rc == 0 && *str) {
-            rc = aw_buf_append(*str == '"' ? "\\\"" : "\\\\", 2, &h->_scratch);
+            rc = aw_buf_append(*str == '"' ? "\\\"" : "\\\\", 2, b);
             str++;
         }
     }
-    return rc ? rc : aw_buf_append("\"", 1, &h->_scratch);
+    return rc ? rc : aw_buf_append("\"", 1, b);
 }
 
 /* Puts the long strings back in place of their placeholders (bigstr.h) in
@@ -269,41 +367,51 @@ int hub_prepare(json_t *ev, const bigstr_t *lits, aw_buf_t *out, char *why, size
 static frame_t *serialize(hub_t *h, hub_user_t *u, json_t *ev, const char *tail, size_t tail_len,
                           hub_receipt_t *out)
 {
+    hub_shard_t *sh = shard_of(h, u->id);
+    aw_buf_t *b = &sh->scratch;
     out->seq = u->_stamped + 1;
     memcpy(out->epoch, u->epoch, sizeof out->epoch);
     snprintf(out->event_id, sizeof out->event_id, "ev_%s%012llx", h->_node,
-             (unsigned long long)++h->_next_event);
+             (unsigned long long)++sh->next_event);
     char head[160];
     int n = snprintf(head, sizeof head,
                      "{\"seq\":%llu,\"epoch\":\"%s\",\"event_id\":\"%s\",\"timestamp\":%lld,"
                      "\"user_id\":",
                      (unsigned long long)out->seq, u->epoch, out->event_id, (long long)aw_now_ms());
-    h->_scratch.len = 0;
-    if (aw_buf_append(head, (size_t)n, &h->_scratch) != 0 || scratch_string(h, u->id) != 0)
+    b->len = 0;
+    if (aw_buf_append(head, (size_t)n, b) != 0 || append_string(b, u->id) != 0)
         return NULL;
     if (!tail) {
-        if (dump_fields(&h->_scratch, ev, h->literals) != AW_OK)
+        if (dump_fields(b, ev, h->literals) != AW_OK)
             return NULL;
-        return frame_ws(WS_OP_TEXT, h->_scratch.data, h->_scratch.len);
+        return frame_ws(WS_OP_TEXT, b->data, b->len);
     }
     /* the envelope and the prepared fields, copied once, into the frame */
-    return frame_ws_parts(WS_OP_TEXT, h->_scratch.data, h->_scratch.len, tail, tail_len);
+    return frame_ws_parts(WS_OP_TEXT, b->data, b->len, tail, tail_len);
 }
 
 /* Event seq of u (frame f) exists from here on: it is the stream's newest
- * and joins the history. */
-static void keep(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
+ * and joins the history. AW_EAGAIN (nothing changed): a shard holder would
+ * have to drop an idle stream to stay under the memory cap. */
+static int keep(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
 {
     int64_t now = aw_now_ms();
+    pool_lock(h);
+    if (!make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64)) {
+        pool_unlock(h);
+        return AW_EAGAIN;
+    }
+    idle_remove(h, u);
+    int rc = history_append(&h->history, &u->history, seq, f, now);
+    pool_unlock(h);
+    if (rc != AW_OK)
+        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
     u->seq = seq;
     if (u->_stamped < seq)
         u->_stamped = seq;
     u->last_active_ms = now;
-    idle_remove(h, u);
-    make_room(h, u, AW_ALLOC_COST(sizeof *f + f->len) + 64);
-    if (history_append(&h->history, &u->history, seq, f, now) != AW_OK)
-        log_kv(LOG_WARN | LOG_LIMITED, "history append failed", "user", u->id, NULL);
-    h->_metrics->events_published++;
+    shard_of(h, u->id)->published++;
+    return AW_OK;
 }
 
 /* The one delivery path: the frame of event seq is queued on every open
@@ -319,18 +427,19 @@ static size_t fanout(hub_t *h, hub_user_t *u, frame_t *f, uint64_t seq)
             n++;
         first = false;
     }
-    h->_metrics->events_delivered += n;
+    shard_of(h, u->id)->delivered += n;
     return n;
 }
 
 /* Event seq of u (frame f, whose reference this takes) joins the history
- * and reaches every live session of u; returns how many. */
-static size_t deliver(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
+ * and reaches every live session of u: AW_OK and how many in *n, or
+ * AW_EAGAIN from keep (nothing sent). */
+static int deliver(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f, size_t *n)
 {
-    keep(h, u, seq, f);
-    size_t n = fanout(h, u, f, seq);
+    int rc = keep(h, u, seq, f);
+    *n = rc == AW_OK ? fanout(h, u, f, seq) : 0;
     frame_unref(f);
-    return n;
+    return rc;
 }
 
 static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,
@@ -346,15 +455,16 @@ static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, 
     if (h->gate && !gated &&
         h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
         return AW_ECONFLICT;
-    hub_user_t *u = hub_user(h, user_id);
+    bool again = false;
+    hub_user_t *u = user_get(h, user_id, &again);
+    if (again)
+        return AW_EAGAIN;
     frame_t *f = u ? serialize(h, u, ev, tail, tail_len, out) : NULL;
     if (!f)
         return AW_ENOMEM;
     out->recipients = 0;
-    if (!frame) {
-        out->recipients = deliver(h, u, out->seq, f);
-        return AW_OK;
-    }
+    if (!frame)
+        return deliver(h, u, out->seq, f, &out->recipients);
     /* stamped, kept back: no one sees it before hub_send_recorded */
     *frame = f;
     u->_stamped = out->seq;
@@ -415,7 +525,8 @@ size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq
         frame_unref(f);
         return 0;
     }
-    size_t n = deliver(h, u, seq, f);
+    size_t n;
+    deliver(h, u, seq, f, &n); /* under the lock alone: kept */
     settled(h, u);
     return n;
 }
@@ -438,7 +549,8 @@ int hub_accept(hub_t *h, const char *user_id, uint64_t seq, const char *json, si
     frame_t *f = u ? frame_ws(WS_OP_TEXT, json, len) : NULL;
     if (!f)
         return AW_ENOMEM;
-    size_t n = deliver(h, u, seq, f);
+    size_t n;
+    deliver(h, u, seq, f, &n); /* under the lock alone: kept */
     if (recipients)
         *recipients = n;
     return AW_OK;
@@ -540,11 +652,15 @@ void hub_sweep(hub_t *h, int64_t now_ms)
 {
     history_expire(&h->history, now_ms);
     h->_sweep_now = now_ms;
-    if (map_remove_if(&h->_users, user_idle, h, free) > 0)
-        map_shrink(&h->_users);
+    for (unsigned i = 0; i < h->_nshards; i++)
+        if (map_remove_if(&h->_shards[i].users, user_idle, h, free) > 0)
+            map_shrink(&h->_shards[i].users);
 }
 
 size_t hub_nstreams(const hub_t *h)
 {
-    return h->_users.count;
+    size_t n = 0;
+    for (unsigned i = 0; i < h->_nshards; i++)
+        n += h->_shards[i].users.count;
+    return n;
 }

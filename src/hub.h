@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "aw.h"
 #include "config.h"
@@ -56,13 +57,28 @@ typedef struct hub_user {
     uint32_t _pending; /* events stamped and kept back, not yet sent nor taken back */
 } hub_user_t;
 
+/* One shard of the hub (lock.h): its users' records (seq, epoch, sessions)
+ * and what publishing to them writes. A shard holder touches its own
+ * shard, and the history pool, the users' rings and the idle list only
+ * under the pool's lock; everything else of the hub is the lock's. */
+typedef struct hub_shard {
+    map_t users;         /* id -> hub_user_t * */
+    aw_buf_t scratch;    /* serialization buffer, reused per event */
+    uint64_t next_event; /* event id counter (the shard in its top bits) */
+    uint64_t published;  /* events accepted (the metrics add the shards up) */
+    uint64_t delivered;  /* event frames queued to sessions */
+} __attribute__((aligned(64))) hub_shard_t;
+
 typedef struct hub {
     /* read-only */
     size_t nconns;          /* attached sessions, all users */
     size_t nusers_live;     /* users with at least one session */
     history_pool_t history; /* limits and accounting of every user's history */
     /* private */
-    map_t _users; /* id -> hub_user_t * */
+    hub_shard_t *_shards;  /* by a hash of the user id (hub_shard) */
+    unsigned _nshards;     /* a power of two: aw_shards() */
+    uv_mutex_t _pool_lock; /* the pool, the idle list and their counts, for shard holders */
+    uint64_t _k0, _k1;     /* the shard hash's key */
     hub_user_t *_idle_head, *_idle_tail;
     uint64_t streams_dropped; /* read-only: idle streams dropped for the memory cap */
     const config_t *_cfg;
@@ -83,10 +99,9 @@ typedef struct hub {
     /* public: the undecoded long strings of the events being published
      * (bigstr.h), set around hub_publish by the caller that parsed them */
     const struct bigstr *literals;
-    uint64_t _next_event; /* event id counter */
-    char _node[9];        /* random per-process prefix of event ids */
-    aw_buf_t _scratch;    /* serialization buffer, reused per event */
-    int64_t _sweep_now;   /* hub_sweep's clock, for its predicate */
+    char _node[9];      /* random per-process prefix of event ids */
+    aw_buf_t _scratch;  /* hub_event_body's buffer (under the lock) */
+    int64_t _sweep_now; /* hub_sweep's clock, for its predicate */
 } hub_t;
 
 typedef struct hub_receipt {
@@ -99,6 +114,13 @@ typedef struct hub_receipt {
 
 int hub_init(hub_t *h, const config_t *cfg, metrics_t *m);
 void hub_dispose(hub_t *h);
+
+/* The shard of user_id (for aw_shard_lock). */
+unsigned hub_shard(const hub_t *h, const char *user_id);
+
+/* Events accepted and frames queued so far, all shards (under the lock). */
+uint64_t hub_published(const hub_t *h);
+uint64_t hub_delivered(const hub_t *h);
 
 /* Would a new connection of user be within the limits (per user, in
  * total)? 0 or AW_ELIMIT. Per address is the server's (every socket). */
@@ -150,6 +172,11 @@ int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, const char *ta
  * envelope. hub_publish_prepared then publishes ev with that text (tail)
  * instead of serializing it: the same event, with less done under the lock.
  * hub_publish_record takes a tail too (NULL: none). */
+/* Under the lock alone, or under the user's shard lock: then an event of a
+ * run (run_id) must not come here (the run gate's state is the lock's), and
+ * a publish that would need to drop an idle stream to stay under the
+ * memory cap is refused with AW_EAGAIN, nothing stamped, for the caller to
+ * publish again under the lock alone. */
 int hub_prepare(json_t *ev, const struct bigstr *lits, aw_buf_t *out, char *why, size_t whylen);
 int hub_publish_prepared(hub_t *h, const char *user_id, json_t *ev, const char *tail,
                          size_t tail_len, hub_receipt_t *out);

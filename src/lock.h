@@ -1,10 +1,20 @@
-/* lock.h -- the one lock of a server with several event loops.
+/* lock.h -- the shared lock of a server with several event loops, and its
+ * shards.
  *
  * Every callback that touches shared state (hub, history, runs, tickets,
  * metrics) runs with the lock held. The delivery path does not: a session's
  * queue and socket belong to its own loop (server.h). The lock is reentrant
  * per thread, and costs nothing with one loop (--threads 1). Agents run on
- * the main loop: other loops hand their agent calls over with aw_on_main. */
+ * the main loop: other loops hand their agent calls over with aw_on_main.
+ *
+ * Shards: the lock is a reader-writer lock. aw_lock takes it alone (the
+ * exclusive mode every callback above uses). aw_shard_lock(i) takes it
+ * shared, together with shard i's own mutex, so loops publishing to users
+ * of different shards run at once (hub.h says which state a shard owns).
+ * Under a shard lock, code touches only that shard's state, its own loop's
+ * sessions, and state with its own small lock (loop inboxes, the history
+ * pool); it never calls aw_lock. Within an exclusive hold the shard calls
+ * do nothing: the lock alone covers every shard. */
 #ifndef AW_LOCK_H
 #define AW_LOCK_H
 
@@ -12,7 +22,7 @@
 
 /* Before the loops start (several_loops: more than one, the lock is
  * real), and after they stopped (lock.c). */
-void aw_lock_init(bool several_loops);
+void aw_lock_init(bool several_loops, unsigned nloops);
 void aw_lock_dispose(void);
 
 void aw_lock(void);
@@ -24,6 +34,13 @@ void aw_unlock(void);
  * caller keeps no pointer into shared state across the pair. */
 int aw_lock_suspend(void);
 void aw_lock_resume(int depth);
+
+/* Shards: 1 with one loop, else a power of two, 4 per loop (at most 64). */
+unsigned aw_shards(void);
+void aw_shard_lock(unsigned shard);
+void aw_shard_unlock(unsigned shard);
+/* Does this thread hold a shard lock (and not the lock alone)? */
+bool aw_in_shard(void);
 
 #ifdef AW_LOCK_STATS
 /* Built with -DAW_LOCK_STATS=ON (CMake option, off by default): each call
@@ -60,9 +77,13 @@ void aw_lock_resume_at(int depth, aw_lock_site_t *site);
         aw_lock_resume_at((depth), &aw_lock_site_);                                                \
     } while (0)
 
-/* lockstat.c: what aw_lock_at and aw_unlock call with stats on. */
-void aw_lockstat_acquire(uv_mutex_t *m, aw_lock_site_t *site);
-void aw_lockstat_release(uv_mutex_t *m);
+/* lockstat.c: what aw_lock_at and aw_unlock call with stats on (the lock
+ * itself stays lock.c's), and what the shard calls report. */
+void aw_lockstat_acquire(bool (*trylock)(void), void (*lock)(void), aw_lock_site_t *site);
+void aw_lockstat_release(void (*unlock)(void));
+void aw_lockstat_shard_acquired(bool contended, uint64_t wait_ns);
+void aw_lockstat_shard_released(uint64_t hold_ns);
+uint64_t aw_lockstat_now_ns(void);
 /* Starts the clock and the SIGUSR2 handler on the main loop. */
 void aw_lockstat_start(uv_loop_t *loop, unsigned nloops);
 /* Writes the counters so far as one JSON line to stderr; takes the lock. */

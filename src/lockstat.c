@@ -10,6 +10,7 @@
 #include "lock.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +72,35 @@ static uint64_t bucket_hi(unsigned b) /* exclusive */
     return b < 4 ? b + 1 : bucket_lo(b) + ((uint64_t)1 << (b / 4 - 1));
 }
 
-void aw_lockstat_acquire(uv_mutex_t *m, aw_lock_site_t *site)
+uint64_t aw_lockstat_now_ns(void)
+{
+    return now_ns();
+}
+
+/* Shard locks are held in parallel: their counters are atomic. */
+static _Atomic uint64_t shard_acq, shard_contended, shard_wait_ns, shard_hold_ns;
+
+void aw_lockstat_shard_acquired(bool contended, uint64_t wait_ns)
+{
+    atomic_fetch_add_explicit(&shard_acq, 1, memory_order_relaxed);
+    if (contended) {
+        atomic_fetch_add_explicit(&shard_contended, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&shard_wait_ns, wait_ns, memory_order_relaxed);
+    }
+}
+
+void aw_lockstat_shard_released(uint64_t hold_ns)
+{
+    atomic_fetch_add_explicit(&shard_hold_ns, hold_ns, memory_order_relaxed);
+}
+
+void aw_lockstat_acquire(bool (*trylock)(void), void (*lock)(void), aw_lock_site_t *site)
 {
     uint64_t t0 = 0;
-    bool contended = uv_mutex_trylock(m) != 0;
+    bool contended = !trylock();
     if (contended) {
         t0 = now_ns();
-        uv_mutex_lock(m);
+        lock();
     }
     uint64_t t1 = now_ns();
     /* held from here */
@@ -103,7 +126,7 @@ void aw_lockstat_acquire(uv_mutex_t *m, aw_lock_site_t *site)
     held_cpu_since = cpu_ns();
 }
 
-void aw_lockstat_release(uv_mutex_t *m)
+void aw_lockstat_release(void (*unlock)(void))
 {
     uint64_t h = now_ns() - held_since, c = cpu_ns() - held_cpu_since;
     st.hold_ns += h;
@@ -116,7 +139,7 @@ void aw_lockstat_release(uv_mutex_t *m)
     if (h > holder->hold_max_ns)
         holder->hold_max_ns = h;
     holder = NULL;
-    uv_mutex_unlock(m);
+    unlock();
 }
 
 static void on_sigusr2(uv_signal_t *sig, int signum)
@@ -208,6 +231,13 @@ void aw_lockstat_dump(const char *why)
             (unsigned long long)quantile(copy.hold_hist, 0.999));
     put_hist(f, "hold_hist", copy.hold_hist);
     put_hist(f, "wait_hist", copy.wait_hist);
+    fprintf(f,
+            ",\"shards\":{\"n\":%u,\"acquisitions\":%llu,\"contended\":%llu,\"wait_ns\":%llu,"
+            "\"hold_ns\":%llu}",
+            aw_shards(), (unsigned long long)atomic_load(&shard_acq),
+            (unsigned long long)atomic_load(&shard_contended),
+            (unsigned long long)atomic_load(&shard_wait_ns),
+            (unsigned long long)atomic_load(&shard_hold_ns));
     fputs(",\"sites\":[", f);
     for (size_t i = 0; i < n; i++) {
         const aw_lock_site_t *s = &copies[i];

@@ -502,6 +502,7 @@ static int loop_init(server_t *srv, unsigned index, uv_loop_t *loop, char *err, 
     uv_async_init(lp->loop, &lp->_wake, on_wake);
     lp->_wake.data = lp;
     uv_mutex_init(&lp->_inbox_lock);
+    deflater_init(&lp->deflater, (size_t)srv->cfg->deflate_min_bytes);
     return AW_OK;
 }
 
@@ -563,7 +564,7 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
         return AW_ENOMEM;
     }
     threaded = srv->nloops > 1;
-    aw_lock_init(threaded);
+    aw_lock_init(threaded, srv->nloops);
 #ifdef AW_LOCK_STATS
     aw_lockstat_start(loop, srv->nloops);
 #endif
@@ -689,8 +690,10 @@ void server_dispose(server_t *srv)
             frame_unref(lp->_inbox[j].f);
         free(lp->_inbox);
         free(lp->_spare);
-        if (lp->loop)
+        if (lp->loop) {
             uv_mutex_destroy(&lp->_inbox_lock);
+            deflater_dispose(&lp->deflater);
+        }
     }
     free(srv->loops);
     frame_unref(srv->ping_frame);
@@ -881,6 +884,8 @@ void server_sum_counters(server_t *srv)
     srv->metrics.queue_bytes = queued;
     srv->metrics.frame_cache_bytes = cached;
     srv->metrics.bytes_sent = sent;
+    srv->metrics.events_published = hub_published(&srv->hub);
+    srv->metrics.events_delivered = hub_delivered(&srv->hub);
 }
 
 char *server_readbuf(server_loop_t *lp, size_t *len)

@@ -77,6 +77,7 @@ typedef struct server_loop {
     int64_t _accept_log_ms; /* last "accept failed" line, and failures since */
     uint64_t _accept_fails;
     int64_t _cache_trim_ms; /* last frame_cache_trim on this loop's thread */
+    deflater_t deflater;    /* compresses event frames on this loop's thread (shard holders too) */
     char _readbuf[65536];   /* shared by all reads: libuv reads one stream at a time */
 } server_loop_t;
 
@@ -90,7 +91,7 @@ typedef struct server {
     runs_t runs;
     tls_ctx_t tls;       /* certificate and key, reloaded on SIGHUP */
     bool tls_on;         /* --tls-cert given: every connection is TLS */
-    deflater_t deflater; /* compresses shared event frames for deflate sessions */
+    deflater_t deflater; /* compresses event frames off the loops' threads */
     metrics_t metrics;
     broker_t *broker;           /* where users' streams live (broker.h) */
     broker_t memory_broker;     /* the embedded default */

@@ -248,7 +248,10 @@ int session_send(session_t *s, frame_t *f)
 
 frame_t *session_wire_frame(session_t *s, frame_t *f)
 {
-    return s->deflate ? deflater_frame(&s->srv->deflater, f, s->zparams.server_window_bits) : f;
+    if (!s->deflate)
+        return f;
+    server_loop_t *lp = server_current_loop(); /* each thread compresses with its own streams */
+    return deflater_frame(lp ? &lp->deflater : &s->srv->deflater, f, s->zparams.server_window_bits);
 }
 
 int session_deliver(session_t *s, frame_t *f, uint64_t seq)
@@ -288,6 +291,11 @@ static void replay_pump(session_t *s)
 {
     if (!s->replay_next)
         return;
+    if (aw_in_shard()) { /* the pump needs the lock alone: at this loop's flush */
+        s->_pump_later = true;
+        server_want_flush(s);
+        return;
+    }
     aw_lock();
     while (s->replay_next && s->state == SESSION_OPEN) {
         if (s->replay_next > s->user->seq) {
@@ -410,6 +418,10 @@ static uint32_t bufs_advance(uv_buf_t *bufs, uint32_t n, size_t done)
 
 void session_flush(session_t *s)
 {
+    if (s->_pump_later && !aw_in_shard()) {
+        s->_pump_later = false;
+        replay_pump(s);
+    }
     while (!s->_inflight && s->_qlen > 0 && s->state != SESSION_GONE) {
         uv_buf_t bufs[WRITE_BATCH];
         uint32_t n = s->_qlen < WRITE_BATCH ? s->_qlen : WRITE_BATCH;

@@ -46,6 +46,7 @@ typedef struct session {
     int64_t connected_ms;
     int64_t token_exp_ms;     /* token expiry plus leeway, 0: none */
     uint64_t replay_next;     /* next seq to replay from history; 0: live */
+    bool _pump_later;         /* a shard holder asked for the replay pump: the flush runs it */
     bool echo;                /* the --echo-path endpoint: messages come back, no events */
     bool syncing;             /* cluster mode: waits for its stream; gets no events yet */
     bool deflate;             /* permessage-deflate negotiated */
@@ -146,7 +147,7 @@ int session_send(session_t *s, frame_t *f);
 
 /* The frame session s sends for shared event frame f: its compressed
  * variant when deflate was negotiated (made once per event, see deflate.h).
- * Under the lock: the deflater is shared. */
+ * Under the lock or a shard lock: each loop's thread has its own deflater. */
 frame_t *session_wire_frame(session_t *s, frame_t *f);
 
 /* Delivers event frame f (number seq of the session's user, already the

@@ -540,6 +540,42 @@ test('--history-memory-bytes 65536: the globally oldest events go first; resume 
   assert.deepEqual(await edge.nextMessages(kept.length, isEvent('big')), kept);
 });
 
+test('--history-memory-bytes under batches published by shards (--threads 2): idle streams and the oldest events go, order and receipts hold', T, async (t) => {
+  const srv = await useServer(t, ['--history-memory-bytes', '65536', '--threads', '2']);
+  // six idle streams: created by a connection, left with no event and no connection
+  for (let i = 0; i < 6; i++) await (await connectAs(srv, `shard-idle-${i}`)).close();
+  const old = await connectAs(srv, 'shard-old');
+  await publishBatch(srv, 'shard-old', [{ type: 'big', blob: 'o'.repeat(3000) }, { type: 'big', blob: 'o'.repeat(3000) }]);
+  await old.nextMessages(2, isEvent('big'));
+  await pollUntil(async () => metricValue(await metrics(srv), 'agentwire_connections') === 1,
+    { what: 'the idle streams to lose their connections' });
+  assert.equal(metricValue(await metrics(srv), 'agentwire_streams'), 7);
+
+  // 40 events of 3 KB in one batch: past the cap halfway, with idle streams to drop
+  const c = await connectAs(srv, 'shard-new');
+  const blob = 'n'.repeat(3000);
+  const receipts = await publishBatch(srv, 'shard-new', range(1, 40).map((n) => ({ type: 'big', n, blob })));
+  assert.deepEqual(receipts.map((r) => r.seq), range(1, 40), 'receipts in the batch order');
+  const got = await c.nextMessages(40, isEvent('big'));
+  assert.deepEqual(got.map((e) => e.seq), range(1, 40));
+  assert.deepEqual(got.map((e) => e.n), range(1, 40));
+  assert.deepEqual(got.map((e) => e.event_id), receipts.map((r) => r.event_id));
+
+  const m = await metrics(srv);
+  assert.equal(metricValue(m, 'agentwire_streams_dropped_total'), 6, 'every idle stream dropped under the cap');
+  assert.equal(metricValue(m, 'agentwire_streams'), 2, 'the two connected users keep their streams');
+  const bytes = metricValue(m, 'agentwire_history_bytes');
+  assert.ok(bytes > 0 && bytes <= 65536, `agentwire_history_bytes ${bytes}`);
+  const o = await history(srv, 'shard-old', 0);
+  assert.deepEqual(o.json.events, [], 'the oldest events (another user\'s) went first');
+  assert.equal(o.json.seq, 2);
+  const h = await history(srv, 'shard-new', 0);
+  assert.equal(h.json.seq, 40);
+  assert.ok(h.json.events.length >= 10, `${h.json.events.length} events retained`);
+  assertSeqs(h.json.events, h.json.first_seq, 40, 'retained events');
+  assert.equal(metricValue(m, 'agentwire_history_evicted_total'), 42 - h.json.events.length);
+});
+
 test('--history-ttl-ms 1000: events expire from history; a resume is then incomplete', T, async (t) => {
   const srv = await useServer(t, ['--history-ttl-ms', '1000']);
   const c = await connectAs(srv, 'ttl');

@@ -26,7 +26,9 @@
 
 static void respond_error(session_t *s, int status, enum metrics_error code, const char *msg)
 {
+    aw_lock(); /* the metrics are the lock's (a publish may run under it shared) */
     s->srv->metrics.errors[code]++;
+    aw_unlock();
     session_respond_error(s, status, metrics_error_name(code), msg);
 }
 
@@ -34,8 +36,10 @@ static void respond_error(session_t *s, int status, enum metrics_error code, con
  * request may be retried; a publish exactly, with its idempotency key). */
 static void respond_unavailable(session_t *s, const char *msg, bool counted)
 {
+    aw_lock();
     if (!counted)
         s->srv->metrics.errors[ERR_UNAVAILABLE]++;
+    aw_unlock();
     json_t *body = json_pack("{s:s, s:s}", "error", "unavailable", "message", msg);
     char *text = body ? jalloc_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -231,8 +235,11 @@ static void pub_answer(pub_wait_t *w, bool may_unlock)
 {
     session_t *s = w->base.s;
     for (size_t i = 0; i < w->n; i++) { /* the broker's refusals */
-        if (w->slots[i].status && !w->slots[i].counted)
+        if (w->slots[i].status && !w->slots[i].counted) {
+            aw_lock();
             w->srv->metrics.errors[w->slots[i].code]++;
+            aw_unlock();
+        }
         w->slots[i].counted = true;
     }
     if (s) {
@@ -294,7 +301,8 @@ static void on_receipt(void *arg, int rc, const hub_receipt_t *r)
 
 /* Publishes the prepared events through the broker and answers when every
  * one has its answer. Takes p's slots. */
-static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
+static void publish_all(session_t *s, json_t *events, pub_prep_t *p, const bigstr_t *lits,
+                        bool batch)
 {
     server_t *srv = s->srv;
     size_t n = p->n;
@@ -317,9 +325,7 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
     for (size_t i = 0; i < n; i++) {
         pub_slot_t *slot = &w->slots[i];
         slot->w = w;
-        if (slot->status) { /* refused before publishing */
-            srv->metrics.errors[slot->code]++;
-            slot->counted = true;
+        if (slot->status) { /* refused before publishing: counted when answered */
             w->pending--;
             continue;
         }
@@ -330,13 +336,21 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, bool batch)
                                     .tail_len = slot->tail_len,
                                     .arg = slot};
     }
-    bool sharded = m >= SHARDED_MIN && broker_memory_shardable(srv->broker, items, m);
+    /* under the lock shared (one request of a connection's read, see
+     * session.c) the shards cost nothing more, whatever the size */
+    bool sharded =
+        (m >= SHARDED_MIN || aw_in_shared()) && broker_memory_shardable(srv->broker, items, m);
     for (size_t i = 0; sharded && i < m; i++)
         sharded = !((pub_slot_t *)items[i].arg)->has_run;
-    if (sharded)
+    if (sharded) {
         broker_memory_publish_sharded(srv->broker, items, m, on_receipt);
-    else
+    } else {
+        aw_lock();
+        srv->hub.literals = lits; /* for a broker that serializes events itself */
         broker_publish(srv->broker, items, m, on_receipt);
+        srv->hub.literals = NULL;
+        aw_unlock();
+    }
     free(items);
     pub_done(w, true);
 }
@@ -459,11 +473,8 @@ static void publish_request(session_t *s, const http_request_t *req, bool batch)
     bigstr_t lits = {0};
     pub_prep_t p = {0};
     json_t *events = parse_and_prepare(s, req, batch, &lits, &p);
-    if (events) {
-        s->srv->hub.literals = &lits; /* for a broker that serializes events itself */
-        publish_all(s, events, &p, batch);
-        s->srv->hub.literals = NULL;
-    }
+    if (events)
+        publish_all(s, events, &p, &lits, batch);
     /* the tree and the texts are this request's own: a large one is freed
      * without the lock */
     int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
@@ -791,6 +802,16 @@ static void api_v1(session_t *s, const http_request_t *req)
     default:
         break; /* answered */
     }
+}
+
+bool api_shared_ok(session_t *s, const http_request_t *req)
+{
+    server_t *srv = s->srv;
+    if (req->method != HTTP_POST || srv->broker != &srv->memory_broker || srv->durable)
+        return false;
+    char user[EVENT_MAX_ID * 3 + 1];
+    int r = route_find(req->path, user, sizeof user);
+    return r == R_PUBLISH || r == R_BATCH;
 }
 
 bool api_admit_body(session_t *s, const http_request_t *req)

@@ -13,6 +13,12 @@
  * and returns false. */
 bool api_admit_body(session_t *s, const http_request_t *req);
 
+/* May api_handle answer req under the lock shared (lock.h)? A publish to
+ * the embedded default in memory: its events go out by shards, and what
+ * else it touches takes the lock alone itself. Other requests are handled
+ * under the lock alone. */
+bool api_shared_ok(session_t *s, const http_request_t *req);
+
 /* Answers one non-upgrade request on s. */
 void api_handle(session_t *s, const http_request_t *req);
 

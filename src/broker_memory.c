@@ -128,9 +128,16 @@ void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n, b
         aw_shard_unlock(k);
     }
     aw_lock_resume(depth);
-    for (size_t i = 0; i < n; i++)
-        if (later[i])
-            mem_publish_one(b, &items[i], fn);
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = later[i];
+    if (any) {
+        aw_lock(); /* from a shared hold (session.c), too */
+        for (size_t i = 0; i < n; i++)
+            if (later[i])
+                mem_publish_one(b, &items[i], fn);
+        aw_unlock();
+    }
 out:
     if (big) {
         free(shard);

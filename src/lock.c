@@ -27,6 +27,9 @@ static shard_lock_t *shard_locks;
 static unsigned nshards = 1;
 static _Thread_local int lock_depth;
 static _Thread_local bool in_shard;
+static _Thread_local bool shared_held; /* aw_lock_shared, and not now exclusive */
+static _Thread_local bool escalated;   /* the exclusive hold came from a shared one */
+static _Thread_local bool shard_took;  /* aw_shard_lock took the lock shared itself */
 
 void aw_lock_init(bool several_loops, unsigned nloops)
 {
@@ -72,24 +75,65 @@ bool aw_in_shard(void)
     return in_shard;
 }
 
+bool aw_in_shared(void)
+{
+    return shared_held;
+}
+
+void aw_lock_shared(void)
+{
+    if (threaded && lock_depth == 0 && !shared_held) {
+        pthread_rwlock_rdlock(&big_lock);
+        shared_held = true;
+    }
+}
+
+void aw_unlock_shared(void)
+{
+    if (shared_held) {
+        shared_held = false;
+        pthread_rwlock_unlock(&big_lock);
+    }
+}
+
+/* From a shared hold to the lock alone: the shared hold goes first (a
+ * reader waiting to write waits for itself). */
+static void leave_shared(void)
+{
+    if (shared_held) {
+        shared_held = false;
+        escalated = true;
+        pthread_rwlock_unlock(&big_lock);
+    }
+}
+
 static void exclusive_lock(void)
 {
     if (in_shard) { /* a shard holder waiting for the lock alone waits forever */
         fputs("agentwire: aw_lock under a shard lock\n", stderr);
         abort();
     }
+    leave_shared();
     pthread_rwlock_wrlock(&big_lock);
 }
 
 static void exclusive_unlock(void)
 {
     pthread_rwlock_unlock(&big_lock);
+    if (escalated) { /* back to the shared hold the caller had */
+        escalated = false;
+        pthread_rwlock_rdlock(&big_lock);
+        shared_held = true;
+    }
 }
 
 #ifdef AW_LOCK_STATS
 static bool exclusive_trylock(void)
 {
-    return !in_shard && pthread_rwlock_trywrlock(&big_lock) == 0;
+    if (in_shard)
+        return false; /* exclusive_lock says why */
+    leave_shared();
+    return pthread_rwlock_trywrlock(&big_lock) == 0;
 }
 
 void aw_lock_at(aw_lock_site_t *site)
@@ -127,7 +171,9 @@ void aw_shard_lock(unsigned shard)
 {
     if (!threaded || lock_depth > 0)
         return; /* one loop, or the lock alone: every shard is this thread's */
-    pthread_rwlock_rdlock(&big_lock);
+    shard_took = !shared_held;
+    if (shard_took)
+        pthread_rwlock_rdlock(&big_lock);
     shard_lock_t *l = &shard_locks[shard & (nshards - 1)];
 #ifdef AW_LOCK_STATS
     uint64_t t0 = 0;
@@ -154,7 +200,8 @@ void aw_shard_unlock(unsigned shard)
     aw_lockstat_shard_released(aw_lockstat_now_ns() - l->since);
 #endif
     pthread_mutex_unlock(&l->m);
-    pthread_rwlock_unlock(&big_lock);
+    if (shard_took)
+        pthread_rwlock_unlock(&big_lock);
 }
 
 int aw_lock_suspend(void)

@@ -35,6 +35,16 @@ void aw_unlock(void);
 int aw_lock_suspend(void);
 void aw_lock_resume(int depth);
 
+/* The lock shared, for a read callback that touches mostly its own
+ * session (an HTTP request): other loops may hold it shared or hold shards
+ * meanwhile. Under it, aw_lock lets go of the shared hold and takes the
+ * lock alone (the caller keeps no pointer into shared state across it), and
+ * the outermost aw_unlock takes it shared again; aw_shard_lock adds only
+ * the shard's mutex. No-ops with one loop or within an exclusive hold. */
+void aw_lock_shared(void);
+void aw_unlock_shared(void);
+bool aw_in_shared(void);
+
 /* Shards: 1 with one loop, else a power of two, 4 per loop (at most 64). */
 unsigned aw_shards(void);
 void aw_shard_lock(unsigned shard);

@@ -875,8 +875,10 @@ void server_purge_inbox(server_loop_t *lp, session_t *s)
 void server_sum_counters(server_t *srv)
 {
     int64_t queued = 0, cached = 0;
-    uint64_t sent = 0;
+    uint64_t sent = 0, received = 0, requests = 0;
     for (unsigned i = 0; i < srv->nloops; i++) {
+        received += atomic_load_explicit(&srv->loops[i].bytes_received, memory_order_relaxed);
+        requests += atomic_load_explicit(&srv->loops[i].http_requests, memory_order_relaxed);
         queued += atomic_load_explicit(&srv->loops[i].queue_bytes, memory_order_relaxed);
         cached += atomic_load_explicit(&srv->loops[i].cache_bytes, memory_order_relaxed);
         sent += atomic_load_explicit(&srv->loops[i].bytes_sent, memory_order_relaxed);
@@ -884,6 +886,8 @@ void server_sum_counters(server_t *srv)
     srv->metrics.queue_bytes = queued;
     srv->metrics.frame_cache_bytes = cached;
     srv->metrics.bytes_sent = sent;
+    srv->metrics.bytes_received = received;
+    srv->metrics.http_requests = requests;
     srv->metrics.events_published = hub_published(&srv->hub);
     srv->metrics.events_delivered = hub_delivered(&srv->hub);
 }

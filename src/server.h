@@ -53,10 +53,12 @@ typedef struct server_loop {
     unsigned index;
     size_t nsessions; /* read-only */
     /* Written by this loop only, read by any (metrics): relaxed atomics. */
-    _Atomic int64_t queue_bytes; /* bytes waiting in this loop's queues */
-    int64_t queue_peak;          /* their most since the last frame cache trim (own thread) */
-    _Atomic uint64_t bytes_sent; /* bytes written to this loop's sockets */
-    _Atomic int64_t cache_bytes; /* bytes in this loop's frame cache, as of its last trim */
+    _Atomic int64_t queue_bytes;     /* bytes waiting in this loop's queues */
+    int64_t queue_peak;              /* their most since the last frame cache trim (own thread) */
+    _Atomic uint64_t bytes_sent;     /* bytes written to this loop's sockets */
+    _Atomic uint64_t bytes_received; /* bytes read from them */
+    _Atomic uint64_t http_requests;  /* HTTP requests read on them */
+    _Atomic int64_t cache_bytes;     /* bytes in this loop's frame cache, as of its last trim */
     /* private */
     uv_thread_t _thread;
     uv_tcp_t _listener;
@@ -112,7 +114,8 @@ typedef struct server {
     size_t tcp_cap;    /* read-only: sessions allowed at once (limits and descriptors) */
     size_t ip_cap;     /* read-only: sessions one address may hold */
     size_t linger_cap; /* read-only: refused connections linger only below this */
-    uint64_t body_bytes_in_flight; /* request bodies reserved (--max-request-bytes-in-flight) */
+    _Atomic uint64_t
+        body_bytes_in_flight; /* request bodies reserved (--max-request-bytes-in-flight) */
 
     /* private */
     uv_signal_t _sigterm, _sigint, _sighup;

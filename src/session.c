@@ -485,7 +485,9 @@ static void log_disconnect(session_t *s, const char *reason)
            (long long)(aw_now_ms() - s->connected_ms), NULL);
 }
 
-void session_abort(session_t *s, const char *reason)
+/* Closing logs, counts and may reach the hub: both take the lock alone
+ * (from a shared hold, see on_read, too). */
+static void abort_now(session_t *s, const char *reason)
 {
     if (s->state == SESSION_GONE)
         return;
@@ -500,7 +502,23 @@ void session_abort(session_t *s, const char *reason)
     uv_close((uv_handle_t *)&s->tcp, on_close);
 }
 
+void session_abort(session_t *s, const char *reason)
+{
+    aw_lock();
+    abort_now(s, reason);
+    aw_unlock();
+}
+
+static void close_now(session_t *s, uint16_t code, const char *reason);
+
 void session_close(session_t *s, uint16_t code, const char *reason)
+{
+    aw_lock();
+    close_now(s, code, reason);
+    aw_unlock();
+}
+
+static void close_now(session_t *s, uint16_t code, const char *reason)
 {
     if (s->lp != server_current_loop()) { /* its own loop closes it (server.h) */
         if (s->state == SESSION_OPEN && !s->_close_queued) {
@@ -900,12 +918,23 @@ static void tls_write_pending(session_t *s)
 
 static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf);
 
+/* An HTTP request's bytes are read under the lock shared: parsing and a
+ * publish by shards touch only the session and the shards (api.c), and
+ * whatever else the request needs takes the lock alone (aw_lock from a
+ * shared hold). Everything else reads under the lock alone. */
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     if (nread == 0)
         return;
+    session_t *s = stream->data;
+    if (nread > 0 && s->state == SESSION_HTTP && !s->_tls) {
+        aw_lock_shared();
+        read_done(s, nread, buf);
+        aw_unlock_shared();
+        return;
+    }
     aw_lock();
-    read_done(stream->data, nread, buf);
+    read_done(s, nread, buf);
     aw_unlock();
 }
 
@@ -915,7 +944,9 @@ static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf)
         session_abort(s, nread == UV_EOF ? "peer closed" : uv_err_name((int)nread));
         return;
     }
-    s->srv->metrics.bytes_received += (uint64_t)nread;
+    _Atomic uint64_t *rx = &s->lp->bytes_received; /* written by this loop only */
+    atomic_store_explicit(rx, atomic_load_explicit(rx, memory_order_relaxed) + (uint64_t)nread,
+                          memory_order_relaxed);
     s->_last_rx_ms = aw_now_ms();
     if (!s->_tls) {
         on_plain(s, buf->base, (size_t)nread);

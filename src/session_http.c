@@ -99,22 +99,27 @@ static bool body_admitted(session_t *s, const http_request_t *req)
         return false;
     }
     uint64_t need = req->chunked ? (uint64_t)srv->cfg->max_request_bytes : req->content_length;
-    if (srv->body_bytes_in_flight + need > (uint64_t)srv->cfg->max_request_bytes_in_flight) {
-        srv->metrics.errors[ERR_UNAVAILABLE]++;
-        static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many request "
-                                   "bodies in flight; retry later\"}";
-        session_respond(s, 503, "application/json", busy, sizeof busy - 1, "Retry-After: 1\r\n");
-        close_after_response(s);
-        return false;
-    }
-    srv->body_bytes_in_flight += need;
+    uint64_t held = atomic_load(&srv->body_bytes_in_flight); /* loops reserve at once */
+    do {
+        if (held + need > (uint64_t)srv->cfg->max_request_bytes_in_flight) {
+            aw_lock();
+            srv->metrics.errors[ERR_UNAVAILABLE]++;
+            aw_unlock();
+            static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many "
+                                       "request bodies in flight; retry later\"}";
+            session_respond(s, 503, "application/json", busy, sizeof busy - 1,
+                            "Retry-After: 1\r\n");
+            close_after_response(s);
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak(&srv->body_bytes_in_flight, &held, held + need));
     s->_body_reserved = need;
     return true;
 }
 
 static void body_release(session_t *s)
 {
-    s->srv->body_bytes_in_flight -= s->_body_reserved;
+    atomic_fetch_sub(&s->srv->body_bytes_in_flight, s->_body_reserved);
     s->_body_reserved = 0;
 }
 
@@ -128,7 +133,9 @@ void session_http_input(session_t *s, const char *data, size_t len)
         return;
     }
     if (s->_refused_ip) { /* see session_accept */
+        aw_lock();
         session_http_refuse_ip(s);
+        aw_unlock();
         return;
     }
     if (!s->_http) {
@@ -160,11 +167,15 @@ void session_http_input(session_t *s, const char *data, size_t len)
             continue;
         }
         if (rc != AW_OK) {
+            aw_lock();
             http_error(s, rc);
+            aw_unlock();
             return;
         }
         s->_http_partial = false;
-        s->srv->metrics.http_requests++;
+        _Atomic uint64_t *nreq = &s->lp->http_requests; /* written by this loop only */
+        atomic_store_explicit(nreq, atomic_load_explicit(nreq, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
         int64_t now = aw_now_ms();
         /* keep-alive ends after --keepalive-requests requests or
          * --keepalive-max-ms, whatever the requests say */
@@ -173,6 +184,7 @@ void session_http_input(session_t *s, const char *data, size_t len)
         s->_deadline_ms = now + cfg->handshake_timeout_ms;
         s->_http_in_handler = true;
         if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
+            aw_lock(); /* an upgrade attaches to the hub */
             upgrade_handle(s, req);
             s->_http_in_handler = false;
             body_release(s);
@@ -182,10 +194,17 @@ void session_http_input(session_t *s, const char *data, size_t len)
                 s->_http = NULL;
                 if (len)
                     session_ws_input(s, data, len);
+                aw_unlock();
                 return;
             }
+            aw_unlock();
         } else {
+            bool alone = aw_in_shared() && !api_shared_ok(s, req);
+            if (alone)
+                aw_lock();
             api_handle(s, req);
+            if (alone)
+                aw_unlock();
             s->_http_in_handler = false;
             body_release(s);
         }

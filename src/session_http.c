@@ -184,20 +184,20 @@ void session_http_input(session_t *s, const char *data, size_t len)
         s->_deadline_ms = now + cfg->handshake_timeout_ms;
         s->_http_in_handler = true;
         if (req->upgrade || upgrade_is_websocket_path(s->srv, req->path)) {
-            aw_lock(); /* an upgrade attaches to the hub */
-            upgrade_handle(s, req);
+            upgrade_handle(s, req); /* takes the lock alone past the credential's check */
             s->_http_in_handler = false;
             body_release(s);
             if (s->state == SESSION_OPEN) {
                 http_reader_dispose(s->_http);
                 free(s->_http);
                 s->_http = NULL;
-                if (len)
+                if (len) {
+                    aw_lock(); /* WebSocket input is read under the lock alone */
                     session_ws_input(s, data, len);
-                aw_unlock();
+                    aw_unlock();
+                }
                 return;
             }
-            aw_unlock();
         } else {
             bool alone = aw_in_shared() && !api_shared_ok(s, req);
             if (alone)

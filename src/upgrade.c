@@ -12,6 +12,7 @@
 #include "aw.h"
 #include "broker.h"
 #include "event.h"
+#include "lock.h"
 #include "log.h"
 #include "server.h"
 
@@ -19,7 +20,9 @@ static void refuse(session_t *s, enum metrics_refusal why, int status, const cha
                    const char *detail)
 {
     server_t *srv = s->srv;
+    aw_lock(); /* the metrics are the lock's (an upgrade starts under it shared) */
     srv->metrics.refusals[why]++;
+    aw_unlock();
     log_kv(LOG_INFO | LOG_LIMITED, "refused", "conn", s->id, "remote", s->remote, "reason",
            metrics_refusal_name(why), "detail", detail ? detail : message, "#status",
            (long long)status, NULL);
@@ -190,7 +193,9 @@ typedef struct upgrade_ctx {
 
 static void refuse_unavailable(session_t *s, const char *detail)
 {
+    aw_lock();
     s->srv->metrics.refusals[REFUSAL_UNAVAILABLE]++;
+    aw_unlock();
     log_kv(LOG_WARN | LOG_LIMITED, "refused", "conn", s->id, "remote", s->remote, "reason",
            "unavailable", "detail", detail, "#status", 503LL, NULL);
     s->_keep_alive = false;
@@ -301,6 +306,8 @@ static void on_ticket_peeked(void *arg, int rc, const char *user, int64_t token_
     }
 }
 
+static void upgrade_admit_or_hold(session_t *s, upgrade_ctx_t *u, int rc);
+
 void upgrade_handle(session_t *s, const http_request_t *req)
 {
     server_t *srv = s->srv;
@@ -311,7 +318,7 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         session_close(s, 0, "not found");
         return;
     }
-    static upgrade_ctx_t ctx; /* large (holds a subprotocol); used under the lock (lock.h) */
+    static _Thread_local upgrade_ctx_t ctx; /* large (holds a subprotocol) */
     upgrade_ctx_t *u = &ctx;
     memset(u, 0, offsetof(upgrade_ctx_t, auth));
     const char *bad = check_handshake(req, u->accept);
@@ -327,8 +334,15 @@ void upgrade_handle(session_t *s, const http_request_t *req)
         refuse(s, REFUSAL_FORBIDDEN_ORIGIN, 403, "Origin is not allowed", NULL);
         return;
     }
-    /* tickets are the broker's: auth only says one was presented */
+    /* Tickets are the broker's: auth only says one was presented. Under
+     * the lock shared (session.c), every loop verifies at once; a key set
+     * (--jwks-url) may start a refresh from here, under the lock alone. */
+    bool alone = srv->jwks != NULL;
+    if (alone)
+        aw_lock();
     int rc = auth_handshake(&srv->jwt, NULL, req, aw_now_ms(), &u->auth);
+    if (alone)
+        aw_unlock();
     if (rc != AW_OK && rc != AW_EAGAIN) {
         char detail[160];
         snprintf(detail, sizeof detail, "%s credential: %s", u->auth.place ? u->auth.place : "no",
@@ -340,6 +354,14 @@ void upgrade_handle(session_t *s, const http_request_t *req)
     resume_params(req, &u->has_since, &u->since, u->epoch, sizeof u->epoch);
     u->deflate =
         srv->cfg->deflate && negotiate_deflate(srv, req, &u->zparams, u->ext, sizeof u->ext);
+    aw_lock(); /* the hub, the broker */
+    upgrade_admit_or_hold(s, u, rc);
+    aw_unlock();
+}
+
+static void upgrade_admit_or_hold(session_t *s, upgrade_ctx_t *u, int rc)
+{
+    server_t *srv = s->srv;
     if (rc == AW_OK) {
         upgrade_admit(s, u);
         return;

@@ -40,7 +40,7 @@ TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:suppressions=$PWD/tests
   AGENTWIRE_BIN="$PWD/build-tsan/agentwire" node --test --test-concurrency=1 \
   tests/e2e/delivery.test.mjs tests/e2e/resume.test.mjs tests/e2e/runs.test.mjs \
   tests/e2e/api.test.mjs tests/e2e/lifecycle.test.mjs tests/e2e/client.test.mjs \
-  tests/e2e/durable.test.mjs tests/e2e/jwks.test.mjs
+  tests/e2e/durable.test.mjs tests/e2e/jwks.test.mjs tests/e2e/handshake.test.mjs
 # The benchmark's smoke run: every scenario against agentwire and the three
 # peers, tiny and untimed; it fails on any lost, reordered or misdirected event.
 echo "== benchmark smoke (node bench/run.mjs --smoke)"

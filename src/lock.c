@@ -80,12 +80,13 @@ bool aw_in_shared(void)
     return shared_held;
 }
 
-void aw_lock_shared(void)
+bool aw_lock_shared(void)
 {
-    if (threaded && lock_depth == 0 && !shared_held) {
-        pthread_rwlock_rdlock(&big_lock);
-        shared_held = true;
-    }
+    if (!threaded || lock_depth > 0 || shared_held || in_shard)
+        return false; /* held already, in this mode or a stronger one */
+    pthread_rwlock_rdlock(&big_lock);
+    shared_held = true;
+    return true;
 }
 
 void aw_unlock_shared(void)

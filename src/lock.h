@@ -40,8 +40,10 @@ void aw_lock_resume(int depth);
  * meanwhile. Under it, aw_lock lets go of the shared hold and takes the
  * lock alone (the caller keeps no pointer into shared state across it), and
  * the outermost aw_unlock takes it shared again; aw_shard_lock adds only
- * the shard's mutex. No-ops with one loop or within an exclusive hold. */
-void aw_lock_shared(void);
+ * the shard's mutex. aw_lock_shared takes nothing with one loop or when
+ * this thread holds the lock in any way already; then it returns false and
+ * the caller does not call aw_unlock_shared. */
+bool aw_lock_shared(void); /* false: held already (this or stronger): do not unlock */
 void aw_unlock_shared(void);
 bool aw_in_shared(void);
 

@@ -71,6 +71,7 @@ int aw_on_main(void (*fn)(void *arg), void *arg)
     while (*tail) /* rare (agent starts and stops), so a walk is fine */
         tail = &(*tail)->next;
     *tail = t;
+    atomic_store(&lp0->_work, true);
     aw_unlock();
     uv_async_send(&lp0->_wake);
     return AW_OK;
@@ -159,6 +160,8 @@ static void on_wake(uv_async_t *a)
      * other loops post meanwhile is drained again under it, below, before
      * any close or drain they asked for after posting. */
     server_drain_inbox(lp);
+    if (!atomic_exchange(&lp->_work, false))
+        return; /* only events: nothing else was asked for */
     aw_lock();
     if (srv->_stopping) {
         /* sessions first, through their own close (which frees them):
@@ -192,8 +195,10 @@ static void on_wake(uv_async_t *a)
 static void wake_all(server_t *srv)
 {
     for (unsigned i = 0; i < srv->nloops; i++)
-        if (&srv->loops[i] != this_loop)
+        if (&srv->loops[i] != this_loop) {
+            atomic_store(&srv->loops[i]._work, true);
             uv_async_send(&srv->loops[i]._wake);
+        }
 }
 
 static void finish(server_t *srv)
@@ -805,6 +810,7 @@ void server_request_close(session_t *s)
     s->_close_queued = true;
     s->_close_next = lp->_close_head;
     lp->_close_head = s;
+    atomic_store(&lp->_work, true);
     uv_async_send(&lp->_wake);
 }
 

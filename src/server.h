@@ -66,6 +66,7 @@ typedef struct server_loop {
     uv_check_t _flush_check;   /* runs after I/O: one write per dirty session */
     uv_idle_t _flush_idle;     /* keeps poll from blocking while flushes wait */
     uv_async_t _wake;          /* other loops queued work for this one */
+    _Atomic bool _work;        /* ... other than events: closes, tasks, a drain or a stop */
     struct session *_sessions; /* every session of this loop, intrusive list */
     struct session *_flush_head;
     struct session *_close_head; /* closes asked for by other loops */

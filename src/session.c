@@ -928,9 +928,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     session_t *s = stream->data;
     if (nread > 0 && s->state == SESSION_HTTP && !s->_tls) {
-        aw_lock_shared();
+        bool took = aw_lock_shared();
         read_done(s, nread, buf);
-        aw_unlock_shared();
+        if (took)
+            aw_unlock_shared();
         return;
     }
     aw_lock();

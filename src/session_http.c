@@ -226,7 +226,10 @@ void session_http_input(session_t *s, const char *data, size_t len)
  * socket again. Called from the write path, which holds no lock. */
 void session_http_resume(session_t *s)
 {
-    aw_lock();
+    /* as a read of the same bytes would be (session.c) */
+    bool shared = !s->_tls, took = shared && aw_lock_shared();
+    if (!shared)
+        aw_lock();
     if (s->state == SESSION_HTTP && s->_http_paused && !s->_http_held &&
         session_backlog(s) <= HTTP_BACKLOG_MAX / 2) {
         s->_http_paused = false;
@@ -239,7 +242,10 @@ void session_http_resume(session_t *s)
         if (s->state != SESSION_GONE && !s->_http_paused && !s->_close_when_flushed)
             session_read_start(s);
     }
-    aw_unlock();
+    if (took)
+        aw_unlock_shared();
+    else if (!shared)
+        aw_unlock();
 }
 
 /* ---- housekeeping ---- */

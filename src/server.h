@@ -3,10 +3,11 @@
  * modules' state (hub, tickets, idempotency cache, metrics).
  *
  * Threads: with --threads 1 everything runs on one loop. With more, every
- * loop runs its callbacks under one process-wide lock (lock.h), except the
- * delivery path: a session's queue, its writes and its socket belong to its
- * loop alone, which fills the queue from its inbox and writes without the
- * lock. What one loop must do to another loop's session (deliver an event,
+ * loop runs its callbacks under one process-wide lock (lock.h): alone for
+ * most, shared for an HTTP request, with a user's shard for a publish;
+ * except the delivery path: a session's queue, its writes and its socket
+ * belong to its loop alone, which fills the queue from its inbox and writes
+ * without the lock. What one loop must do to another loop's session (deliver an event,
  * close it) is handed over, never done from the wrong thread. */
 #ifndef AW_SERVER_H
 #define AW_SERVER_H

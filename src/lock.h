@@ -28,10 +28,12 @@ void aw_lock_dispose(void);
 void aw_lock(void);
 void aw_unlock(void);
 
-/* Lets go of the lock around work that touches no shared state (parsing a
- * request body), however deep this thread holds it; returns that depth for
- * aw_lock_resume, which takes it again. Other loops publish meanwhile: the
- * caller keeps no pointer into shared state across the pair. */
+/* Lets go of the lock alone around work that touches no shared state
+ * (parsing a request body), however deep this thread holds it; returns that
+ * depth for aw_lock_resume, which takes it again. Other loops publish
+ * meanwhile: the caller keeps no pointer into shared state across the pair.
+ * A hold taken from a shared one (aw_lock_shared) goes back to shared; a
+ * shared hold alone is kept (0 is returned). */
 int aw_lock_suspend(void);
 void aw_lock_resume(int depth);
 

@@ -107,7 +107,7 @@ typedef struct pub_slot {
     char user[EVENT_MAX_ID + 1];
     char idem[IDEM_MAX_KEY + 1];
     bool has_idem;
-    bool has_run; /* an event of a run: published under the lock alone */
+    bool has_run; /* an event of a run (broker_pub_t.run) */
     bool counted; /* its error is in the metrics */
 } pub_slot_t;
 
@@ -332,6 +332,7 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, const bigst
         items[m++] = (broker_pub_t){.user = slot->user,
                                     .ev = json_array_get(events, i),
                                     .idem = slot->has_idem ? slot->idem : NULL,
+                                    .run = slot->has_run,
                                     .tail = p->tails.data + slot->tail_off,
                                     .tail_len = slot->tail_len,
                                     .arg = slot};
@@ -340,8 +341,6 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, const bigst
      * session.c) the shards cost nothing more, whatever the size */
     bool sharded =
         (m >= SHARDED_MIN || aw_in_shared()) && broker_memory_shardable(srv->broker, items, m);
-    for (size_t i = 0; sharded && i < m; i++)
-        sharded = !((pub_slot_t *)items[i].arg)->has_run;
     if (sharded) {
         broker_memory_publish_sharded(srv->broker, items, m, on_receipt);
     } else {
@@ -807,7 +806,7 @@ static void api_v1(session_t *s, const http_request_t *req)
 bool api_shared_ok(session_t *s, const http_request_t *req)
 {
     server_t *srv = s->srv;
-    if (req->method != HTTP_POST || srv->broker != &srv->memory_broker || srv->durable)
+    if (req->method != HTTP_POST || !broker_memory_direct(srv->broker))
         return false;
     char user[EVENT_MAX_ID * 3 + 1];
     int r = route_find(req->path, user, sizeof user);

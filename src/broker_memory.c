@@ -65,13 +65,17 @@ static void mem_publish(broker_t *b, broker_pub_t *items, size_t n, broker_recei
         mem_publish_one(b, &items[i], fn);
 }
 
+bool broker_memory_direct(broker_t *b)
+{
+    return b->ops->publish == mem_publish && !((server_t *)b->impl)->durable;
+}
+
 bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n)
 {
-    server_t *srv = b->impl;
-    if (b->ops->publish != mem_publish || srv->durable || aw_shards() == 1)
+    if (!broker_memory_direct(b) || aw_shards() == 1)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (items[i].idem || !items[i].tail)
+        if (items[i].idem || items[i].run || !items[i].tail)
             return false;
     return true;
 }
@@ -90,8 +94,8 @@ void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n, b
     unsigned *shard = big ? malloc(n * sizeof *shard) : shard_st;
     size_t *order = big ? malloc(n * sizeof *order) : order_st;
     bool *later = big ? calloc(n, sizeof *later) : later_st;
-    size_t *start = calloc(nshards + 1, sizeof *start);
-    if (!shard || !order || !later || !start) {
+    size_t start[AW_SHARDS_MAX + 1] = {0};
+    if (!shard || !order || !later) {
         mem_publish(b, items, n, fn); /* under the lock alone */
         goto out;
     }
@@ -144,7 +148,6 @@ out:
         free(order);
         free(later);
     }
-    free(start);
 }
 
 static void mem_acquire(broker_t *b, const char *user, broker_ready_fn fn, void *arg)

@@ -28,9 +28,9 @@ unsigned hub_shard(const hub_t *h, const char *user_id)
     return (unsigned)(x >> 32) & (h->_nshards - 1);
 }
 
-static hub_shard_t *shard_of(const hub_t *h, const char *user_id)
+static hub_shard_t *shard_of(const hub_t *h, const hub_user_t *u)
 {
-    return &h->_shards[hub_shard(h, user_id)];
+    return &h->_shards[u->_shard];
 }
 
 /* The history pool, every user's ring, the idle list and their byte counts
@@ -116,7 +116,7 @@ static bool make_room(hub_t *h, const hub_user_t *keep, size_t need)
             forget_user(h, u);
             h->streams_dropped++;
             /* u->id is the entry's key */
-            map_remove(&shard_of(h, u->id)->users, u->id, strlen(u->id));
+            map_remove(&shard_of(h, u)->users, u->id, strlen(u->id));
             free(u);
         } else if (!history_evict_oldest(p)) {
             return true; /* what is left belongs to connected users */
@@ -174,7 +174,7 @@ void hub_dispose(hub_t *h)
 
 hub_user_t *hub_user_find(const hub_t *h, const char *user_id)
 {
-    return map_get(&shard_of(h, user_id)->users, user_id, strlen(user_id));
+    return map_get(&h->_shards[hub_shard(h, user_id)].users, user_id, strlen(user_id));
 }
 
 uint64_t hub_published(const hub_t *h)
@@ -211,7 +211,8 @@ static hub_user_t *user_get(hub_t *h, const char *user_id, bool *again)
     aw_hex(u->epoch, raw, sizeof raw);
     u->last_active_ms = aw_now_ms();
     size_t len = strlen(user_id);
-    map_t *users = &shard_of(h, user_id)->users;
+    u->_shard = hub_shard(h, user_id);
+    map_t *users = &shard_of(h, u)->users;
     map_entry_t *e = map_put(users, user_id, len, u);
     if (!e) {
         free(u);
@@ -367,7 +368,7 @@ int hub_prepare(json_t *ev, const bigstr_t *lits, aw_buf_t *out, char *why, size
 static frame_t *serialize(hub_t *h, hub_user_t *u, json_t *ev, const char *tail, size_t tail_len,
                           hub_receipt_t *out)
 {
-    hub_shard_t *sh = shard_of(h, u->id);
+    hub_shard_t *sh = shard_of(h, u);
     aw_buf_t *b = &sh->scratch;
     out->seq = u->_stamped + 1;
     memcpy(out->epoch, u->epoch, sizeof out->epoch);
@@ -410,7 +411,7 @@ static int keep(hub_t *h, hub_user_t *u, uint64_t seq, frame_t *f)
     if (u->_stamped < seq)
         u->_stamped = seq;
     u->last_active_ms = now;
-    shard_of(h, u->id)->published++;
+    shard_of(h, u)->published++;
     return AW_OK;
 }
 
@@ -427,7 +428,7 @@ static size_t fanout(hub_t *h, hub_user_t *u, frame_t *f, uint64_t seq)
             n++;
         first = false;
     }
-    shard_of(h, u->id)->delivered += n;
+    shard_of(h, u)->delivered += n;
     return n;
 }
 

@@ -55,6 +55,7 @@ typedef struct hub_user {
     size_t _cost;      /* bytes of the record, counted under the history cap */
     uint64_t _stamped; /* latest seq given out (>= seq: events stamped, kept back) */
     uint32_t _pending; /* events stamped and kept back, not yet sent nor taken back */
+    unsigned _shard;   /* hub_shard(id), kept at creation */
 } hub_user_t;
 
 /* One shard of the hub (lock.h): its users' records (seq, epoch, sessions)

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 
 #define SHARDS_PER_LOOP 4
-#define SHARDS_MAX      64
 
 typedef struct shard_lock {
     pthread_mutex_t m;
@@ -43,7 +42,7 @@ void aw_lock_init(bool several_loops, unsigned nloops)
     if (pthread_rwlock_init(&big_lock, &attr) != 0)
         abort();
     pthread_rwlockattr_destroy(&attr);
-    while (nshards < SHARDS_PER_LOOP * nloops && nshards < SHARDS_MAX)
+    while (nshards < SHARDS_PER_LOOP * nloops && nshards < AW_SHARDS_MAX)
         nshards *= 2;
     shard_locks = aligned_alloc(64, nshards * sizeof *shard_locks);
     if (!shard_locks)

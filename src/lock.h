@@ -49,7 +49,9 @@ bool aw_lock_shared(void); /* false: held already (this or stronger): do not unl
 void aw_unlock_shared(void);
 bool aw_in_shared(void);
 
-/* Shards: 1 with one loop, else a power of two, 4 per loop (at most 64). */
+/* Shards: 1 with one loop, else a power of two, 4 per loop (at most
+ * AW_SHARDS_MAX). */
+#define AW_SHARDS_MAX 64
 unsigned aw_shards(void);
 void aw_shard_lock(unsigned shard);
 void aw_shard_unlock(unsigned shard);

@@ -22,10 +22,17 @@
  * execs), in a new session (POSIX_SPAWN_SETSID), every signal at its default
  * and none blocked, as uv_spawn did. Its exit is watched through a pidfd
  * (pidfd_open, Linux >= 5.3) polled on the loop, then reaped with
- * waitpid(pid). A start runs on the main loop with the server's lock held:
- * uv_spawn's fork copied the page tables of the whole server and waited for
- * the child to exec, about 4 ms per start with 2,000 agents running, all of
- * it a stall of every loop. Where pidfd_open is missing (older kernel, a
+ * waitpid(pid). The posix_spawn call itself runs on a thread of the
+ * backend's own, the spawner: it returns only once the child has exec'd,
+ * 0.5-2 ms with thousands of agents and connections open (the child's copy
+ * of the fd table, the exec), and on the loop, under the server's lock, a
+ * burst of 2,000 starts stalled every loop for seconds. The loop makes the
+ * socketpairs, opens its ends, queues the request on stdin and hands the
+ * child's ends to the spawner; the spawner closes them once the child has
+ * its copies and hands the pid back (uv_async) for the exit watcher. A stop
+ * asked for meanwhile is carried out when the pid arrives; a failed spawn
+ * ends the run as a failed start. uv_spawn's fork, before, copied the page
+ * tables of the whole server too. Where pidfd_open is missing (older kernel, a
  * seccomp filter) the backend still uses uv_spawn, and always sh -c: libuv
  * then reaps, and its SIGCHLD handler (installed by uv_spawn only) waits for
  * its own pids only, never for a posix_spawn'd child. */
@@ -33,6 +40,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -54,6 +62,8 @@
 #define AGENT_EXEC_READ_SIZE 65536 /* bytes per read of stdout or stderr */
 #define AGENT_EXEC_HANDLES   4     /* stdin, stdout, stderr, timer; + the exit watcher */
 
+struct exec_run;
+
 typedef struct agent_exec {
     agent_backend_t base; /* first: agent_backend_t * converts to this */
     uv_loop_t *loop;
@@ -65,6 +75,15 @@ typedef struct agent_exec {
     char *env_names;                    /* --agent-env, or NULL */
     bool use_uv_spawn;                  /* no pidfd_open here: fork with uv_spawn */
     char name[AGENT_EXEC_NAME_MAX + 1]; /* the command, cut (ending "...") if longer */
+    /* The spawner (started with the first run): runs to spawn (todo) and
+     * spawned or failed (done), both under spawn_mu; `spawned` wakes the
+     * loop for done. */
+    bool spawner_on, spawner_stop;
+    uv_thread_t spawner;
+    uv_mutex_t spawn_mu;
+    uv_cond_t spawn_cv;
+    uv_async_t *spawned; /* its own memory: see exec_dispose */
+    struct exec_run *todo, **todo_tail, *done, **done_tail;
     /* One read buffer for every pipe of every run: libuv calls alloc_cb and
      * read_cb back to back for one stream, so two reads never hold it at
      * once. Saves 64 KiB per run. */
@@ -96,6 +115,14 @@ typedef struct exec_run {
     agent_lines_t out_lines, err_lines;
     char *request; /* the request and "\n", until the run ends */
     int pid;       /* also the process group id (setsid); 0 before spawn */
+    /* with the spawner from exec_start to exec_spawned: the child's stdio,
+     * its environment, then the pid or an errno (spawn_rc) */
+    bool spawning, spawn_failed;
+    struct exec_run *spawn_next;
+    int child_fds[3];
+    char **spawn_env;
+    pid_t spawn_pid;
+    int spawn_rc;
     int open_handles;
     bool exited, out_done, err_done, finishing;
     enum exec_stage stage;
@@ -141,7 +168,9 @@ static void exec_maybe_finish(exec_run_t *st)
 /* Writes the end reason (NULL for a clean end) into buf. */
 static const char *exec_reason(const exec_run_t *st, char *buf, size_t len)
 {
-    if (st->term_signal != 0)
+    if (st->spawn_failed)
+        snprintf(buf, len, "the agent could not be started");
+    else if (st->term_signal != 0)
         snprintf(buf, len, "agent killed by signal %d", st->term_signal);
     else if (st->exit_status != 0)
         snprintf(buf, len, "agent exited with status %lld", (long long)st->exit_status);
@@ -181,8 +210,8 @@ static void exec_on_close(uv_handle_t *h)
 {
     exec_run_t *st = h->data;
 
-    if (--st->open_handles == 0)
-        exec_run_end(st);
+    if (--st->open_handles == 0 && !st->spawning)
+        exec_run_end(st); /* else exec_spawned ends it */
 }
 
 static void exec_on_timer(uv_timer_t *t);
@@ -488,6 +517,7 @@ static int exec_uv_spawn(exec_run_t *st, char **env)
     st->exit_watched = true; /* uv_spawn initialises proc even when it fails */
     st->open_handles++;
     rc = uv_spawn(st->be->loop, &st->exit_watch.proc, &o);
+    free(env); /* the child has its copy */
     if (rc == 0)
         st->pid = st->exit_watch.proc.pid;
     return rc;
@@ -590,60 +620,180 @@ static void exec_kill_unwatched(pid_t pid)
         ;
 }
 
-/* Spawns the child with socketpairs for stdio and watches its pidfd. On
- * failure no child is left (killed and reaped if it had started); the pipes
- * opened so far own their fds and exit_watched says whether the poll handle
- * needs closing. */
-static int exec_spawn(exec_run_t *st, char **env)
+/* The spawner's part: the child started with its stdio (the plain
+ * command's argv, or sh -c when there is none or its exec failed: sh then
+ * tells why, as without argv). 0 or an errno. */
+static int exec_spawn_child(const agent_exec_t *be, char **env, const int child_fds[3], pid_t *pid)
 {
-    uv_pipe_t *pipes[3] = {&st->in, &st->out, &st->err};
-    int sv[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
-    int child_fds[3];
-    pid_t pid;
-    int rc = 0;
+    char *sh_args[] = {"/bin/sh", "-c", be->command, NULL};
 
-    if (st->be->use_uv_spawn)
-        return exec_uv_spawn(st, env);
-    for (int i = 0; i < 3 && rc == 0; i++)
-        if (exec_socketpair(sv[i]) != 0)
-            rc = uv_translate_sys_error(errno);
-    for (int i = 0; i < 3; i++)
-        child_fds[i] = sv[i][1];
-    if (rc == 0) {
-        char *sh_args[] = {"/bin/sh", "-c", st->be->command, NULL};
+    if (be->argv && exec_posix_spawn(be->argv, env, child_fds, pid) == 0)
+        return 0;
+    return exec_posix_spawn(sh_args, env, child_fds, pid);
+}
 
-        /* a plain command whose exec failed: sh tells why, as without argv */
-        if (!st->be->argv || exec_posix_spawn(st->be->argv, env, child_fds, &pid) != 0)
-            rc = exec_posix_spawn(sh_args, env, child_fds, &pid);
-        if (rc != 0)
-            rc = uv_translate_sys_error(rc);
+/* The spawner thread: one start at a time, in the order asked. */
+static void exec_spawner(void *arg)
+{
+    agent_exec_t *be = arg;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the loops take the server's signals */
+    uv_mutex_lock(&be->spawn_mu);
+    while (!be->spawner_stop) {
+        exec_run_t *st = be->todo;
+        if (!st) {
+            uv_cond_wait(&be->spawn_cv, &be->spawn_mu);
+            continue;
+        }
+        if (!(be->todo = st->spawn_next))
+            be->todo_tail = &be->todo;
+        uv_mutex_unlock(&be->spawn_mu);
+        st->spawn_rc = exec_spawn_child(be, st->spawn_env, st->child_fds, &st->spawn_pid);
+        exec_close_fds(st->child_fds, 3); /* the child has its copies */
+        free(st->spawn_env);
+        st->spawn_env = NULL;
+        uv_mutex_lock(&be->spawn_mu);
+        st->spawn_next = NULL;
+        *be->done_tail = st;
+        be->done_tail = &st->spawn_next;
+        uv_async_send(be->spawned);
     }
-    for (int i = 0; i < 3; i++)
-        exec_close_fds(&sv[i][1], 1); /* the child has its copies */
-    if (rc != 0) {
-        for (int i = 0; i < 3; i++)
-            exec_close_fds(&sv[i][0], 1);
-        return rc;
-    }
-    st->pidfd = exec_pidfd_open(pid);
-    if (st->pidfd < 0)
+    uv_mutex_unlock(&be->spawn_mu);
+}
+
+/* The spawner's answer for st, on the loop: the child's exit watched from
+ * now on, or the run ended as a start that failed (its pipes see EOF: the
+ * child's ends are closed). A stop asked for meanwhile reaches the new
+ * group now. */
+static void exec_spawned(exec_run_t *st)
+{
+    int rc = st->spawn_rc ? uv_translate_sys_error(st->spawn_rc) : 0;
+
+    st->spawning = false;
+    if (rc == 0 && (st->pidfd = exec_pidfd_open(st->spawn_pid)) < 0)
         rc = uv_translate_sys_error(errno);
-    for (int i = 0; i < 3 && rc == 0; i++)
-        if ((rc = uv_pipe_open(pipes[i], sv[i][0])) == 0)
-            sv[i][0] = -1; /* the pipe owns it now */
     if (rc == 0 && (rc = uv_poll_init(st->be->loop, &st->exit_watch.exit_poll, st->pidfd)) == 0) {
         st->exit_watch.exit_poll.data = st;
         st->exit_watched = true;
         st->open_handles++;
         rc = uv_poll_start(&st->exit_watch.exit_poll, UV_READABLE, exec_on_pidfd);
     }
-    for (int i = 0; i < 3; i++)
-        exec_close_fds(&sv[i][0], 1);
     if (rc != 0) {
-        exec_kill_unwatched(pid);
+        if (st->spawn_rc == 0)
+            exec_kill_unwatched(st->spawn_pid);
+        log_kv(LOG_ERROR, "agent spawn failed", "run", exec_run_id(st), "error", uv_strerror(rc),
+               NULL);
+        st->spawn_failed = true;
+        exec_exited(st, 0, 0);
+    } else {
+        st->pid = st->spawn_pid; /* from here on exec_on_pidfd reaps it */
+        log_kv(LOG_DEBUG, "agent started", "run", exec_run_id(st), "#pid", (long long)st->pid,
+               NULL);
+        if (st->stage == EXEC_TERM_SENT)
+            exec_signal_group(st, SIGTERM);
+        else if (st->stage >= EXEC_KILL_SENT)
+            exec_signal_group(st, SIGKILL);
+    }
+    if (st->open_handles == 0)
+        exec_run_end(st);
+}
+
+static void exec_on_spawned(uv_async_t *a)
+{
+    agent_exec_t *be = a->data;
+    exec_run_t *list;
+
+    uv_mutex_lock(&be->spawn_mu);
+    list = be->done;
+    be->done = NULL;
+    be->done_tail = &be->done;
+    uv_mutex_unlock(&be->spawn_mu);
+    while (list) {
+        exec_run_t *st = list;
+        list = st->spawn_next;
+        exec_spawned(st);
+    }
+}
+
+static void exec_free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* The spawner starts with the first run (on the loop, whose stop closes
+ * `spawned` with every other handle). false: no thread, spawn here. */
+static bool exec_spawner_start(agent_exec_t *be)
+{
+    if (be->spawner_on)
+        return true;
+    if (uv_mutex_init(&be->spawn_mu) != 0)
+        return false;
+    if (uv_cond_init(&be->spawn_cv) != 0) {
+        uv_mutex_destroy(&be->spawn_mu);
+        return false;
+    }
+    be->todo_tail = &be->todo;
+    be->done_tail = &be->done;
+    be->spawned = malloc(sizeof *be->spawned);
+    if (!be->spawned || uv_async_init(be->loop, be->spawned, exec_on_spawned) != 0) {
+        free(be->spawned);
+        be->spawned = NULL;
+        uv_cond_destroy(&be->spawn_cv);
+        uv_mutex_destroy(&be->spawn_mu);
+        return false;
+    }
+    be->spawned->data = be;
+    uv_unref((uv_handle_t *)be->spawned); /* keeps no loop running */
+    if (uv_thread_create(&be->spawner, exec_spawner, be) != 0) {
+        log_kv(LOG_WARN, "exec agent: no spawner thread, agents start on the loop", NULL);
+        uv_close((uv_handle_t *)be->spawned, exec_free_handle);
+        be->spawned = NULL;
+        uv_cond_destroy(&be->spawn_cv);
+        uv_mutex_destroy(&be->spawn_mu);
+        be->use_uv_spawn = true;
+        return false;
+    }
+    be->spawner_on = true;
+    return true;
+}
+
+/* Makes the socketpairs for stdio, opens the server's ends and hands the
+ * child's ends and env (which it takes) to the spawner. A failure here (no
+ * child yet) closes every fd and returns the error; from then on a failed
+ * spawn ends the run (exec_spawned). */
+static int exec_spawn(exec_run_t *st, char **env)
+{
+    agent_exec_t *be = st->be;
+    uv_pipe_t *pipes[3] = {&st->in, &st->out, &st->err};
+    int sv[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    int rc = 0;
+
+    if (be->use_uv_spawn || !exec_spawner_start(be))
+        return exec_uv_spawn(st, env);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        if (exec_socketpair(sv[i]) != 0)
+            rc = uv_translate_sys_error(errno);
+    for (int i = 0; i < 3 && rc == 0; i++)
+        if ((rc = uv_pipe_open(pipes[i], sv[i][0])) == 0)
+            sv[i][0] = -1; /* the pipe owns it now */
+    if (rc != 0) {
+        for (int i = 0; i < 3; i++)
+            exec_close_fds(sv[i], 2);
+        free(env);
         return rc;
     }
-    st->pid = pid; /* from here on exec_on_pidfd reaps it */
+    for (int i = 0; i < 3; i++)
+        st->child_fds[i] = sv[i][1];
+    st->spawn_env = env;
+    st->spawning = true;
+    uv_mutex_lock(&be->spawn_mu);
+    st->spawn_next = NULL;
+    *be->todo_tail = st;
+    be->todo_tail = &st->spawn_next;
+    uv_cond_signal(&be->spawn_cv);
+    uv_mutex_unlock(&be->spawn_mu);
     return 0;
 }
 
@@ -711,15 +861,13 @@ static int exec_start(agent_backend_t *b, run_t *run, const char *request, size_
         exec_run_free(st);
         return AW_ENOMEM;
     }
-    rc = exec_open(st, env);
-    free(env); /* the child has its copy: both spawns return after the exec */
+    rc = exec_open(st, env); /* takes env */
     if (rc != 0) {
         log_kv(LOG_ERROR, "agent spawn failed", "run", run->id, "error", uv_strerror(rc), NULL);
         exec_abort_start(st);
         return rc == UV_ENOMEM ? AW_ENOMEM : AW_EIO;
     }
     run->agent = st;
-    log_kv(LOG_DEBUG, "agent started", "run", run->id, "#pid", (long long)st->pid, NULL);
     exec_read_pipe(st, &st->out, &st->out_done);
     exec_read_pipe(st, &st->err, &st->err_done);
     exec_feed_stdin(st, len + 1);
@@ -745,6 +893,30 @@ static void exec_dispose(agent_backend_t *b)
 
     if (!be)
         return;
+    if (be->spawner_on) {
+        uv_mutex_lock(&be->spawn_mu);
+        be->spawner_stop = true;
+        uv_cond_signal(&be->spawn_cv);
+        uv_mutex_unlock(&be->spawn_mu);
+        uv_thread_join(&be->spawner);
+        /* stopped with starts still queued (the loops are closed): no child
+         * of them may outlive the server */
+        for (exec_run_t *st = be->todo; st; st = st->spawn_next) {
+            exec_close_fds(st->child_fds, 3);
+            free(st->spawn_env);
+        }
+        for (exec_run_t *st = be->done; st; st = st->spawn_next)
+            if (st->spawn_rc == 0)
+                exec_kill_unwatched(st->spawn_pid);
+        uv_cond_destroy(&be->spawn_cv);
+        uv_mutex_destroy(&be->spawn_mu);
+        /* the server's stop closed it with every handle of the loop, and
+         * the loop has run since; else (a loop still in use) close it now */
+        if (uv_is_closing((uv_handle_t *)be->spawned))
+            free(be->spawned);
+        else
+            uv_close((uv_handle_t *)be->spawned, exec_free_handle);
+    }
     agent_argv_free(be->argv);
     free(be->pwd_var);
     free(be->command);

@@ -363,6 +363,23 @@ static void test_exec_forced_stop_kills_group(void **state)
     b->dispose(b);
 }
 
+/* A forced stop right after the start, before the spawner has answered
+ * with the pid: it reaches the child once the pid arrives (else the group
+ * would run its 100 s, and the run never end). */
+static void test_exec_stop_before_spawned(void **state)
+{
+    agent_backend_t *b = exec_backend("sleep 100", 5000, 0);
+    trun_t *t = trun_new(b, "r1");
+    (void)state;
+    start(t, REQUEST);
+    b->stop(b, &t->run, false);
+    wait_one(t);
+    assert_int_equal(t->nlines, 0);
+    assert_true(t->end_ms - t->start_ms < 4000); /* SIGTERM, not the 5 s grace's SIGKILL */
+    finish(t, "agent killed by signal 15");
+    b->dispose(b);
+}
+
 /* The agent is its own process group: pgid == pid, not the server's. */
 static void test_exec_own_process_group(void **state)
 {
@@ -1187,6 +1204,7 @@ int main(void)
         T(test_exec_exit_status),
         T(test_exec_command_not_found),
         T(test_exec_forced_stop_kills_group),
+        T(test_exec_stop_before_spawned),
         T(test_exec_own_process_group),
         T(test_exec_graceful_stop_lets_agent_finish),
         T(test_exec_sigterm_ignored_gets_sigkill),

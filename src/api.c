@@ -107,7 +107,6 @@ typedef struct pub_slot {
     char user[EVENT_MAX_ID + 1];
     char idem[IDEM_MAX_KEY + 1];
     bool has_idem;
-    bool has_run; /* an event of a run (broker_pub_t.run) */
     bool counted; /* its error is in the metrics */
 } pub_slot_t;
 
@@ -168,7 +167,6 @@ static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, cons
         snprintf(slot->user, sizeof slot->user, "%s", user);
         snprintf(slot->idem, sizeof slot->idem, "%s", idem ? idem : "");
         slot->has_idem = idem != NULL;
-        slot->has_run = json_object_get(ev, "run_id") != NULL;
         json_object_del(ev, "idempotency_key");
         char why[200];
         slot->tail_off = p->tails.len;
@@ -234,14 +232,18 @@ static int answer_text(const pub_wait_t *w, aw_buf_t *b)
 static void pub_answer(pub_wait_t *w, bool may_unlock)
 {
     session_t *s = w->base.s;
-    for (size_t i = 0; i < w->n; i++) { /* the broker's refusals */
-        if (w->slots[i].status && !w->slots[i].counted) {
-            aw_lock();
+    bool uncounted = false; /* the broker's refusals: counted here, once each */
+    for (size_t i = 0; i < w->n && !uncounted; i++)
+        uncounted = w->slots[i].status && !w->slots[i].counted;
+    if (uncounted)
+        aw_lock();
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->slots[i].status && !w->slots[i].counted)
             w->srv->metrics.errors[w->slots[i].code]++;
-            aw_unlock();
-        }
         w->slots[i].counted = true;
     }
+    if (uncounted)
+        aw_unlock();
     if (s) {
         size_t down = 0;
         for (size_t i = 0; i < w->n; i++)
@@ -332,7 +334,6 @@ static void publish_all(session_t *s, json_t *events, pub_prep_t *p, const bigst
         items[m++] = (broker_pub_t){.user = slot->user,
                                     .ev = json_array_get(events, i),
                                     .idem = slot->has_idem ? slot->idem : NULL,
-                                    .run = slot->has_run,
                                     .tail = p->tails.data + slot->tail_off,
                                     .tail_len = slot->tail_len,
                                     .arg = slot};

@@ -52,7 +52,6 @@ typedef struct broker_pub {
     const char *idem; /* idempotency key, NULL for none */
     bool own_run;     /* an agent's run driven by this node (leased to it) */
     bool gated;       /* passed the run-order gate already (runs.c's own events) */
-    bool run;         /* an event of a run (run_id): the gate's state is the lock's */
     const char *tail; /* ev's fields as hub_prepare wrote them (validated), NULL: not done */
     size_t tail_len;
     void *arg; /* given back with this event's answer */
@@ -110,8 +109,9 @@ bool broker_memory_direct(broker_t *b);
 
 /* Can b publish these events by shards (broker_memory_publish_sharded)?
  * broker_memory_direct on several loops, and prepared events with no
- * idempotency key and no run (the cache's and the run gate's state is the
- * lock's). The one predicate: every caller asks here. */
+ * idempotency key (the cache is the lock's). Events of runs may: the run
+ * gate keeps each user's runs in the user's shard (runs.h). The one
+ * predicate: every caller asks here. */
 bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n);
 
 /* Publishes as broker_publish, letting go of the lock: each shard's events

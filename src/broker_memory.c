@@ -44,8 +44,7 @@ static void mem_publish_one(broker_t *b, const broker_pub_t *it, broker_receipt_
         fn(it->arg, AW_OK, &r);
         return;
     }
-    int rc = it->tail ? hub_publish_prepared(&srv->hub, user, it->ev, it->tail, it->tail_len, &r)
-                      : hub_publish(&srv->hub, user, it->ev, &r);
+    int rc = hub_publish_prepared(&srv->hub, user, it->ev, it->tail, it->tail_len, it->gated, &r);
     if (rc == AW_OK && idem && idem_put(&srv->idem, user, idem, &r, now) != AW_OK)
         log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
                user, NULL);
@@ -75,7 +74,7 @@ bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n)
     if (!broker_memory_direct(b) || aw_shards() == 1)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (items[i].idem || items[i].run || !items[i].tail)
+        if (items[i].idem || !items[i].tail)
             return false;
     return true;
 }
@@ -120,9 +119,11 @@ void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n, b
             const broker_pub_t *it = &items[order[j]];
             hub_receipt_t r = {0};
             int rc = defer ? AW_EAGAIN
-                           : hub_publish_prepared(h, it->user, it->ev, it->tail, it->tail_len, &r);
+                           : hub_publish_prepared(h, it->user, it->ev, it->tail, it->tail_len,
+                                                  false, &r);
             if (rc == AW_EAGAIN) {
                 later[order[j]] = defer = true;
+                items[order[j]].gated = r.gated; /* its run's state has moved on */
                 continue;
             }
             if (rc == AW_ENOMEM)

@@ -28,6 +28,11 @@ unsigned hub_shard(const hub_t *h, const char *user_id)
     return (unsigned)(x >> 32) & (h->_nshards - 1);
 }
 
+unsigned hub_shards(const hub_t *h)
+{
+    return h->_nshards;
+}
+
 static hub_shard_t *shard_of(const hub_t *h, const hub_user_t *u)
 {
     return &h->_shards[u->_shard];
@@ -447,15 +452,21 @@ static int publish(hub_t *h, const char *user_id, json_t *ev, const char *tail, 
                    bool gated, hub_receipt_t *out, frame_t **frame)
 {
     out->error[0] = '\0';
+    out->gated = false;
     if (!event_id_valid(user_id)) {
         snprintf(out->error, sizeof out->error, "user_id (the target) is required");
         return AW_EINVAL;
     }
     if (!tail && event_validate(ev, out->error, sizeof out->error) != AW_OK)
         return AW_EINVAL;
-    if (h->gate && !gated &&
-        h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error) != AW_OK)
-        return AW_ECONFLICT;
+    if (h->gate && !gated) {
+        int rc = h->gate(h->gate_ctx, user_id, ev, aw_now_ms(), out->error, sizeof out->error);
+        if (rc == AW_EAGAIN)
+            return AW_EAGAIN; /* a shard holder may not gate it: nothing changed */
+        if (rc != AW_OK)
+            return AW_ECONFLICT;
+        out->gated = true;
+    }
     bool again = false;
     hub_user_t *u = user_get(h, user_id, &again);
     if (again)
@@ -481,9 +492,9 @@ int hub_publish(hub_t *h, const char *user_id, json_t *ev, hub_receipt_t *out)
 }
 
 int hub_publish_prepared(hub_t *h, const char *user_id, json_t *ev, const char *tail,
-                         size_t tail_len, hub_receipt_t *out)
+                         size_t tail_len, bool gated, hub_receipt_t *out)
 {
-    return publish(h, user_id, ev, tail, tail_len, false, out, NULL);
+    return publish(h, user_id, ev, tail, tail_len, gated, out, NULL);
 }
 
 int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, const char *tail, size_t tail_len,

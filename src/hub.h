@@ -110,6 +110,7 @@ typedef struct hub_receipt {
     char epoch[HUB_EPOCH_LEN + 1];
     char event_id[HUB_EVENT_ID_LEN];
     size_t recipients; /* sessions the frame was queued on */
+    bool gated;        /* the run gate admitted it: AW_EAGAIN after that publishes it again gated */
     char error[200];   /* why a publish was refused */
 } hub_receipt_t;
 
@@ -118,6 +119,7 @@ void hub_dispose(hub_t *h);
 
 /* The shard of user_id (for aw_shard_lock). */
 unsigned hub_shard(const hub_t *h, const char *user_id);
+unsigned hub_shards(const hub_t *h); /* how many: hub_shard < this */
 
 /* Events accepted and frames queued so far, all shards (under the lock). */
 uint64_t hub_published(const hub_t *h);
@@ -173,14 +175,16 @@ int hub_publish_record(hub_t *h, const char *user_id, json_t *ev, const char *ta
  * envelope. hub_publish_prepared then publishes ev with that text (tail)
  * instead of serializing it: the same event, with less done under the lock.
  * hub_publish_record takes a tail too (NULL: none). */
-/* Under the lock alone, or under the user's shard lock: then an event of a
- * run (run_id) must not come here (the run gate's state is the lock's), and
- * a publish that would need to drop an idle stream to stay under the
- * memory cap is refused with AW_EAGAIN, nothing stamped, for the caller to
- * publish again under the lock alone. */
+/* hub_publish_prepared: tail NULL serializes ev here; gated: the run gate
+ * admitted ev already (out->gated of an earlier AW_EAGAIN). Under the lock
+ * alone, or under the user's shard lock: then a publish the shard holder
+ * may not finish (an idle stream to drop to stay under the memory cap, an
+ * event of an agent's run: runs_admit) is refused with AW_EAGAIN, nothing
+ * stamped, for the caller to publish again under the lock alone, gated as
+ * out->gated says. */
 int hub_prepare(json_t *ev, const struct bigstr *lits, aw_buf_t *out, char *why, size_t whylen);
 int hub_publish_prepared(hub_t *h, const char *user_id, json_t *ev, const char *tail,
-                         size_t tail_len, hub_receipt_t *out);
+                         size_t tail_len, bool gated, hub_receipt_t *out);
 size_t hub_send_recorded(hub_t *h, const char *user_id, frame_t *f, uint64_t seq);
 void hub_unrecord(hub_t *h, const char *user_id, uint64_t seq, frame_t *f);
 

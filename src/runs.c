@@ -29,7 +29,13 @@ int runs_init(runs_t *r, struct hub *hub, const config_t *cfg, metrics_t *m,
     if (aw_random_bytes(node, sizeof node) != AW_OK)
         return AW_EIO;
     aw_hex(r->_node, node, sizeof node);
-    int rc = map_init(&r->_runs);
+    r->_nmaps = hub_shards(hub);
+    r->_runs = calloc(r->_nmaps, sizeof *r->_runs);
+    if (!r->_runs)
+        return AW_ENOMEM;
+    int rc = AW_OK;
+    for (unsigned i = 0; i < r->_nmaps && rc == AW_OK; i++)
+        rc = map_init(&r->_runs[i]);
     return rc == AW_OK ? map_init(&r->_per_user) : rc;
 }
 
@@ -43,7 +49,10 @@ static void run_free(void *value)
 
 void runs_dispose(runs_t *r)
 {
-    map_dispose(&r->_runs, run_free);
+    for (unsigned i = 0; r->_runs && i < r->_nmaps; i++)
+        map_dispose(&r->_runs[i], run_free);
+    free(r->_runs);
+    r->_runs = NULL;
     map_dispose(&r->_per_user, NULL);
     if (r->backend)
         r->backend->dispose(r->backend);
@@ -55,10 +64,35 @@ static size_t run_key(char *out, size_t outlen, const char *user, const char *ru
     return n < 0 ? 0 : (size_t)n;
 }
 
+/* The user's map: its hub shard's */
+static map_t *runs_of(runs_t *r, const char *user)
+{
+    return &r->_runs[hub_shard(r->_hub, user)];
+}
+
+/* Every map in turn (under the lock alone). */
+static void each_map(runs_t *r, bool (*fn)(const void *value, void *arg), void *arg,
+                     void (*free_value)(void *))
+{
+    for (unsigned i = 0; i < r->_nmaps; i++)
+        map_remove_if(&r->_runs[i], fn, arg, free_value);
+}
+
+/* Counters a shard holder may change (another shard's holder too) */
+static void count(size_t *n, int delta)
+{
+    __atomic_fetch_add(n, (size_t)(ptrdiff_t)delta, __ATOMIC_RELAXED);
+}
+
+static void count64(uint64_t *n)
+{
+    __atomic_fetch_add(n, 1, __ATOMIC_RELAXED);
+}
+
 static run_t *run_find(runs_t *r, const char *user, const char *run_id)
 {
     char key[2 * RUN_ID_MAX + 2];
-    return map_get(&r->_runs, key, run_key(key, sizeof key, user, run_id));
+    return map_get(runs_of(r, user), key, run_key(key, sizeof key, user, run_id));
 }
 
 static uintptr_t user_runs(runs_t *r, const char *user)
@@ -88,7 +122,7 @@ static run_t *run_new(runs_t *r, const char *user, const char *run_id, const cha
     run->runs = r;
     run->started_ms = run->last_event_ms = aw_now_ms();
     char key[2 * RUN_ID_MAX + 2];
-    if (!map_put(&r->_runs, key, run_key(key, sizeof key, user, run_id), run)) {
+    if (!map_put(runs_of(r, user), key, run_key(key, sizeof key, user, run_id), run)) {
         free(run);
         return NULL;
     }
@@ -162,10 +196,10 @@ static void close_run(runs_t *r, run_t *run, const char *status, int64_t now)
 {
     run->open = false;
     run->finished_ms = now;
-    r->open_runs--;
+    count(&r->open_runs, -1);
     for (size_t i = 0; i < AW_ARRAY_LEN(statuses); i++)
         if (strcmp(status, statuses[i]) == 0)
-            r->_metrics->runs_completed[i]++;
+            count64(&r->_metrics->runs_completed[i]);
     if (run->source == RUN_FROM_AGENT) {
         user_runs_add(r, run->user_id, -1);
         if (r->remote_hold)
@@ -185,6 +219,8 @@ int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char 
     const char *type = json_string_value(json_object_get(ev, "type"));
     const char *thread = json_string_value(json_object_get(ev, "thread_id"));
     run_t *run = run_find(r, user, run_id);
+    if (run && run->source == RUN_FROM_AGENT && aw_in_shard())
+        return AW_EAGAIN; /* its end stops the agent: the lock alone's */
     if (strcmp(type, "agent_started") == 0) {
         if (run && !(run->source == RUN_FROM_AGENT && !run->open && run->events == 0))
             return conflict(why, whylen, "run_id %s was already used%s", run_id, "");
@@ -193,7 +229,7 @@ int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now, char 
         run->open = true;
         run->events = 1;
         run->last_event_ms = now;
-        r->open_runs++;
+        count(&r->open_runs, +1);
         if (run->source == RUN_FROM_AGENT && r->remote_hold)
             r->remote_hold(r->remote_ctx, user, true);
         return AW_OK;
@@ -476,7 +512,7 @@ static bool tick_one(const void *value, void *arg)
 void runs_tick(runs_t *r, int64_t now_ms)
 {
     tick_t t = {r, now_ms};
-    map_remove_if(&r->_runs, tick_one, &t, run_free);
+    each_map(r, tick_one, &t, run_free);
 }
 
 static bool shutdown_one(const void *value, void *arg)
@@ -492,7 +528,7 @@ static bool shutdown_one(const void *value, void *arg)
 
 void runs_shutdown(runs_t *r)
 {
-    map_remove_if(&r->_runs, shutdown_one, r, NULL);
+    each_map(r, shutdown_one, r, NULL);
 }
 
 typedef struct each_run {
@@ -513,7 +549,7 @@ void runs_each_agent_run(runs_t *r, void (*add)(void *acc, const char *user, con
                          void *acc)
 {
     each_run_t e = {add, acc};
-    map_remove_if(&r->_runs, each_agent_run, &e, NULL);
+    each_map(r, each_agent_run, &e, NULL);
 }
 
 void runs_closed_elsewhere(runs_t *r, const char *user, const char *run_id)
@@ -533,14 +569,14 @@ void runs_not_stored(runs_t *r, const char *user, const char *run_id, bool start
         return; /* an agent's run goes on; its events are its backend's */
     if (started && run->open && run->events == 1) {
         char key[2 * RUN_ID_MAX + 2];
-        map_remove(&r->_runs, key, run_key(key, sizeof key, user, run_id));
-        r->open_runs--;
+        map_remove(runs_of(r, user), key, run_key(key, sizeof key, user, run_id));
+        count(&r->open_runs, -1);
         run_free(run);
     } else if (!started && !run->open) {
         run->open = true;
         run->finished_ms = 0;
         run->events--;
-        r->open_runs++;
+        count(&r->open_runs, +1);
     }
 }
 
@@ -553,6 +589,6 @@ int runs_restore(runs_t *r, const char *user, const char *run_id, const char *th
         return AW_ENOMEM;
     run->open = true;
     run->events = 1;
-    r->open_runs++;
+    count(&r->open_runs, +1);
     return AW_OK;
 }

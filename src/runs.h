@@ -61,7 +61,11 @@ typedef struct runs {
     bool (*remote_connected)(void *ctx, const char *user);
     void *remote_ctx;
     /* private */
-    map_t _runs;     /* "user\nrun_id" -> run_t * (open and recently finished) */
+    /* "user\nrun_id" -> run_t * (open and recently finished), one map per
+     * hub shard (hub_shard of the user): a shard holder gates the events
+     * of its users' runs in its own map (runs_admit) */
+    map_t *_runs;
+    unsigned _nmaps;
     map_t _per_user; /* user -> open agent runs (uintptr_t) */
     struct hub *_hub;
     const config_t *_cfg;
@@ -76,7 +80,10 @@ void runs_dispose(runs_t *r);
 
 /* The order gate (hub_publish calls it for every event before stamping).
  * Checks ev against the run rules for user and applies the transition.
- * 0, or AW_ECONFLICT with a reason in why (answer 409 run_order). */
+ * 0, or AW_ECONFLICT with a reason in why (answer 409 run_order). Under a
+ * shard lock (lock.h) it touches only the user's shard and counters kept
+ * atomically; an event of an agent's run (whose end stops the agent) gets
+ * AW_EAGAIN there, before anything changed: the lock alone gates it. */
 int runs_admit(runs_t *r, const char *user, const json_t *ev, int64_t now_ms, char *why,
                size_t whylen);
 

@@ -272,8 +272,7 @@ static void run_to_broker(void *ctx, const char *user, json_t *ev, bool own_run)
     server_t *srv = ctx;
     char copy[EVENT_MAX_ID + 1]; /* publishing drops the event's user_id */
     snprintf(copy, sizeof copy, "%s", user);
-    broker_pub_t one = {
-        .user = copy, .ev = ev, .own_run = own_run, .gated = !srv->cluster, .run = true};
+    broker_pub_t one = {.user = copy, .ev = ev, .own_run = own_run, .gated = !srv->cluster};
     broker_publish(srv->broker, &one, 1, on_run_receipt);
 }
 

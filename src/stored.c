@@ -341,7 +341,7 @@ static void end_stored_run(server_t *srv, const char *user, const char *run_id, 
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", "agent_completed", "thread_id",
                   thread, "run_id", run_id, "status", "error", "final_response", "", "error",
                   "the server restarted", "reason", "restart");
-    broker_pub_t one = {.user = user, .ev = ev, .run = true};
+    broker_pub_t one = {.user = user, .ev = ev};
     if (ev)
         broker_publish(srv->broker, &one, 1, on_restart_receipt);
     json_decref(ev);

@@ -576,6 +576,41 @@ test('--history-memory-bytes under batches published by shards (--threads 2): id
   assert.equal(metricValue(m, 'agentwire_history_evicted_total'), 42 - h.json.events.length);
 });
 
+test('--history-memory-bytes under batches of runs published by shards (--threads 2): an event gated before the cap sent it to the lock alone is not gated twice', T, async (t) => {
+  const srv = await useServer(t, ['--history-memory-bytes', '65536', '--threads', '2']);
+  for (let i = 0; i < 6; i++) await (await connectAs(srv, `runcap-idle-${i}`)).close();
+  const old = await connectAs(srv, 'runcap-old');
+  await publishBatch(srv, 'runcap-old', [{ type: 'big', blob: 'o'.repeat(3000) }, { type: 'big', blob: 'o'.repeat(3000) }]);
+  await old.nextMessages(2, isEvent('big'));
+  await pollUntil(async () => metricValue(await metrics(srv), 'agentwire_connections') === 1,
+    { what: 'the idle streams to lose their connections' });
+
+  // 20 runs of two events, 3 KB each: past the cap halfway. Whichever event
+  // meets the cap has passed the run gate already; gated a second time, an
+  // agent_started would be "already used" and an agent_completed "no open run".
+  const c = await connectAs(srv, 'runcap-new');
+  const blob = 'r'.repeat(3000);
+  const events = range(1, 20).flatMap((k) => {
+    const ids = { run_id: `run_${k}`, thread_id: 'th_cap' };
+    return [
+      { ...ids, type: 'agent_started', agent_name: 'remote', note: blob },
+      { ...ids, type: 'agent_completed', status: 'success', final_response: blob },
+    ];
+  });
+  const receipts = await publishBatch(srv, 'runcap-new', events);
+  assert.deepEqual(receipts.map((r) => r.seq), range(1, 40), 'every event accepted, in the batch order');
+  const got = await c.nextMessages(40, (m) => typeof m.seq === 'number' && m.thread_id === 'th_cap');
+  assert.deepEqual(got.map((e) => `${e.run_id}:${e.type}`), events.map((e) => `${e.run_id}:${e.type}`));
+  assert.deepEqual(got.map((e) => e.seq), range(1, 40));
+  const m = await metrics(srv);
+  assert.equal(metricValue(m, 'agentwire_streams_dropped_total'), 6, 'the cap was met with idle streams to drop');
+  const bytes = metricValue(m, 'agentwire_history_bytes');
+  assert.ok(bytes > 0 && bytes <= 65536, `agentwire_history_bytes ${bytes}`);
+  // the gate saw each run open and close once: a new event of a closed run is refused
+  const late = await api(srv, 'POST', '/api/v1/publish', { user_id: 'runcap-new', run_id: 'run_7', thread_id: 'th_cap', type: 'agent_thinking', reasoning: 'late' });
+  assert.equal(late.status, 409, late.text);
+});
+
 test('--history-ttl-ms 1000: events expire from history; a resume is then incomplete', T, async (t) => {
   const srv = await useServer(t, ['--history-ttl-ms', '1000']);
   const c = await connectAs(srv, 'ttl');

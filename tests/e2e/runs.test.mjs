@@ -1145,6 +1145,75 @@ test('API runs: the run order is enforced with 409 run_order; a valid run passes
   checkRun(evs, 'run_notool', { user, thread: 'th_api', status: 'success' });
 });
 
+test('API runs in batches published by shards (--threads 2): each user\'s run order holds, refusals are 409 run_order, and an agent\'s run is gated under the lock alone', T, async (t) => {
+  const srv = await useServer(t, ['--threads', '2', ...execArgs('sleep 30')]);
+  const users = Array.from({ length: 8 }, (_, i) => randomId(`shardrun${i}`));
+  const conns = await Promise.all(users.map((u) => connectAs(srv, u)));
+  const ids = (u) => ({ user_id: u, run_id: 'r1', thread_id: 'th_s' });
+  const steps = [
+    [(u) => ({ ...ids(u), type: 'agent_started', agent_name: 'remote' }), 200],
+    [(u) => ({ ...ids(u), type: 'tool_completed', tool_name: 'x', results: 1, duration: 1 }), 409],
+    [(u) => ({ ...ids(u), type: 'tool_executing', tool_name: 'x', parameters: {} }), 200],
+    [(u) => ({ ...ids(u), type: 'tool_completed', tool_name: 'x', results: 1, duration: 1 }), 200],
+    [(u) => ({ ...ids(u), type: 'agent_thinking', reasoning: 'hm' }), 200],
+    [(u) => ({ ...ids(u), type: 'agent_completed', status: 'success', final_response: 'ok' }), 200],
+    [(u) => ({ ...ids(u), type: 'agent_thinking', reasoning: 'late' }), 409],
+    [(u) => ({ ...ids(u), type: 'agent_started', agent_name: 'remote' }), 409],
+  ];
+  // one batch, the users' events interleaved: 64 events, published by shards
+  const batch = [];
+  const want = [];
+  for (const [make, status] of steps) {
+    for (const u of users) {
+      batch.push(make(u));
+      want.push(status);
+    }
+  }
+  const res = await api(srv, 'POST', '/api/v1/publish/batch', batch);
+  assert.equal(res.status, 200, res.text.slice(0, 300));
+  assert.equal(res.json.length, batch.length);
+  res.json.forEach((r, i) => {
+    const what = `${batch[i].user_id} ${batch[i].type}: ${JSON.stringify(r)}`;
+    if (want[i] === 200) {
+      assert.equal(typeof r.seq, 'number', what);
+    } else {
+      assert.equal(r.status, 409, what);
+      assert.equal(r.error, 'run_order', what);
+    }
+  });
+  const accepted = steps.filter(([, status]) => status === 200).map(([make]) => make('x').type);
+  for (const [i, u] of users.entries()) {
+    noteStarted(u, 'r1');
+    const got = await conns[i].nextMessages(accepted.length, isRunEvent('r1'));
+    assert.deepEqual(got.map((e) => e.type), accepted, `${u}'s events`);
+    assert.deepEqual(got.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    checkRun(got, 'r1', { user: u, thread: 'th_s', status: 'success' });
+  }
+
+  // Agents' runs, each ended from the API in a batch that goes by shards
+  // (each request on its own connection, so on either loop): the
+  // agent_completed stops the agent, which only the lock alone may do.
+  for (let k = 0; k < 4; k++) {
+    const au = randomId(`shardagent${k}`);
+    const ac = await connectAs(srv, au);
+    const ack = await startRun(ac, au, { user_request: 'wait' });
+    await ac.nextMessage(isRunEvent(ack.run_id, 'agent_started'));
+    const mixed = users.flatMap((u) => [1, 2].map((n) => ({ user_id: u, type: 'note', n: 2 * k + n })));
+    mixed.splice(5, 0, { user_id: au, run_id: ack.run_id, thread_id: ack.thread_id, type: 'agent_completed', status: 'success', final_response: 'from the API' });
+    const res2 = await api(srv, 'POST', '/api/v1/publish/batch', mixed);
+    assert.equal(res2.status, 200, res2.text.slice(0, 300));
+    for (const r of res2.json) assert.equal(typeof r.seq, 'number', JSON.stringify(r));
+    const done = await waitCompleted(ac, ack.run_id);
+    assert.equal(done.final_response, 'from the API');
+    await ac.sync();
+    checkRun(ac.events(), ack.run_id, { user: au, thread: ack.thread_id, status: 'success' });
+  }
+  for (const [i, c] of conns.entries()) {
+    const notes = await c.nextMessages(8, (m) => m.type === 'note');
+    assert.deepEqual(notes.map((e) => e.n), [1, 2, 3, 4, 5, 6, 7, 8], `${users[i]}'s notes`);
+  }
+});
+
 test('API runs: an idle run times out; stop_agent cancels one; both are closed afterwards', T, async (t) => {
   const srv = await useServer(t, ['--run-idle-timeout-ms', '500']);
   const user = randomId('apiidle');

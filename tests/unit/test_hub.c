@@ -105,7 +105,7 @@ static void test_prepared_publish(void **state)
     char why[200];
     assert_int_equal(hub_prepare(ev, NULL, &tails, why, sizeof why), AW_OK);
     assert_null(json_object_get(ev, "user_id")); /* envelope fields dropped */
-    assert_int_equal(hub_publish_prepared(h, "alice", ev, tails.data + 4, tails.len - 4, &r),
+    assert_int_equal(hub_publish_prepared(h, "alice", ev, tails.data + 4, tails.len - 4, false, &r),
                      AW_OK);
     assert_int_equal(r.seq, 2);
     json_t *out = sent_event(h, "alice", 2);
@@ -129,7 +129,8 @@ static void test_prepared_publish(void **state)
     tails.len = 0;
     assert_int_equal(hub_prepare(bare, NULL, &tails, why, sizeof why), AW_OK);
     json_object_del(bare, "type");
-    assert_int_equal(hub_publish_prepared(h, "alice", bare, tails.data, tails.len, &r), AW_OK);
+    assert_int_equal(hub_publish_prepared(h, "alice", bare, tails.data, tails.len, false, &r),
+                     AW_OK);
     out = sent_event(h, "alice", 3);
     assert_string_equal(json_string_value(json_object_get(out, "type")), "ping");
     assert_int_equal(json_object_size(out), 6);

@@ -108,10 +108,11 @@ void broker_memory_init(broker_t *b, struct server *srv);
 bool broker_memory_direct(broker_t *b);
 
 /* Can b publish these events by shards (broker_memory_publish_sharded)?
- * broker_memory_direct on several loops, and prepared events with no
- * idempotency key (the cache is the lock's). Events of runs may: the run
- * gate keeps each user's runs in the user's shard (runs.h). The one
- * predicate: every caller asks here. */
+ * broker_memory_direct on several loops, and prepared events. Events of
+ * runs and keyed events may: the run gate keeps each user's runs in the
+ * user's shard (runs.h), and a key's lookup, publish and receipt happen
+ * under its user's shard lock (idem.h). The one predicate: every caller
+ * asks here. */
 bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n);
 
 /* Publishes as broker_publish, letting go of the lock: each shard's events

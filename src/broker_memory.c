@@ -34,22 +34,28 @@ static bool mem_ready(broker_t *b, char *why, size_t whylen)
     return true;
 }
 
-static void mem_publish_one(broker_t *b, const broker_pub_t *it, broker_receipt_fn fn)
+/* One event, its key's receipt if it was published already: under the lock
+ * alone, or under its user's shard lock (then AW_EAGAIN: see
+ * hub_publish_prepared; nothing remembered). */
+static int publish_item(server_t *srv, const broker_pub_t *it, hub_receipt_t *r)
 {
-    server_t *srv = b->impl;
     int64_t now = aw_now_ms();
     const char *user = it->user, *idem = it->idem;
-    hub_receipt_t r = {0};
-    if (idem && idem_get(&srv->idem, user, idem, now, &r)) {
-        fn(it->arg, AW_OK, &r);
-        return;
-    }
-    int rc = hub_publish_prepared(&srv->hub, user, it->ev, it->tail, it->tail_len, it->gated, &r);
-    if (rc == AW_OK && idem && idem_put(&srv->idem, user, idem, &r, now) != AW_OK)
+    if (idem && idem_get(&srv->idem, user, idem, now, r))
+        return AW_OK;
+    int rc = hub_publish_prepared(&srv->hub, user, it->ev, it->tail, it->tail_len, it->gated, r);
+    if (rc == AW_OK && idem && idem_put(&srv->idem, user, idem, r, now) != AW_OK)
         log_kv(LOG_WARN | LOG_LIMITED, "idempotency key not remembered: out of memory", "user",
                user, NULL);
     if (rc == AW_ENOMEM)
-        snprintf(r.error, sizeof r.error, "out of memory");
+        snprintf(r->error, sizeof r->error, "out of memory");
+    return rc;
+}
+
+static void mem_publish_one(broker_t *b, const broker_pub_t *it, broker_receipt_fn fn)
+{
+    hub_receipt_t r = {0};
+    int rc = publish_item(b->impl, it, &r);
     fn(it->arg, rc, &r);
 }
 
@@ -74,7 +80,7 @@ bool broker_memory_shardable(broker_t *b, const broker_pub_t *items, size_t n)
     if (!broker_memory_direct(b) || aw_shards() == 1)
         return false;
     for (size_t i = 0; i < n; i++)
-        if (items[i].idem || !items[i].tail)
+        if (!items[i].tail)
             return false;
     return true;
 }
@@ -118,16 +124,12 @@ void broker_memory_publish_sharded(broker_t *b, broker_pub_t *items, size_t n, b
         for (size_t j = from; j < to; j++) {
             const broker_pub_t *it = &items[order[j]];
             hub_receipt_t r = {0};
-            int rc = defer ? AW_EAGAIN
-                           : hub_publish_prepared(h, it->user, it->ev, it->tail, it->tail_len,
-                                                  false, &r);
+            int rc = defer ? AW_EAGAIN : publish_item(srv, it, &r);
             if (rc == AW_EAGAIN) {
                 later[order[j]] = defer = true;
                 items[order[j]].gated = r.gated; /* its run's state has moved on */
                 continue;
             }
-            if (rc == AW_ENOMEM)
-                snprintf(r.error, sizeof r.error, "out of memory");
             fn(it->arg, rc, &r);
         }
         aw_shard_unlock(k);

@@ -26,13 +26,19 @@ int idem_init(idem_t *c, int64_t ttl_ms, size_t max_keys)
     memset(c, 0, sizeof *c);
     c->ttl_ms = ttl_ms;
     c->max_keys = max_keys ? max_keys : 1;
-    return map_init(&c->_map);
+    if (uv_mutex_init(&c->_lock) != 0)
+        return AW_ENOMEM;
+    int rc = map_init(&c->_map);
+    if (rc != AW_OK)
+        uv_mutex_destroy(&c->_lock);
+    return rc;
 }
 
 void idem_dispose(idem_t *c)
 {
     map_dispose(&c->_map, free);
     c->_oldest = c->_newest = NULL;
+    uv_mutex_destroy(&c->_lock);
 }
 
 static size_t make_key(char *out, const char *user, const char *key)
@@ -77,20 +83,21 @@ bool idem_get(idem_t *c, const char *user, const char *key, int64_t now_ms, hub_
 {
     char k[EVENT_MAX_ID + IDEM_MAX_KEY + 2];
     size_t n = make_key(k, user, key);
+    uv_mutex_lock(&c->_lock);
     const idem_entry_t *e = map_get(&c->_map, k, n);
-    if (!e || now_ms >= e->expires_ms)
-        return false;
-    memset(out, 0, sizeof *out);
-    out->seq = e->seq;
-    memcpy(out->epoch, e->epoch, sizeof out->epoch);
-    memcpy(out->event_id, e->event_id, sizeof out->event_id);
-    return true;
+    bool found = e && now_ms < e->expires_ms;
+    if (found) {
+        memset(out, 0, sizeof *out);
+        out->seq = e->seq;
+        memcpy(out->epoch, e->epoch, sizeof out->epoch);
+        memcpy(out->event_id, e->event_id, sizeof out->event_id);
+    }
+    uv_mutex_unlock(&c->_lock);
+    return found;
 }
 
-int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r, int64_t now_ms)
+static int put(idem_t *c, const char *k, size_t n, const hub_receipt_t *r, int64_t now_ms)
 {
-    char k[EVENT_MAX_ID + IDEM_MAX_KEY + 2];
-    size_t n = make_key(k, user, key);
     idem_entry_t *e = map_get(&c->_map, k, n);
     if (e) {
         unlink_entry(c, e);
@@ -117,11 +124,23 @@ int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *
     return AW_OK;
 }
 
+int idem_put(idem_t *c, const char *user, const char *key, const hub_receipt_t *r, int64_t now_ms)
+{
+    char k[EVENT_MAX_ID + IDEM_MAX_KEY + 2];
+    size_t n = make_key(k, user, key);
+    uv_mutex_lock(&c->_lock);
+    int rc = put(c, k, n, r, now_ms);
+    uv_mutex_unlock(&c->_lock);
+    return rc;
+}
+
 void idem_sweep(idem_t *c, int64_t now_ms)
 {
+    uv_mutex_lock(&c->_lock);
     size_t before = c->_map.count;
     while (c->_oldest && now_ms >= c->_oldest->expires_ms)
         drop_oldest(c);
     if (c->_map.count < before)
         map_shrink(&c->_map);
+    uv_mutex_unlock(&c->_lock);
 }

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "hub.h"
 #include "map.h"
@@ -21,7 +22,10 @@ typedef struct idem {
     int64_t ttl_ms;
     size_t max_keys;
     uint64_t evicted; /* keys forgotten before their time to make room */
-    /* private */
+    /* private: every call takes _lock, so shard holders of different
+     * users (lock.h) may use the cache at once; a user's get, publish and
+     * put stay one step under that user's shard lock */
+    uv_mutex_t _lock;
     map_t _map; /* "user\nkey" -> idem_entry */
     struct idem_entry *_oldest, *_newest;
 } idem_t;

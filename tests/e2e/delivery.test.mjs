@@ -166,6 +166,42 @@ test('Idempotency-Key header works like the body field; keys are scoped to the t
   assert.equal(b.events().length, 1);
 });
 
+test('idempotency keys in batches published by shards (--threads 2), the same batch sent at once on several connections: each key publishes once, every retry answers its receipt', T, async (t) => {
+  const srv = await useServer(t, ['--threads', '2']);
+  const users = Array.from({ length: 6 }, (_, i) => `idem-shard-${i}`);
+  const conns = await Promise.all(users.map((u) => connectAs(srv, u)));
+  // 4 keys per user, each twice in the batch (the second a retry with another body)
+  const batch = [];
+  for (const round of [0, 1]) {
+    for (let k = 0; k < 4; k++) {
+      for (const u of users) batch.push({ user_id: u, type: 'job', k, round, idempotency_key: `key-${k}` });
+    }
+  }
+  const answers = await Promise.all([0, 1, 2, 3].map(() => api(srv, 'POST', '/api/v1/publish/batch', batch)));
+  const first = new Map(); // user/key -> receipt
+  for (const res of answers) {
+    assert.equal(res.status, 200, res.text.slice(0, 300));
+    res.json.forEach((r, i) => {
+      const { user_id: u, idempotency_key: key } = batch[i];
+      assert.equal(typeof r.seq, 'number', JSON.stringify(r));
+      const id = `${u}/${key}`;
+      if (!first.has(id)) first.set(id, r);
+      assert.deepEqual(r, first.get(id), `${id}: every answer is the first publish's receipt`);
+    });
+  }
+  for (const [i, c] of conns.entries()) {
+    const got = await c.nextMessages(4, isEvent('job'));
+    assert.deepEqual(got.map((e) => e.seq), [1, 2, 3, 4], `${users[i]}: one event per key`);
+    assert.deepEqual(got.map((e) => e.k).sort(), [0, 1, 2, 3]);
+    for (const e of got) {
+      assert.equal(e.round, 0, 'the first body of each key is the one delivered');
+      assert.equal(e.event_id, first.get(`${users[i]}/key-${e.k}`).event_id);
+    }
+    await c.sync();
+    assert.equal(c.events().filter((e) => e.type === 'job').length, 4, `${users[i]}: a key published twice`);
+  }
+});
+
 /* ---------------- batch ---------------- */
 
 test('publish/batch: results in order, a bad element fails alone, users keep array order', T, async (t) => {

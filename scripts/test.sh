@@ -32,15 +32,16 @@ for kind in release asan; do
   AGENTWIRE_BIN="$PWD/$dir/agentwire" node --test --test-concurrency=1 tests/browser/
 done
 # The loops' threads under ThreadSanitizer: the suites that publish, deliver,
-# resume, run agents and close across loops (a data race stops the server, so
-# the tests fail).
+# resume, run agents, read WebSocket input and close across loops (a data race
+# stops the server, so the tests fail).
 echo "== tsan: end-to-end tests across event loops (ThreadSanitizer)"
 scripts/build.sh tsan
 TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:suppressions=$PWD/tests/tsan.supp} AGENTWIRE_THREADS=2 AGENTWIRE_TSAN=1 \
   AGENTWIRE_BIN="$PWD/build-tsan/agentwire" node --test --test-concurrency=1 \
   tests/e2e/delivery.test.mjs tests/e2e/resume.test.mjs tests/e2e/runs.test.mjs \
   tests/e2e/api.test.mjs tests/e2e/lifecycle.test.mjs tests/e2e/client.test.mjs \
-  tests/e2e/durable.test.mjs tests/e2e/jwks.test.mjs tests/e2e/handshake.test.mjs
+  tests/e2e/durable.test.mjs tests/e2e/jwks.test.mjs tests/e2e/handshake.test.mjs \
+  tests/e2e/messages.test.mjs tests/e2e/large-messages.test.mjs tests/e2e/deflate.test.mjs
 # The benchmark's smoke run: every scenario against agentwire and the three
 # peers, tiny and untimed; it fails on any lost, reordered or misdirected event.
 echo "== benchmark smoke (node bench/run.mjs --smoke)"

@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "aw.h"
 #include "event.h"
+#include "lock.h"
 #include "log.h"
 #include "runs.h"
 #include "server.h"
@@ -344,10 +345,12 @@ bool client_within_rate(session_t *s, bool is_ping)
         s->_rate_tokens -= 1.0;
         return true;
     }
+    aw_lock(); /* the metrics (the frame loop may hold the lock shared) */
     s->srv->metrics.errors[ERR_RATE_LIMITED]++;
     if (is_ping)
         count_bad(s);
     else
         reply_error(s, NULL, ERR_RATE_LIMITED, "too many messages; slow down", true);
+    aw_unlock();
     return false;
 }

@@ -622,16 +622,18 @@ static void tls_write_pending(session_t *s)
 
 static void read_done(session_t *s, ssize_t nread, const uv_buf_t *buf);
 
-/* An HTTP request's bytes are read under the lock shared: parsing and a
- * publish by shards touch only the session and the shards (api.c), and
- * whatever else the request needs takes the lock alone (aw_lock from a
- * shared hold). Everything else reads under the lock alone. */
+/* Bytes are read under the lock shared: an HTTP request's parsing and a
+ * publish by shards touch only the session and the shards (api.c), the
+ * WebSocket frame loop only the session (session_ws.c: a message for
+ * client.c, a refusal counted in the metrics, a close take the lock alone
+ * from the shared hold). TLS and the end of the stream read under the lock
+ * alone. */
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     if (nread == 0)
         return;
     session_t *s = stream->data;
-    if (nread > 0 && s->state == SESSION_HTTP && !s->_tls) {
+    if (nread > 0 && !s->_tls) {
         bool took = aw_lock_shared();
         read_done(s, nread, buf);
         if (took)

@@ -7,6 +7,7 @@
 
 #include "aw.h"
 #include "client.h"
+#include "lock.h"
 #include "log.h"
 #include "server.h"
 #include "session_int.h"
@@ -28,6 +29,21 @@ static void on_peer_close(session_t *s, const ws_frame_t *fr)
 
 static void ws_error(session_t *s, uint16_t code, int rc);
 
+/* client.c's messages use the hub, runs and tickets: the lock alone (from
+ * the shared hold the frame loop runs under, session.c). The echo endpoint
+ * only sends the message back on its own session. */
+static void deliver_message(session_t *s, uint8_t opcode, const uint8_t *data, size_t len,
+                            frame_t *own)
+{
+    if (s->echo) {
+        client_message(s, opcode, data, len, own);
+        return;
+    }
+    aw_lock();
+    client_message(s, opcode, data, len, own);
+    aw_unlock();
+}
+
 /* A whole message: inflated when compressed (bounded by the message limit,
  * so a small bomb cannot grow past it), UTF-8 checked if it was text, then
  * handed to client.c. own: the frame data lives in, with our frame header's
@@ -36,7 +52,7 @@ static void message_done(session_t *s, uint8_t opcode, bool compressed, const ui
                          size_t len, frame_t *own)
 {
     if (!compressed) {
-        client_message(s, opcode, data, len, own);
+        deliver_message(s, opcode, data, len, own);
         return;
     }
     uint8_t *plain;
@@ -52,7 +68,7 @@ static void message_done(session_t *s, uint8_t opcode, bool compressed, const ui
         ws_error(s, ws_close_code_for(rc), rc);
         return;
     }
-    client_message(s, opcode, plain, plen, NULL);
+    deliver_message(s, opcode, plain, plen, NULL);
     free(plain);
 }
 

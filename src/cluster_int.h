@@ -1,7 +1,7 @@
-/* cluster_int.h -- what cluster.c (the shards, users' streams, publishing,
- * the tick and the broker interface) and cluster_ops.c (presence, runs'
- * leases and the reaper, the API's reads, tickets) share. Not for other
- * modules: they use cluster.h. */
+/* cluster_int.h -- what cluster.c (the shards, publishing, the tick and the
+ * broker interface), cluster_streams.c (the users' streams this node
+ * serves) and cluster_ops.c (presence, runs' leases and the reaper, the
+ * API's reads, tickets) share. Not for other modules: they use cluster.h. */
 #ifndef AW_CLUSTER_INT_H
 #define AW_CLUSTER_INT_H
 
@@ -97,6 +97,18 @@ shard_t *cluster_shard_for(const cluster_t *c, const char *user);
 const char *cluster_num(char *buf, long long v); /* buf: 24 bytes */
 void cluster_new_epoch(char out[HUB_EPOCH_LEN + 1]);
 int64_t cluster_stream_keep(const cluster_t *c); /* ms a stream's keys live */
+
+void cluster_user_key(char *out, size_t len, const char *user, const char *suffix);
+/* "aw:N:USER:c" -> USER (in place: a pointer into buf, NUL-ended), or NULL */
+const char *cluster_channel_user(char *buf, size_t buflen, const char *ch, size_t chlen);
+
+/* cluster_streams.c */
+void cluster_on_message(rconn_t *rc, const char *ch, size_t chlen, const char *msg, size_t len);
+void cluster_on_subscribed(rconn_t *rc, const char *ch, size_t chlen);
+void cluster_streams_shard_down(shard_t *sh); /* its users subscribe again, then fill the gap */
+void cluster_streams_resubscribe(shard_t *sh);
+void cluster_streams_tick(cluster_t *c, int64_t now);
+void cluster_cuser_free(void *value);
 
 /* cluster_ops.c */
 void cluster_presence_tick(cluster_t *c, int64_t now);

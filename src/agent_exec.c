@@ -22,17 +22,16 @@
  * execs), in a new session (POSIX_SPAWN_SETSID), every signal at its default
  * and none blocked, as uv_spawn did. Its exit is watched through a pidfd
  * (pidfd_open, Linux >= 5.3) polled on the loop, then reaped with
- * waitpid(pid). The posix_spawn call itself runs on a thread of the
- * backend's own, the spawner: it returns only once the child has exec'd,
- * 0.5-2 ms with thousands of agents and connections open (the child's copy
- * of the fd table, the exec), and on the loop, under the server's lock, a
- * burst of 2,000 starts stalled every loop for seconds. The loop makes the
- * socketpairs, opens its ends, queues the request on stdin and hands the
- * child's ends to the spawner; the spawner closes them once the child has
- * its copies and hands the pid back (uv_async) for the exit watcher. A stop
- * asked for meanwhile is carried out when the pid arrives; a failed spawn
- * ends the run as a failed start. uv_spawn's fork, before, copied the page
- * tables of the whole server too. Where pidfd_open is missing (older kernel, a
+ * waitpid(pid). The posix_spawn call itself runs on the backend's spawner
+ * thread (spawner.h): it returns only once the child has exec'd, 0.5-2 ms
+ * with thousands of agents and connections open, and on the loop, under the
+ * server's lock, a burst of 2,000 starts stalled every loop for seconds.
+ * The loop makes the socketpairs, opens its ends, queues the request on
+ * stdin and hands the child's ends to the spawner; the spawner closes them
+ * once the child has its copies and hands the pid back for the exit
+ * watcher. A stop asked for meanwhile is carried out when the pid arrives;
+ * a failed spawn ends the run as a failed start. uv_spawn's fork, before,
+ * copied the page tables of the whole server too. Where pidfd_open is missing (older kernel, a
  * seccomp filter) the backend still uses uv_spawn, and always sh -c: libuv
  * then reaps, and its SIGCHLD handler (installed by uv_spawn only) waits for
  * its own pids only, never for a posix_spawn'd child. */
@@ -40,9 +39,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +53,7 @@
 #include "aw.h"
 #include "log.h"
 #include "runs.h"
+#include "spawner.h"
 
 #define AGENT_EXEC_NAME_MAX  64    /* bytes of the command shown as the name */
 #define AGENT_EXEC_LOG_MAX   512   /* bytes of a stderr line put in the log */
@@ -75,15 +73,10 @@ typedef struct agent_exec {
     char *env_names;                    /* --agent-env, or NULL */
     bool use_uv_spawn;                  /* no pidfd_open here: fork with uv_spawn */
     char name[AGENT_EXEC_NAME_MAX + 1]; /* the command, cut (ending "...") if longer */
-    /* The spawner (started with the first run): runs to spawn (todo) and
-     * spawned or failed (done), both under spawn_mu; `spawned` wakes the
-     * loop for done. */
-    bool spawner_on, spawner_stop;
-    uv_thread_t spawner;
-    uv_mutex_t spawn_mu;
-    uv_cond_t spawn_cv;
-    uv_async_t *spawned; /* its own memory: see exec_dispose */
-    struct exec_run *todo, **todo_tail, *done, **done_tail;
+    char *sh_argv[4];                   /* "/bin/sh" "-c" command */
+    /* started with the first run; NULL before, or when it could not start
+     * (then use_uv_spawn) */
+    spawner_t *spawner;
     /* One read buffer for every pipe of every run: libuv calls alloc_cb and
      * read_cb back to back for one stream, so two reads never hold it at
      * once. Saves 64 KiB per run. */
@@ -115,14 +108,9 @@ typedef struct exec_run {
     agent_lines_t out_lines, err_lines;
     char *request; /* the request and "\n", until the run ends */
     int pid;       /* also the process group id (setsid); 0 before spawn */
-    /* with the spawner from exec_start to exec_spawned: the child's stdio,
-     * its environment, then the pid or an errno (spawn_rc) */
+    /* with the spawner from exec_spawn to exec_spawned */
     bool spawning, spawn_failed;
-    struct exec_run *spawn_next;
-    int child_fds[3];
-    char **spawn_env;
-    pid_t spawn_pid;
-    int spawn_rc;
+    spawn_req_t spawn;
     int open_handles;
     bool exited, out_done, err_done, finishing;
     enum exec_stage stage;
@@ -496,7 +484,6 @@ static char **exec_child_env(const agent_exec_t *be)
 /* The fallback: uv_spawn forks (and reaps through its SIGCHLD handler). */
 static int exec_uv_spawn(exec_run_t *st, char **env)
 {
-    char *args[] = {"/bin/sh", "-c", st->be->command, NULL};
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&st->in},
         {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&st->out},
@@ -504,8 +491,8 @@ static int exec_uv_spawn(exec_run_t *st, char **env)
     };
     uv_process_options_t o = {
         .exit_cb = exec_on_exit,
-        .file = args[0],
-        .args = args,
+        .file = st->be->sh_argv[0],
+        .args = st->be->sh_argv,
         .env = env,
         .flags = UV_PROCESS_DETACHED, /* setsid: the group id is the pid */
         .stdio_count = 3,
@@ -575,104 +562,17 @@ static void exec_close_fds(int *fds, size_t n)
         }
 }
 
-/* Starts args with the given stdio, in a new session, all signals default
- * and unblocked (as uv_spawn does); args[0] without a '/' is looked up on
- * PATH. Returns 0 or an errno; the parent waits only until the child has
- * exec'd (or failed to). */
-static int exec_posix_spawn(char *const args[], char **env, const int child_fds[3], pid_t *pid)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t all, none;
-    int rc;
-
-    sigfillset(&all);
-    sigemptyset(&none);
-    if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
-        return rc;
-    if ((rc = posix_spawnattr_init(&attr)) != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        return rc;
-    }
-    for (int i = 0; i < 3 && rc == 0; i++)
-        rc = posix_spawn_file_actions_adddup2(&fa, child_fds[i], i);
-    if (rc == 0)
-        rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF |
-                                                 POSIX_SPAWN_SETSIGMASK);
-    if (rc == 0)
-        rc = posix_spawnattr_setsigdefault(&attr, &all);
-    if (rc == 0)
-        rc = posix_spawnattr_setsigmask(&attr, &none);
-    if (rc == 0)
-        rc = strchr(args[0], '/') ? posix_spawn(pid, args[0], &fa, &attr, args, env)
-                                  : posix_spawnp(pid, args[0], &fa, &attr, args, env);
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc;
-}
-
-/* The child started but cannot be watched: kill its group and reap it
- * here (SIGKILL cannot be caught, so the wait is short). */
-static void exec_kill_unwatched(pid_t pid)
-{
-    kill(-pid, SIGKILL); /* pid > 1: a child of ours, its own group */
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
-/* The spawner's part: the child started with its stdio (the plain
- * command's argv, or sh -c when there is none or its exec failed: sh then
- * tells why, as without argv). 0 or an errno. */
-static int exec_spawn_child(const agent_exec_t *be, char **env, const int child_fds[3], pid_t *pid)
-{
-    char *sh_args[] = {"/bin/sh", "-c", be->command, NULL};
-
-    if (be->argv && exec_posix_spawn(be->argv, env, child_fds, pid) == 0)
-        return 0;
-    return exec_posix_spawn(sh_args, env, child_fds, pid);
-}
-
-/* The spawner thread: one start at a time, in the order asked. */
-static void exec_spawner(void *arg)
-{
-    agent_exec_t *be = arg;
-    sigset_t all;
-
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the loops take the server's signals */
-    uv_mutex_lock(&be->spawn_mu);
-    while (!be->spawner_stop) {
-        exec_run_t *st = be->todo;
-        if (!st) {
-            uv_cond_wait(&be->spawn_cv, &be->spawn_mu);
-            continue;
-        }
-        if (!(be->todo = st->spawn_next))
-            be->todo_tail = &be->todo;
-        uv_mutex_unlock(&be->spawn_mu);
-        st->spawn_rc = exec_spawn_child(be, st->spawn_env, st->child_fds, &st->spawn_pid);
-        exec_close_fds(st->child_fds, 3); /* the child has its copies */
-        free(st->spawn_env);
-        st->spawn_env = NULL;
-        uv_mutex_lock(&be->spawn_mu);
-        st->spawn_next = NULL;
-        *be->done_tail = st;
-        be->done_tail = &st->spawn_next;
-        uv_async_send(be->spawned);
-    }
-    uv_mutex_unlock(&be->spawn_mu);
-}
-
 /* The spawner's answer for st, on the loop: the child's exit watched from
  * now on, or the run ended as a start that failed (its pipes see EOF: the
  * child's ends are closed). A stop asked for meanwhile reaches the new
  * group now. */
-static void exec_spawned(exec_run_t *st)
+static void exec_spawned(spawn_req_t *req)
 {
-    int rc = st->spawn_rc ? uv_translate_sys_error(st->spawn_rc) : 0;
+    exec_run_t *st = req->data;
+    int rc = req->rc ? uv_translate_sys_error(req->rc) : 0;
 
     st->spawning = false;
-    if (rc == 0 && (st->pidfd = exec_pidfd_open(st->spawn_pid)) < 0)
+    if (rc == 0 && (st->pidfd = exec_pidfd_open(req->pid)) < 0)
         rc = uv_translate_sys_error(errno);
     if (rc == 0 && (rc = uv_poll_init(st->be->loop, &st->exit_watch.exit_poll, st->pidfd)) == 0) {
         st->exit_watch.exit_poll.data = st;
@@ -681,14 +581,14 @@ static void exec_spawned(exec_run_t *st)
         rc = uv_poll_start(&st->exit_watch.exit_poll, UV_READABLE, exec_on_pidfd);
     }
     if (rc != 0) {
-        if (st->spawn_rc == 0)
-            exec_kill_unwatched(st->spawn_pid);
+        if (req->rc == 0)
+            spawner_kill_unwatched(req->pid);
         log_kv(LOG_ERROR, "agent spawn failed", "run", exec_run_id(st), "error", uv_strerror(rc),
                NULL);
         st->spawn_failed = true;
         exec_exited(st, 0, 0);
     } else {
-        st->pid = st->spawn_pid; /* from here on exec_on_pidfd reaps it */
+        st->pid = req->pid; /* from here on exec_on_pidfd reaps it */
         log_kv(LOG_DEBUG, "agent started", "run", exec_run_id(st), "#pid", (long long)st->pid,
                NULL);
         if (st->stage == EXEC_TERM_SENT)
@@ -700,62 +600,16 @@ static void exec_spawned(exec_run_t *st)
         exec_run_end(st);
 }
 
-static void exec_on_spawned(uv_async_t *a)
-{
-    agent_exec_t *be = a->data;
-    exec_run_t *list;
-
-    uv_mutex_lock(&be->spawn_mu);
-    list = be->done;
-    be->done = NULL;
-    be->done_tail = &be->done;
-    uv_mutex_unlock(&be->spawn_mu);
-    while (list) {
-        exec_run_t *st = list;
-        list = st->spawn_next;
-        exec_spawned(st);
-    }
-}
-
-static void exec_free_handle(uv_handle_t *h)
-{
-    free(h);
-}
-
-/* The spawner starts with the first run (on the loop, whose stop closes
- * `spawned` with every other handle). false: no thread, spawn here. */
+/* The spawner starts with the first run. false: no thread, spawn here. */
 static bool exec_spawner_start(agent_exec_t *be)
 {
-    if (be->spawner_on)
+    if (be->spawner)
         return true;
-    if (uv_mutex_init(&be->spawn_mu) != 0)
-        return false;
-    if (uv_cond_init(&be->spawn_cv) != 0) {
-        uv_mutex_destroy(&be->spawn_mu);
-        return false;
-    }
-    be->todo_tail = &be->todo;
-    be->done_tail = &be->done;
-    be->spawned = malloc(sizeof *be->spawned);
-    if (!be->spawned || uv_async_init(be->loop, be->spawned, exec_on_spawned) != 0) {
-        free(be->spawned);
-        be->spawned = NULL;
-        uv_cond_destroy(&be->spawn_cv);
-        uv_mutex_destroy(&be->spawn_mu);
-        return false;
-    }
-    be->spawned->data = be;
-    uv_unref((uv_handle_t *)be->spawned); /* keeps no loop running */
-    if (uv_thread_create(&be->spawner, exec_spawner, be) != 0) {
+    if (spawner_create(be->loop, exec_spawned, &be->spawner) != AW_OK) {
         log_kv(LOG_WARN, "exec agent: no spawner thread, agents start on the loop", NULL);
-        uv_close((uv_handle_t *)be->spawned, exec_free_handle);
-        be->spawned = NULL;
-        uv_cond_destroy(&be->spawn_cv);
-        uv_mutex_destroy(&be->spawn_mu);
         be->use_uv_spawn = true;
         return false;
     }
-    be->spawner_on = true;
     return true;
 }
 
@@ -785,15 +639,15 @@ static int exec_spawn(exec_run_t *st, char **env)
         return rc;
     }
     for (int i = 0; i < 3; i++)
-        st->child_fds[i] = sv[i][1];
-    st->spawn_env = env;
+        st->spawn.fds[i] = sv[i][1];
+    /* the plain command's argv, or sh -c when there is none or its exec
+     * failed (sh then tells why, as without argv) */
+    st->spawn.argv = be->argv;
+    st->spawn.fallback = be->sh_argv;
+    st->spawn.env = env;
+    st->spawn.data = st;
     st->spawning = true;
-    uv_mutex_lock(&be->spawn_mu);
-    st->spawn_next = NULL;
-    *be->todo_tail = st;
-    be->todo_tail = &st->spawn_next;
-    uv_cond_signal(&be->spawn_cv);
-    uv_mutex_unlock(&be->spawn_mu);
+    spawner_submit(be->spawner, &st->spawn);
     return 0;
 }
 
@@ -893,30 +747,7 @@ static void exec_dispose(agent_backend_t *b)
 
     if (!be)
         return;
-    if (be->spawner_on) {
-        uv_mutex_lock(&be->spawn_mu);
-        be->spawner_stop = true;
-        uv_cond_signal(&be->spawn_cv);
-        uv_mutex_unlock(&be->spawn_mu);
-        uv_thread_join(&be->spawner);
-        /* stopped with starts still queued (the loops are closed): no child
-         * of them may outlive the server */
-        for (exec_run_t *st = be->todo; st; st = st->spawn_next) {
-            exec_close_fds(st->child_fds, 3);
-            free(st->spawn_env);
-        }
-        for (exec_run_t *st = be->done; st; st = st->spawn_next)
-            if (st->spawn_rc == 0)
-                exec_kill_unwatched(st->spawn_pid);
-        uv_cond_destroy(&be->spawn_cv);
-        uv_mutex_destroy(&be->spawn_mu);
-        /* the server's stop closed it with every handle of the loop, and
-         * the loop has run since; else (a loop still in use) close it now */
-        if (uv_is_closing((uv_handle_t *)be->spawned))
-            free(be->spawned);
-        else
-            uv_close((uv_handle_t *)be->spawned, exec_free_handle);
-    }
+    spawner_free(be->spawner);
     agent_argv_free(be->argv);
     free(be->pwd_var);
     free(be->command);
@@ -974,6 +805,9 @@ int agent_exec_create(const char *command, const agent_options_t *opts, agent_ba
         snprintf(err, errlen, "exec agent: out of memory");
         return AW_ENOMEM;
     }
+    be->sh_argv[0] = "/bin/sh";
+    be->sh_argv[1] = "-c";
+    be->sh_argv[2] = be->command;
     be->loop = opts->loop;
     be->grace_ms = opts->kill_grace_ms > 0 ? opts->kill_grace_ms : 0;
     be->max_line = opts->max_line_bytes;

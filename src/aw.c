@@ -4,6 +4,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +20,13 @@ const char *aw_strerror(int err)
 #undef AW_ERR_TEXT
     }
     return "unknown error";
+}
+
+void aw_thread_name(const char *name)
+{
+    char cut[16];
+    snprintf(cut, sizeof cut, "%s", name);
+    pthread_setname_np(pthread_self(), cut);
 }
 
 int64_t aw_now_ms(void)

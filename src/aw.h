@@ -48,6 +48,10 @@ const char *aw_strerror(int err);
 /* Wall clock in milliseconds since the Unix epoch. */
 int64_t aw_now_ms(void);
 
+/* Names the calling thread, as ps -L, top -H and perf show it (Linux
+ * keeps 15 bytes). */
+void aw_thread_name(const char *name);
+
 /* Fills buf with len cryptographically random bytes. 0 or AW_EIO. */
 int aw_random_bytes(void *buf, size_t len);
 

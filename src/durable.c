@@ -150,6 +150,7 @@ static int write_group(durable_t *d, job_t *g, char *error, size_t errlen)
 static void writer(void *arg)
 {
     durable_t *d = arg;
+    aw_thread_name("aw-store");
     uv_mutex_lock(&d->mu);
     for (;;) {
         if (d->group && !d->written) {

@@ -83,6 +83,7 @@ static void spawner_main(void *arg)
     spawner_t *sp = arg;
     sigset_t all;
 
+    aw_thread_name("aw-spawner");
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the loops take the server's signals */
     uv_mutex_lock(&sp->mu);

@@ -2,11 +2,15 @@
 // pings, and draining on SIGTERM.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import {
   api,
   connectAs,
   expectRefusal,
+  publish,
   rawSocket,
   startServer,
   useServer,
@@ -15,6 +19,30 @@ import {
 } from './lib/harness.mjs';
 
 const T = { timeout: 30000 };
+
+/* ---------------- loops and threads ---------------- */
+
+// The names of the server's threads, from /proc (ps -L shows the same).
+function threadNames(pid) {
+  return fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+    try { return fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(); } catch { return null; }
+  }).filter(Boolean).sort();
+}
+
+test('--threads 2 runs two named loops; --data-dir runs one loop and the writer thread, whatever --threads says', T, async (t) => {
+  const two = await useServer(t, ['--threads', '2']);
+  assert.deepEqual(threadNames(two.proc.pid).filter((n) => n.startsWith('aw-')), ['aw-loop-1']);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentwire-data-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const durable = await useServer(t, ['--threads', '2', '--data-dir', dir]);
+  assert.deepEqual(threadNames(durable.proc.pid).filter((n) => n.startsWith('aw-')), ['aw-store']);
+  // and it still serves: a publish reaches a subscriber
+  const ws = await connectAs(durable, 'named');
+  const res = await publish(durable, { user_id: 'named', type: 'note', n: 1 });
+  const ev = await ws.nextMessage((m) => m.type === 'note');
+  assert.equal(ev.seq, res.seq);
+  assert.equal(ev.n, 1);
+});
 
 /* ---------------- handshake timeout ---------------- */
 

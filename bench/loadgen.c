@@ -82,6 +82,7 @@ static void usage(FILE *f)
         "  --publishers P        publisher connections; user u is published by u % P [1]\n"
         "  --pipeline D          requests in flight per publisher connection [1]\n"
         "  --payload-bytes N     pad each event's JSON to about N bytes [0]\n"
+        "  --keyed               (agentwire) each event carries an idempotency_key of its own\n"
         "  --concurrency N       handshakes in flight at once, over all processes, in every\n"
         "                        connect phase (storm, resume reconnect, and the others) [500]\n"
         "  --connect-timeout-ms MS  a connection not ready after MS fails [15000]\n"
@@ -153,6 +154,7 @@ static void parse_args(int argc, char **argv)
         O_DUR,
         O_TIMEOUT,
         O_CTIMEOUT,
+        O_KEYED,
         O_HELP,
     };
     static const struct option lo[] = {
@@ -173,6 +175,7 @@ static void parse_args(int argc, char **argv)
         {"publishers", required_argument, 0, O_PUBS},
         {"pipeline", required_argument, 0, O_PIPE},
         {"payload-bytes", required_argument, 0, O_PAYLOAD},
+        {"keyed", no_argument, 0, O_KEYED},
         {"concurrency", required_argument, 0, O_CONC},
         {"hold-ms", required_argument, 0, O_HOLD},
         {"echo-bytes", required_argument, 0, O_EBYTES},
@@ -289,6 +292,9 @@ static void parse_args(int argc, char **argv)
         case O_PAYLOAD:
             opt.payload_bytes = (int)num("--payload-bytes", optarg, 0, 16 << 20);
             break;
+        case O_KEYED:
+            opt.keyed = true;
+            break;
         case O_CONC:
             opt.concurrency = (int)num("--concurrency", optarg, 1, 10000000);
             break;
@@ -341,6 +347,8 @@ static void parse_args(int argc, char **argv)
                   mode_names[opt.mode]);
     if (opt.mode == MODE_RESUME && opt.target != TGT_AGENTWIRE)
         bad_usage("%s", "--mode resume needs --target agentwire");
+    if (opt.keyed && opt.target != TGT_AGENTWIRE)
+        bad_usage("%s", "--keyed is for --target agentwire");
     if (opt.mode == MODE_ECHO && opt.target != TGT_AGENTWIRE && opt.target != TGT_WS)
         bad_usage("--target %s has no echo endpoint", target_names[opt.target]);
     if (opt.target == TGT_NCHAN && opt.batch != 1)

@@ -27,6 +27,7 @@ struct opts {
     uint64_t events;
     double rate;
     int batch, publishers, pipeline, payload_bytes, concurrency;
+    bool keyed; /* --keyed: every event carries an idempotency_key of its own */
     int echo_bytes, echo_window;
     int64_t hold_ms, duration_ms, timeout_ms, connect_timeout_ms;
 };

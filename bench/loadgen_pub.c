@@ -51,7 +51,7 @@ static int err_logs, reconnect_logs;
 
 static size_t event_max(void)
 {
-    return 160 + (size_t)opt.payload_bytes;
+    return 200 + (size_t)opt.payload_bytes;
 }
 
 static uint64_t pub_of(uint64_t j)
@@ -91,6 +91,12 @@ static size_t put_event(char *o, uint64_t j, int64_t bt)
     n += 6;
     n += put_u64(o + n, (uint64_t)bt);
     o[n++] = '}';
+    if (opt.keyed) {
+        memcpy(o + n, ",\"idempotency_key\":\"k", 21);
+        n += 21;
+        n += put_u64(o + n, j);
+        o[n++] = '"';
+    }
     if ((size_t)opt.payload_bytes > n + 10) {
         size_t pad = (size_t)opt.payload_bytes - n - 10;
         memcpy(o + n, ",\"pad\":\"", 8);

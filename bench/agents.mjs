@@ -241,6 +241,19 @@ function problemsOf(setup, r, w) {
   return p;
 }
 
+// A peer that could not carry the load within the client's bound: the
+// client reached --timeout-ms with events still unsent, and what is missing
+// is those and the ones in flight, nothing else (no duplicate, no event out
+// of order or to another user, no error answer, no connection lost). That
+// is a capacity figure, shown as such; it fails nothing. agentwire's setups
+// get no such allowance.
+function overloadOnly(setup, r) {
+  if (setup.target === 'agentwire' || !r.timed_out || !(r.unsent > 0)) return false;
+  const zero = (k) => !(typeof r[k] === 'number' && r[k] > 0);
+  return ['connect_failed', 'closed_by_server', 'duplicates', 'misrouted', 'wrong_run', 'gaps', 'seq_errors',
+    'bad_frames', 'publish_errors', 'runs_failed', 'server_errors'].every(zero);
+}
+
 async function runSetup(setup, cfg, ctx) {
   const users = setup.users ?? cfg.users;
   const args = clientArgs(setup, cfg, users);
@@ -300,6 +313,7 @@ async function runSetup(setup, cfg, ctx) {
     }
     rec.metrics = m;
     rec.problems = problemsOf(setup, r, w);
+    rec.overloaded = overloadOnly(setup, r);
     if (rec.problems.length) rec.client_stderr = stderrTail;
   } catch (err) {
     rec.error = String(err.message ?? err).replace(/\s+/g, ' ').slice(0, 600);
@@ -418,7 +432,10 @@ async function main() {
     writeFileSync(cli.md, markdown({ meta, setups: results, cfg }));
     process.stderr.write(`agents: markdown ${cli.md}\n`);
   }
-  const bad = results.filter((r) => r.error || r.problems?.length);
+  const bad = results.filter((r) => r.error || (r.problems?.length && !r.overloaded));
+  for (const r of results.filter((x) => x.overloaded)) {
+    process.stderr.write(`agents: ${r.id} could not carry the load within the client's bound (not a failure): ${r.problems.join('; ')}\n`);
+  }
   if (bad.length) {
     process.stderr.write(`agents: FAILED\n${bad.map((r) => `  ${r.id}: ${r.problems.join('; ')}`).join('\n')}\n`);
     process.exitCode = 1;

@@ -43,7 +43,7 @@ export function rowOf(s) {
     agents: num(m.agents_us_per_event) ? fmt1(m.agents_us_per_event) : '–',
     lost: s.result ? `${fmtInt(m.lost)} / ${fmtInt(m.duplicates)} / ${fmtInt(m.misrouted)}` : '–',
     other: fmtPct(m.other_cpu_pct),
-    ok: s.error ? 'FAILED' : s.problems?.length ? 'PROBLEMS' : 'ok',
+    ok: s.error ? 'FAILED' : s.overloaded ? 'overloaded' : s.problems?.length ? 'PROBLEMS' : 'ok',
   };
 }
 
@@ -127,7 +127,11 @@ export function markdown({ meta, setups, cfg }) {
   if (bad.length) {
     L.push('Problems:');
     L.push('');
-    for (const s of bad) L.push(`- ${s.label}: ${s.error ?? s.problems.join('; ')}`);
+    for (const s of bad) {
+      L.push(`- ${s.label}: ${s.error ?? s.problems.join('; ')}${s.overloaded
+        ? ' — *overloaded*: it could not publish and deliver the plan\'s events within the client\'s bound; what is missing is what was never sent or still in flight at the bound, nothing duplicated, reordered or misrouted (a capacity figure, not a failure)'
+        : ''}`);
+    }
   } else {
     L.push(`Every subscriber received exactly its own events, in order, none twice, in every setup (${fmtInt(setups.reduce((a, s) => a + (s.result?.received ?? 0), 0))} events checked)${setups.some((s) => s.target === 'agentwire') ? '; on agentwire also `seq` without a gap' : ''}.`);
   }

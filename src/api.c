@@ -180,6 +180,42 @@ static int pub_prepare(pub_prep_t *p, json_t *events, const bigstr_t *lits, cons
     return AW_OK;
 }
 
+/* The events' texts of a request go in a buffer of this thread's, kept
+ * from one request to the next: a batch of large events writes megabytes
+ * there, and a buffer malloc'd per request (mmap'd, past 1 MiB) had its
+ * pages faulted in afresh each time, most of the server's CPU on 64 KiB
+ * events. What was not used since the loop's last trim (api_trim, each
+ * second) is freed. */
+static _Thread_local aw_buf_t tl_tails;
+static _Thread_local bool tl_tails_used;
+
+static aw_buf_t tails_take(void)
+{
+    aw_buf_t b = tl_tails;
+    memset(&tl_tails, 0, sizeof tl_tails);
+    b.len = 0;
+    tl_tails_used = true;
+    return b;
+}
+
+static void tails_give(aw_buf_t *b, size_t keep_max)
+{
+    if (!tl_tails.data && b->cap <= keep_max) {
+        tl_tails = *b;
+        tl_tails.len = 0;
+    } else {
+        aw_buf_free(b);
+    }
+    memset(b, 0, sizeof *b);
+}
+
+void api_trim(void)
+{
+    if (!tl_tails_used)
+        aw_buf_free(&tl_tails);
+    tl_tails_used = false;
+}
+
 static void slots_free(pub_slot_t *slots, size_t n)
 {
     for (size_t i = 0; slots && i < n; i++)
@@ -187,10 +223,10 @@ static void slots_free(pub_slot_t *slots, size_t n)
     free(slots);
 }
 
-static void pub_prep_free(pub_prep_t *p)
+static void pub_prep_free(pub_prep_t *p, size_t keep_max)
 {
     slots_free(p->slots, p->n);
-    aw_buf_free(&p->tails);
+    tails_give(&p->tails, keep_max);
 }
 
 /* Appends slot's answer: its receipt, or its error (with its status in a
@@ -471,7 +507,7 @@ static json_t *parse_and_prepare(session_t *s, const http_request_t *req, bool b
 static void publish_request(session_t *s, const http_request_t *req, bool batch)
 {
     bigstr_t lits = {0};
-    pub_prep_t p = {0};
+    pub_prep_t p = {.tails = tails_take()};
     json_t *events = parse_and_prepare(s, req, batch, &lits, &p);
     if (events)
         publish_all(s, events, &p, &lits, batch);
@@ -479,7 +515,8 @@ static void publish_request(session_t *s, const http_request_t *req, bool batch)
      * without the lock */
     int depth = req->body_len >= UNLOCKED_PARSE_MIN ? aw_lock_suspend() : 0;
     json_decref(events);
-    pub_prep_free(&p);
+    /* the texts are at most about the body: twice the largest, as grown */
+    pub_prep_free(&p, 2 * (size_t)s->srv->cfg->max_request_bytes);
     bigstr_free(&lits);
     aw_lock_resume(depth);
 }

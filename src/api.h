@@ -19,6 +19,10 @@ bool api_admit_body(session_t *s, const http_request_t *req);
  * under the lock alone. */
 bool api_shared_ok(session_t *s, const http_request_t *req);
 
+/* Frees what this thread keeps between requests (a publish's buffer) if
+ * no request used it since the last call; each loop calls it every second. */
+void api_trim(void);
+
 /* Answers one non-upgrade request on s. */
 void api_handle(session_t *s, const http_request_t *req);
 

@@ -38,7 +38,8 @@ static const option_t options[] = {
     STR("listen", "AGENTWIRE_LISTEN", listen, "127.0.0.1:8080", "HOST:PORT",
         "address to listen on (port 0 picks a free one)"),
     NUM("threads", "AGENTWIRE_THREADS", threads, "0", 0, 64, "N",
-        "event loops, one thread each, sharing the port; 0: one per core (--redis and --data-dir: always one)"),
+        "event loops, one thread each, sharing the port; 0: one per core (--redis and --data-dir: "
+        "always one)"),
     STR("jwt-secret", "AGENTWIRE_JWT_SECRET", jwt_secret, NULL, "SECRET",
         "HS256 secret that user tokens are signed with"),
     STR("jwt-secret-file", "AGENTWIRE_JWT_SECRET_FILE", jwt_secret_file, NULL, "FILE",

@@ -3,6 +3,7 @@
  * of sessions but nothing of their protocol. */
 #include "server.h"
 
+#include "api.h"
 #include "cluster.h"
 #include "jwks.h"
 #include "stored.h"
@@ -332,6 +333,7 @@ static void on_tick(uv_timer_t *t)
         if (room < srv->cfg->frame_cache_bytes)
             room = srv->cfg->frame_cache_bytes;
         frame_cache_trim((size_t)room);
+        api_trim();
         atomic_store_explicit(&lp->cache_bytes, (int64_t)frame_cache_bytes(), memory_order_relaxed);
         lp->_cache_trim_ms = now;
         lp->queue_peak = atomic_load_explicit(&lp->queue_bytes, memory_order_relaxed);

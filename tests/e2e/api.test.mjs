@@ -327,6 +327,31 @@ test('HTTP keep-alive: two requests on one connection get two answers', T, async
   assert.equal(JSON.parse(second.slice(second.indexOf('\r\n\r\n') + 4)).seq, 1);
 });
 
+test('batches of changing sizes, one after another on one keep-alive connection: each event arrives with exactly its own fields', T, async (t) => {
+  const srv = await useServer(t);
+  const ws = await connectAs(srv, 'sizes');
+  // large, small, larger, tiny: the texts of a batch reuse the buffer of the one before
+  const plan = [[40, 50000, 'a'], [3, 10, 'b'], [12, 70000, 'c'], [1, 1, 'd'], [5, 3000, 'e']];
+  const sent = [];
+  for (const [n, bytes, ch] of plan) {
+    const batch = [];
+    for (let i = 0; i < n; i++) {
+      const ev = { user_id: 'sizes', type: 'note', k: `${ch}${i}`, pad: ch.repeat(bytes - (i % 7)) };
+      batch.push(ev);
+      sent.push(ev);
+    }
+    const res = await api(srv, 'POST', '/api/v1/publish/batch', batch, { keepAlive: true });
+    assert.equal(res.status, 200, JSON.stringify(res.json).slice(0, 300));
+    assert.equal(res.json.length, n);
+  }
+  const got = await ws.nextMessages(sent.length, (m) => m.type === 'note', 20000);
+  for (let i = 0; i < sent.length; i++) {
+    assert.equal(got[i].k, sent[i].k);
+    assert.equal(got[i].pad, sent[i].pad, `event ${sent[i].k}: its pad differs`);
+    assert.equal(got[i].seq, i + 1);
+  }
+});
+
 /* ---------------- metrics ---------------- */
 
 test('/metrics counts connections and published events', T, async (t) => {

@@ -216,6 +216,12 @@ void api_trim(void)
     tl_tails_used = false;
 }
 
+void api_release(void)
+{
+    aw_buf_free(&tl_tails);
+    tl_tails_used = false;
+}
+
 static void slots_free(pub_slot_t *slots, size_t n)
 {
     for (size_t i = 0; slots && i < n; i++)

@@ -23,6 +23,9 @@ bool api_shared_ok(session_t *s, const http_request_t *req);
  * no request used it since the last call; each loop calls it every second. */
 void api_trim(void);
 
+/* Frees what this thread keeps between requests: when its loop ends. */
+void api_release(void);
+
 /* Answers one non-upgrade request on s. */
 void api_handle(session_t *s, const http_request_t *req);
 

@@ -659,6 +659,7 @@ static void loop_thread(void *arg)
     frame_cache_attach((size_t)lp->srv->cfg->frame_cache_bytes);
     uv_run(lp->loop, UV_RUN_DEFAULT);
     frame_cache_detach();
+    api_release();
     jalloc_release();
 }
 
@@ -679,6 +680,7 @@ int server_run(server_t *srv)
     frame_cache_attach((size_t)srv->cfg->frame_cache_bytes);
     uv_run(srv->loops[0].loop, UV_RUN_DEFAULT);
     frame_cache_detach();
+    api_release();
     for (unsigned i = 1; i < srv->nloops; i++)
         uv_thread_join(&srv->loops[i]._thread);
     return AW_OK;

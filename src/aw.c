@@ -22,11 +22,11 @@ const char *aw_strerror(int err)
     return "unknown error";
 }
 
-void aw_thread_name(const char *name)
+void aw_thread_name(pthread_t thread, const char *name)
 {
     char cut[16];
     snprintf(cut, sizeof cut, "%s", name);
-    pthread_setname_np(pthread_self(), cut);
+    pthread_setname_np(thread, cut);
 }
 
 int64_t aw_now_ms(void)

@@ -7,6 +7,7 @@
 #ifndef AW_H
 #define AW_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,9 +49,10 @@ const char *aw_strerror(int err);
 /* Wall clock in milliseconds since the Unix epoch. */
 int64_t aw_now_ms(void);
 
-/* Names the calling thread, as ps -L, top -H and perf show it (Linux
- * keeps 15 bytes). */
-void aw_thread_name(const char *name);
+/* Names a thread just created (uv_thread_t is pthread_t on Unix), as ps
+ * -L, top -H and perf show it (Linux keeps 15 bytes). Named by its creator,
+ * so the name is there before the creator goes on. */
+void aw_thread_name(pthread_t thread, const char *name);
 
 /* Fills buf with len cryptographically random bytes. 0 or AW_EIO. */
 int aw_random_bytes(void *buf, size_t len);

@@ -150,7 +150,6 @@ static int write_group(durable_t *d, job_t *g, char *error, size_t errlen)
 static void writer(void *arg)
 {
     durable_t *d = arg;
-    aw_thread_name("aw-store");
     uv_mutex_lock(&d->mu);
     for (;;) {
         if (d->group && !d->written) {
@@ -335,6 +334,7 @@ int durable_open(durable_t **out, uv_loop_t *loop, const char *dir, enum store_s
         return AW_EIO;
     }
     d->thread_started = true;
+    aw_thread_name(d->thread, "aw-store");
     uv_async_init(loop, &d->async, on_written);
     uv_check_init(loop, &d->check);
     uv_idle_init(loop, &d->idle);

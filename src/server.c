@@ -652,9 +652,6 @@ int server_init(server_t *srv, uv_loop_t *loop, const config_t *cfg, char *err, 
 static void loop_thread(void *arg)
 {
     server_loop_t *lp = arg;
-    char name[16];
-    snprintf(name, sizeof name, "aw-loop-%u", (unsigned)(lp - lp->srv->loops));
-    aw_thread_name(name);
     this_loop = lp;
     frame_cache_attach((size_t)lp->srv->cfg->frame_cache_bytes);
     uv_run(lp->loop, UV_RUN_DEFAULT);
@@ -675,6 +672,9 @@ int server_run(server_t *srv)
             log_kv(LOG_ERROR, "cannot start a loop thread", NULL);
             return AW_EIO;
         }
+        char name[24];
+        snprintf(name, sizeof name, "aw-loop-%u", i);
+        aw_thread_name(srv->loops[i]._thread, name);
     }
     log_kv(LOG_INFO, "listening", "addr", addr, "#threads", (long long)srv->nloops, NULL);
     frame_cache_attach((size_t)srv->cfg->frame_cache_bytes);

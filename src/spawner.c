@@ -83,7 +83,6 @@ static void spawner_main(void *arg)
     spawner_t *sp = arg;
     sigset_t all;
 
-    aw_thread_name("aw-spawner");
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* the loops take the server's signals */
     uv_mutex_lock(&sp->mu);
@@ -163,6 +162,7 @@ int spawner_create(uv_loop_t *loop, spawner_done_cb done, spawner_t **out)
         uv_close((uv_handle_t *)sp->wake, free_handle);
         goto fail_cv;
     }
+    aw_thread_name(sp->thread, "aw-spawner");
     *out = sp;
     return AW_OK;
 fail_cv:
